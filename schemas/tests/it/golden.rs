@@ -1,0 +1,100 @@
+//! Golden vectors: the exact bytes switchyard writes, one file per message type.
+//!
+//! `UPDATE_GOLDEN=1 cargo test -p schemas` rewrites them after a deliberate format change.
+
+use std::collections::BTreeMap;
+
+use schemas::*;
+
+fn samples() -> Vec<Envelope> {
+    let caps = Capabilities {
+        repos: vec!["switchyard".into()],
+        languages: vec!["rust".into()],
+        environments: vec!["linux".into()],
+        tools: vec!["cargo".into()],
+        tags: vec!["fast".into()],
+    };
+    let messages = vec![
+        Message::AgentRegistered(AgentRegistered {
+            agent_id: "a1".into(),
+            name: "builder".into(),
+            capabilities: caps.clone(),
+            max_concurrent: 2,
+        }),
+        Message::AgentHeartbeat(AgentHeartbeat {
+            agent_id: "a1".into(),
+        }),
+        Message::TaskCreated(TaskCreated {
+            task_id: "t1".into(),
+            title: "compile".into(),
+            spec: "cargo build".into(),
+            priority: Priority::Urgent,
+            requirements: caps,
+            depends_on: vec![Dependency {
+                task_id: "t0".into(),
+                kind: DependencyKind::Input,
+                contract_key: Some("api_schema".into()),
+            }],
+        }),
+        Message::TaskAssigned(TaskAssigned {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+        }),
+        Message::TaskStarted(TaskStarted {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+        }),
+        Message::TaskCompleted(TaskCompleted {
+            task_id: "t1".into(),
+            result: BTreeMap::from([
+                ("ok".into(), CborValue::Bool(true)),
+                ("lines".into(), CborValue::Integer(42)),
+            ]),
+        }),
+        Message::TaskFailed(TaskFailed {
+            task_id: "t1".into(),
+            error: "exit status 2".into(),
+        }),
+        Message::NotificationRequested(NotificationRequested {
+            channel: "webhook".into(),
+            to: "https://example.org/hook".into(),
+            subject: "t1 done".into(),
+            text: "compile finished".into(),
+            dedupe_key: Some("t1-done".into()),
+        }),
+    ];
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let mut envelope = Envelope::new(
+                format!("0192f0c8-0000-7000-8000-00000000010{i}"),
+                "test/golden",
+                1_795_500_000_000,
+                "u1",
+                message,
+            );
+            envelope.corr = Some("corr-1".into());
+            envelope.trace = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+            envelope
+        })
+        .collect()
+}
+
+#[test]
+fn golden_vectors_round_trip_byte_for_byte() {
+    let dir = super::vectors("golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let samples = samples();
+    assert_eq!(samples.len(), Message::TYPES.len());
+    for envelope in samples {
+        let path = dir.join(format!("{}.cbor", envelope.type_name()));
+        let bytes = encode(&envelope);
+        if update {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(bytes, golden, "{} encodes differently", path.display());
+        assert_eq!(decode(&golden).unwrap(), envelope, "{}", path.display());
+    }
+}
