@@ -8,5 +8,7 @@ mod roundtrip;
 use std::path::{Path, PathBuf};
 
 fn vectors(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(dir)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/vectors")
+        .join(dir)
 }

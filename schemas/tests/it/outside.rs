@@ -46,7 +46,10 @@ fn outside_task_created_carries_its_typed_fields() {
     assert_eq!(task.priority, schemas::Priority::High);
     assert_eq!(task.requirements.languages, ["rust"]);
     assert_eq!(task.depends_on[0].kind, schemas::DependencyKind::Input);
-    assert_eq!(task.depends_on[0].contract_key.as_deref(), Some("api_schema"));
+    assert_eq!(
+        task.depends_on[0].contract_key.as_deref(),
+        Some("api_schema")
+    );
     assert_eq!(envelope.time, 1_795_500_000_000);
     assert_eq!(envelope.corr, None);
 }

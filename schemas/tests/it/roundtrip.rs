@@ -15,13 +15,15 @@ fn caps() -> impl Strategy<Value = Capabilities> {
         prop::collection::vec(text(), 0..3),
         prop::collection::vec(text(), 0..3),
     )
-        .prop_map(|(repos, languages, environments, tools, tags)| Capabilities {
-            repos,
-            languages,
-            environments,
-            tools,
-            tags,
-        })
+        .prop_map(
+            |(repos, languages, environments, tools, tags)| Capabilities {
+                repos,
+                languages,
+                environments,
+                tools,
+                tags,
+            },
+        )
 }
 
 fn cbor_leaf() -> impl Strategy<Value = CborValue> {
@@ -56,23 +58,64 @@ fn message() -> impl Strategy<Value = Message> {
             contract_key,
         });
     prop_oneof![
-        (text(), text(), caps(), any::<u32>()).prop_map(|(agent_id, name, capabilities, max_concurrent)| {
-            Message::AgentRegistered(AgentRegistered { agent_id, name, capabilities, max_concurrent })
-        }),
-        text().prop_map(|agent_id| Message::AgentHeartbeat(AgentHeartbeat { agent_id })),
-        (text(), text(), text(), priority, caps(), prop::collection::vec(dependency, 0..3)).prop_map(
-            |(task_id, title, spec, priority, requirements, depends_on)| {
-                Message::TaskCreated(TaskCreated { task_id, title, spec, priority, requirements, depends_on })
+        (text(), text(), caps(), any::<u32>()).prop_map(
+            |(agent_id, name, capabilities, max_concurrent)| {
+                Message::AgentRegistered(AgentRegistered {
+                    agent_id,
+                    name,
+                    capabilities,
+                    max_concurrent,
+                })
             }
         ),
-        (text(), text()).prop_map(|(task_id, agent_id)| Message::TaskAssigned(TaskAssigned { task_id, agent_id })),
-        (text(), text()).prop_map(|(task_id, agent_id)| Message::TaskStarted(TaskStarted { task_id, agent_id })),
-        (text(), prop::collection::btree_map(text(), cbor_leaf(), 0..4))
-            .prop_map(|(task_id, result)| Message::TaskCompleted(TaskCompleted { task_id, result })),
-        (text(), text()).prop_map(|(task_id, error)| Message::TaskFailed(TaskFailed { task_id, error })),
+        text().prop_map(|agent_id| Message::AgentHeartbeat(AgentHeartbeat { agent_id })),
+        (
+            text(),
+            text(),
+            text(),
+            priority,
+            caps(),
+            prop::collection::vec(dependency, 0..3)
+        )
+            .prop_map(
+                |(task_id, title, spec, priority, requirements, depends_on)| {
+                    Message::TaskCreated(TaskCreated {
+                        task_id,
+                        title,
+                        spec,
+                        priority,
+                        requirements,
+                        depends_on,
+                    })
+                }
+            ),
+        (text(), text()).prop_map(|(task_id, agent_id)| Message::TaskAssigned(TaskAssigned {
+            task_id,
+            agent_id
+        })),
+        (text(), text()).prop_map(|(task_id, agent_id)| Message::TaskStarted(TaskStarted {
+            task_id,
+            agent_id
+        })),
+        (
+            text(),
+            prop::collection::btree_map(text(), cbor_leaf(), 0..4)
+        )
+            .prop_map(|(task_id, result)| Message::TaskCompleted(TaskCompleted {
+                task_id,
+                result
+            })),
+        (text(), text())
+            .prop_map(|(task_id, error)| Message::TaskFailed(TaskFailed { task_id, error })),
         (text(), text(), text(), text(), prop::option::of(text())).prop_map(
             |(channel, to, subject, text, dedupe_key)| {
-                Message::NotificationRequested(NotificationRequested { channel, to, subject, text, dedupe_key })
+                Message::NotificationRequested(NotificationRequested {
+                    channel,
+                    to,
+                    subject,
+                    text,
+                    dedupe_key,
+                })
             }
         ),
     ]

@@ -1,0 +1,144 @@
+//! The live view of a supervision tree: every actor's status and restart count, by path.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Where an actor is in its life, as its supervisor last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorStatus {
+    /// Being spawned.
+    Starting,
+    /// Processing messages.
+    Running,
+    /// Stopped; waiting out its backoff before the next start.
+    Restarting,
+    /// Stopped and not coming back.
+    Stopped,
+    /// Failed and not coming back.
+    Failed,
+}
+
+impl ActorStatus {
+    /// Lower-case name, as shown to clients.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorStatus::Starting => "starting",
+            ActorStatus::Running => "running",
+            ActorStatus::Restarting => "restarting",
+            ActorStatus::Stopped => "stopped",
+            ActorStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    status: ActorStatus,
+    restarts: u32,
+}
+
+/// A shared, cheap-to-clone registry of actors by slash-separated path (`node/orchestrator`).
+#[derive(Debug, Clone, Default)]
+pub struct Tree {
+    entries: Arc<Mutex<BTreeMap<String, Entry>>>,
+}
+
+/// One actor in a snapshot, with its children.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeNode {
+    /// Last path segment.
+    pub name: String,
+    /// Current status.
+    pub status: ActorStatus,
+    /// How often its supervisor restarted it.
+    pub restarts: u32,
+    /// Children, in name order.
+    pub children: Vec<TreeNode>,
+}
+
+impl Tree {
+    /// Sets the status of the actor at `path`, adding it if new.
+    pub fn set_status(&self, path: &str, status: ActorStatus) {
+        self.with(|entries| {
+            entries
+                .entry(path.to_owned())
+                .and_modify(|e| e.status = status)
+                .or_insert(Entry {
+                    status,
+                    restarts: 0,
+                });
+        });
+    }
+
+    /// Counts one more restart of the actor at `path`.
+    pub fn count_restart(&self, path: &str) {
+        self.with(|entries| {
+            if let Some(entry) = entries.get_mut(path) {
+                entry.restarts += 1;
+            }
+        });
+    }
+
+    /// Forgets the actor at `path` and everything below it.
+    pub fn remove(&self, path: &str) {
+        let prefix = format!("{path}/");
+        self.with(|entries| entries.retain(|p, _| p != path && !p.starts_with(&prefix)));
+    }
+
+    /// Forgets everything below `path`, keeping `path` itself.
+    pub fn remove_descendants(&self, path: &str) {
+        let prefix = format!("{path}/");
+        self.with(|entries| entries.retain(|p, _| !p.starts_with(&prefix)));
+    }
+
+    /// The subtree rooted at `path`, or `None` if no such actor is known.
+    pub fn snapshot(&self, path: &str) -> Option<TreeNode> {
+        let entries = self.with(|entries| entries.clone());
+        let entry = entries.get(path)?;
+        Some(build(path, *entry, &entries))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> T) -> T {
+        // A panic while holding the lock cannot leave a half-written entry: recover the map.
+        let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+fn build(path: &str, entry: Entry, entries: &BTreeMap<String, Entry>) -> TreeNode {
+    let prefix = format!("{path}/");
+    let children = entries
+        .range(prefix.clone()..)
+        .take_while(|(p, _)| p.starts_with(&prefix))
+        .filter(|(p, _)| !p[prefix.len()..].contains('/'))
+        .map(|(p, e)| build(p, *e, entries))
+        .collect();
+    TreeNode {
+        name: path.rsplit('/').next().unwrap_or(path).to_owned(),
+        status: entry.status,
+        restarts: entry.restarts,
+        children,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_nests_children_by_path() {
+        let tree = Tree::default();
+        tree.set_status("node", ActorStatus::Running);
+        tree.set_status("node/a", ActorStatus::Running);
+        tree.set_status("node/a/x", ActorStatus::Restarting);
+        tree.set_status("node/b", ActorStatus::Stopped);
+        tree.set_status("nodes", ActorStatus::Running);
+        tree.count_restart("node/a/x");
+        let root = tree.snapshot("node").unwrap();
+        assert_eq!(root.children.len(), 2);
+        assert_eq!(root.children[0].children[0].name, "x");
+        assert_eq!(root.children[0].children[0].restarts, 1);
+        tree.remove("node/a");
+        assert_eq!(tree.snapshot("node").unwrap().children.len(), 1);
+    }
+}
