@@ -1,0 +1,169 @@
+//! The embedded adapter: an in-process, durable, replayable log in one SQLite file (WAL).
+//!
+//! One writer task owns all writes and commits them in batches (group commit), so a publish
+//! returns once its batch is fsynced. Consumer groups are coordinated in memory, which is why
+//! this adapter serves one node; their committed offsets are stored beside the records.
+
+mod group;
+mod headers;
+mod replay;
+mod store;
+mod subscription;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::bus::{
+    Bus, BusError, OutMessage, PublishError, Replay, ReplayFrom, SubscribeOptions, Subscription,
+};
+use crate::partition::partition_for;
+use group::Groups;
+use store::Store;
+
+/// The embedded bus; cheap to clone, all clones share one log.
+#[derive(Clone)]
+pub struct EmbeddedBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    topics: Mutex<HashMap<String, Topic>>,
+    groups: Groups,
+}
+
+/// What the bus knows of a topic in memory.
+#[derive(Clone)]
+struct Topic {
+    partitions: u32,
+    /// Bumped after every committed append, so idle consumers wake up.
+    appended: watch::Receiver<u64>,
+}
+
+impl EmbeddedBus {
+    /// Opens (creating if needed) the log at `path`, a SQLite file.
+    pub async fn open(path: &Path) -> Result<EmbeddedBus, BusError> {
+        let (store, topics) = Store::open(path).await?;
+        let topics = topics
+            .into_iter()
+            .map(|(name, partitions, appended)| {
+                (
+                    name,
+                    Topic {
+                        partitions,
+                        appended,
+                    },
+                )
+            })
+            .collect();
+        Ok(EmbeddedBus {
+            inner: Arc::new(Inner {
+                store,
+                topics: Mutex::new(topics),
+                groups: Groups::default(),
+            }),
+        })
+    }
+
+    /// Waits until every write handed to the writer so far is durable.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.inner.store.flush().await
+    }
+
+    fn topic(&self, name: &str) -> Result<Topic, BusError> {
+        self.inner
+            .topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BusError::UnknownTopic(name.to_owned()))
+    }
+}
+
+#[async_trait]
+impl Bus for EmbeddedBus {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), BusError> {
+        let partitions = partitions.max(1);
+        if let Ok(existing) = self.topic(topic) {
+            return check_partitions(topic, existing.partitions, partitions);
+        }
+        let (existing, appended) = self.inner.store.create_topic(topic, partitions).await?;
+        check_partitions(topic, existing, partitions)?;
+        self.inner
+            .topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(topic.to_owned())
+            .or_insert(Topic {
+                partitions,
+                appended,
+            });
+        Ok(())
+    }
+
+    async fn publish(&self, topic: &str, message: OutMessage) -> Result<(u32, u64), PublishError> {
+        let partitions = match self.topic(topic) {
+            Ok(t) => t.partitions,
+            Err(error) => return Err(PublishError { message, error }),
+        };
+        let partition = partition_for(&message.key, partitions);
+        let offset = self.inner.store.append(topic, partition, message).await?;
+        Ok((partition, offset))
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        options: SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        let meta = self.topic(topic)?;
+        let dlq = crate::bus::dlq_topic(topic);
+        self.create_topic(&dlq, 1).await?;
+        let committed = self.inner.store.committed(group, topic).await?;
+        let member = self
+            .inner
+            .groups
+            .join(group, topic, meta.partitions, committed);
+        Ok(Box::new(subscription::EmbeddedSubscription::new(
+            self.clone(),
+            topic.to_owned(),
+            dlq,
+            meta,
+            member,
+            options,
+        )))
+    }
+
+    async fn replay(&self, topic: &str, from: ReplayFrom) -> Result<Box<dyn Replay>, BusError> {
+        self.topic(topic)?;
+        let end = self.inner.store.last_seq(topic).await?;
+        Ok(Box::new(replay::EmbeddedReplay::new(
+            self.inner.store.clone(),
+            topic.to_owned(),
+            from,
+            end,
+        )))
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        self.inner.store.ping().await
+    }
+}
+
+fn check_partitions(topic: &str, existing: u32, requested: u32) -> Result<(), BusError> {
+    if existing == requested {
+        Ok(())
+    } else {
+        Err(BusError::PartitionMismatch {
+            topic: topic.to_owned(),
+            existing,
+            requested,
+        })
+    }
+}

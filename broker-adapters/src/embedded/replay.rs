@@ -1,0 +1,47 @@
+//! Replay: a topic read in publish order, outside any group, up to its end at the start.
+
+use std::collections::VecDeque;
+
+use async_trait::async_trait;
+
+use super::store::Store;
+use crate::bus::{BusError, Record, Replay, ReplayFrom};
+
+const PAGE: u32 = 512;
+
+pub(crate) struct EmbeddedReplay {
+    store: Store,
+    topic: String,
+    from: ReplayFrom,
+    after: i64,
+    end: i64,
+    page: VecDeque<Record>,
+}
+
+impl EmbeddedReplay {
+    pub(crate) fn new(store: Store, topic: String, from: ReplayFrom, end: i64) -> Self {
+        EmbeddedReplay {
+            store,
+            topic,
+            from,
+            after: 0,
+            end,
+            page: VecDeque::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Replay for EmbeddedReplay {
+    async fn next(&mut self) -> Result<Option<Record>, BusError> {
+        if self.page.is_empty() && self.after < self.end {
+            let rows = self
+                .store
+                .scan(&self.topic, self.after, self.end, self.from, PAGE)
+                .await?;
+            self.after = rows.last().map_or(self.end, |(seq, _)| *seq);
+            self.page = rows.into_iter().map(|(_, record)| record).collect();
+        }
+        Ok(self.page.pop_front())
+    }
+}

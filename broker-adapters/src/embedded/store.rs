@@ -1,0 +1,482 @@
+//! The SQLite log: one writer task that group-commits, and reads through a small pool.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::headers;
+use crate::bus::{BusError, OutMessage, PublishError, Record, ReplayFrom};
+
+/// Operations the writer task carries out, in arrival order, a batch per transaction.
+enum Op {
+    Append {
+        topic: String,
+        partition: u32,
+        message: OutMessage,
+        reply: oneshot::Sender<Result<u64, PublishError>>,
+    },
+    Commit {
+        group: String,
+        topic: String,
+        partition: u32,
+        next_offset: u64,
+    },
+    CreateTopic {
+        topic: String,
+        partitions: u32,
+        reply: oneshot::Sender<Result<(u32, watch::Receiver<u64>), BusError>>,
+    },
+    Flush {
+        reply: oneshot::Sender<Result<(), BusError>>,
+    },
+}
+
+/// Most operations committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Handle to the log; clones share the writer and the pool.
+#[derive(Clone)]
+pub(crate) struct Store {
+    pool: SqlitePool,
+    writer: mpsc::Sender<Op>,
+}
+
+/// A topic found on disk at open: name, partitions, append notifications.
+pub(crate) type OpenTopic = (String, u32, watch::Receiver<u64>);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY,
+    partitions INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    headers BLOB NOT NULL,
+    ts INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS records_position ON records (topic, partition, offset);
+CREATE TABLE IF NOT EXISTS group_offsets (
+    grp TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic, partition)
+);
+";
+
+fn storage(error: impl std::fmt::Display) -> BusError {
+    BusError::Storage(error.to_string())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Store {
+    /// Opens the log, creating the file and tables if needed, and starts the writer.
+    pub(crate) async fn open(path: &Path) -> Result<(Store, Vec<OpenTopic>), BusError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a publish that returned survives power loss, not just a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(storage)?;
+        sqlx::raw_sql(SCHEMA)
+            .execute(&mut conn)
+            .await
+            .map_err(storage)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(storage)?;
+
+        let mut writer = Writer {
+            conn,
+            next: HashMap::new(),
+            watches: HashMap::new(),
+        };
+        let mut topics = Vec::new();
+        for row in sqlx::query("SELECT name, partitions FROM topics")
+            .fetch_all(&mut writer.conn)
+            .await
+            .map_err(storage)?
+        {
+            let name: String = row.get(0);
+            let partitions: i64 = row.get(1);
+            topics.push((name.clone(), partitions as u32, writer.watch(&name)));
+        }
+        for row in sqlx::query(
+            "SELECT topic, partition, MAX(offset) + 1 FROM records GROUP BY topic, partition",
+        )
+        .fetch_all(&mut writer.conn)
+        .await
+        .map_err(storage)?
+        {
+            let topic: String = row.get(0);
+            let partition: i64 = row.get(1);
+            let next: i64 = row.get(2);
+            writer.next.insert((topic, partition as u32), next as u64);
+        }
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(writer.run(rx));
+        Ok((Store { pool, writer: tx }, topics))
+    }
+
+    async fn request<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, BusError>>) -> Op,
+    ) -> Result<T, BusError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(op(reply))
+            .await
+            .map_err(|_| BusError::Closed)?;
+        answer.await.map_err(|_| BusError::Closed)?
+    }
+
+    /// Creates a topic (if absent); returns its partition count as stored.
+    pub(crate) async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<(u32, watch::Receiver<u64>), BusError> {
+        self.request(|reply| Op::CreateTopic {
+            topic: topic.to_owned(),
+            partitions,
+            reply,
+        })
+        .await
+    }
+
+    /// Appends to a partition; returns the offset once the record is durable.
+    pub(crate) async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        message: OutMessage,
+    ) -> Result<u64, PublishError> {
+        let (reply, answer) = oneshot::channel();
+        let op = Op::Append {
+            topic: topic.to_owned(),
+            partition,
+            message,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(op)) = self.writer.send(op).await {
+            let Op::Append { message, .. } = op else {
+                unreachable!("we sent an append")
+            };
+            return Err(PublishError {
+                message,
+                error: BusError::Closed,
+            });
+        }
+        // The writer always answers before dropping an append; a dropped reply means it died
+        // mid-batch, and then the message may or may not be stored, which at-least-once allows.
+        answer.await.unwrap_or_else(|_| {
+            Err(PublishError {
+                message: OutMessage {
+                    key: String::new(),
+                    payload: Vec::new(),
+                    headers: Vec::new(),
+                },
+                error: BusError::Closed,
+            })
+        })
+    }
+
+    /// Records a group's next offset for a partition; durable by the next batch.
+    pub(crate) fn commit(&self, group: &str, topic: &str, partition: u32, next_offset: u64) {
+        let op = Op::Commit {
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            next_offset,
+        };
+        if self.writer.try_send(op).is_err() {
+            // Full or closed: the offset is re-committed with the next ack or at close, and a
+            // lost commit means only a redelivery.
+            tracing::debug!(group, topic, partition, "offset commit deferred");
+        }
+    }
+
+    /// Waits until everything sent to the writer so far is durable.
+    pub(crate) async fn flush(&self) -> Result<(), BusError> {
+        self.request(|reply| Op::Flush { reply }).await
+    }
+
+    /// A group's committed next offsets on a topic, by partition.
+    pub(crate) async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<HashMap<u32, u64>, BusError> {
+        let rows = sqlx::query(
+            "SELECT partition, next_offset FROM group_offsets WHERE grp = ? AND topic = ?",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<i64, _>(0) as u32, r.get::<i64, _>(1) as u64))
+            .collect())
+    }
+
+    /// Up to `limit` records of one partition from `from` on.
+    pub(crate) async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<Record>, BusError> {
+        let rows = sqlx::query(
+            "SELECT seq, partition, offset, key, payload, headers, ts FROM records
+             WHERE topic = ? AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?",
+        )
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(from as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(rows.iter().map(|r| to_record(topic, r).1).collect())
+    }
+
+    /// Up to `limit` records of a topic in publish order after `after_seq`, up to `end_seq`.
+    pub(crate) async fn scan(
+        &self,
+        topic: &str,
+        after_seq: i64,
+        end_seq: i64,
+        from: ReplayFrom,
+        limit: u32,
+    ) -> Result<Vec<(i64, Record)>, BusError> {
+        let (min_offset, min_ts) = match from {
+            ReplayFrom::Start => (0, 0),
+            ReplayFrom::Offset(o) => (o as i64, 0),
+            ReplayFrom::Time(t) => (0, t as i64),
+        };
+        let rows = sqlx::query(
+            "SELECT seq, partition, offset, key, payload, headers, ts FROM records
+             WHERE topic = ? AND seq > ? AND seq <= ? AND offset >= ? AND ts >= ?
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(topic)
+        .bind(after_seq)
+        .bind(end_seq)
+        .bind(min_offset)
+        .bind(min_ts)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(rows.iter().map(|r| to_record(topic, r)).collect())
+    }
+
+    /// The sequence number of the topic's newest record (0 when empty).
+    pub(crate) async fn last_seq(&self, topic: &str) -> Result<i64, BusError> {
+        sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records WHERE topic = ?")
+            .bind(topic)
+            .fetch_one(&self.pool)
+            .await
+            .map(|r| r.get(0))
+            .map_err(storage)
+    }
+
+    /// Checks that the file can be read.
+    pub(crate) async fn ping(&self) -> Result<(), BusError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(storage)
+    }
+}
+
+fn to_record(topic: &str, row: &sqlx::sqlite::SqliteRow) -> (i64, Record) {
+    let headers: Vec<u8> = row.get(5);
+    (
+        row.get(0),
+        Record {
+            topic: topic.to_owned(),
+            partition: row.get::<i64, _>(1) as u32,
+            offset: row.get::<i64, _>(2) as u64,
+            key: row.get(3),
+            payload: row.get(4),
+            headers: headers::decode(&headers),
+            timestamp: row.get::<i64, _>(6) as u64,
+        },
+    )
+}
+
+/// The single writer: owns the write connection and the next offset of every partition.
+struct Writer {
+    conn: SqliteConnection,
+    next: HashMap<(String, u32), u64>,
+    watches: HashMap<String, watch::Sender<u64>>,
+}
+
+impl Writer {
+    fn watch(&mut self, topic: &str) -> watch::Receiver<u64> {
+        self.watches
+            .entry(topic.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    async fn run(mut self, mut ops: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.write(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    /// Writes one batch in one transaction, then answers every request in it.
+    async fn write(&mut self, batch: Vec<Op>) {
+        let mut next = HashMap::new();
+        let result = self.transact(&batch, &mut next).await;
+        if result.is_ok() {
+            self.next.extend(next);
+        }
+        let mut touched = Vec::new();
+        for (op, answer) in batch.into_iter().zip(match &result {
+            Ok(answers) => answers.iter().map(|a| Ok(*a)).collect::<Vec<_>>(),
+            Err(error) => vec![Err(error.clone()); MAX_BATCH],
+        }) {
+            match op {
+                Op::Append {
+                    topic,
+                    message,
+                    reply,
+                    ..
+                } => {
+                    if answer.is_ok() {
+                        touched.push(topic);
+                    }
+                    let _ = reply.send(answer.map_err(|error| PublishError { message, error }));
+                }
+                Op::CreateTopic { topic, reply, .. } => {
+                    let _ = reply
+                        .send(answer.map(|partitions| (partitions as u32, self.watch(&topic))));
+                }
+                Op::Flush { reply } => {
+                    let _ = reply.send(answer.map(drop));
+                }
+                Op::Commit { .. } => {}
+            }
+        }
+        touched.dedup();
+        for topic in touched {
+            if let Some(watch) = self.watches.get(&topic) {
+                watch.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    /// The transaction of one batch: an answer per op (an append's offset, a topic's
+    /// partition count, 0 otherwise); the partitions' new next offsets go into `next`.
+    async fn transact(
+        &mut self,
+        batch: &[Op],
+        next: &mut HashMap<(String, u32), u64>,
+    ) -> Result<Vec<u64>, BusError> {
+        let now = now_ms() as i64;
+        let mut tx = self.conn.begin().await.map_err(storage)?;
+        let mut answers = Vec::with_capacity(batch.len());
+        for op in batch {
+            let answer = match op {
+                Op::Append {
+                    topic,
+                    partition,
+                    message,
+                    ..
+                } => {
+                    let position = (topic.clone(), *partition);
+                    let stored = self.next.get(&position).copied().unwrap_or(0);
+                    let offset = next.entry(position).or_insert(stored);
+                    sqlx::query(
+                        "INSERT INTO records (topic, partition, offset, key, payload, headers, ts)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(topic)
+                    .bind(i64::from(*partition))
+                    .bind(*offset as i64)
+                    .bind(&message.key)
+                    .bind(&message.payload)
+                    .bind(headers::encode(&message.headers))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(storage)?;
+                    *offset += 1;
+                    *offset - 1
+                }
+                Op::Commit {
+                    group,
+                    topic,
+                    partition,
+                    next_offset,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO group_offsets (grp, topic, partition, next_offset)
+                         VALUES (?, ?, ?, ?)
+                         ON CONFLICT (grp, topic, partition)
+                         DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
+                    )
+                    .bind(group)
+                    .bind(topic)
+                    .bind(i64::from(*partition))
+                    .bind(*next_offset as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(storage)?;
+                    0
+                }
+                Op::CreateTopic {
+                    topic, partitions, ..
+                } => {
+                    sqlx::query("INSERT OR IGNORE INTO topics (name, partitions) VALUES (?, ?)")
+                        .bind(topic)
+                        .bind(i64::from(*partitions))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(storage)?;
+                    sqlx::query("SELECT partitions FROM topics WHERE name = ?")
+                        .bind(topic)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(storage)?
+                        .get::<i64, _>(0) as u64
+                }
+                Op::Flush { .. } => 0,
+            };
+            answers.push(answer);
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(answers)
+    }
+}

@@ -1,0 +1,4 @@
+//! The bus conformance suite, run against every adapter.
+
+mod conformance;
+mod embedded;
