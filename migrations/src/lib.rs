@@ -1,1 +1,16 @@
-//! placeholder
+//! switchyard's database schema as sea-orm migrations, each with its way back down.
+
+mod m0001_core;
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+/// Every migration in order; `Migrator::up(db, None)` brings a database to the current schema.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_core::Migration)]
+    }
+}
