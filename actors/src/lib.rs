@@ -1,1 +1,59 @@
-//! placeholder
+//! switchyard's domain actors, their pure state machines, and persistence.
+//!
+//! `domain` is pure; `store` is the database; the actor modules run the first against the
+//! second and the bus. The node's tree is composed from these by the root crate.
+
+pub mod domain;
+mod entity;
+mod ingress;
+mod notifier;
+mod orchestrator;
+mod outbound;
+mod router;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker_adapters::Bus;
+
+pub use entity::{AgentMailbox, EntityActor, MailboxMsg, TaskMailbox};
+pub use ingress::{INGRESS_GROUP, IngressActor};
+pub use notifier::NotifierActor;
+pub use orchestrator::{OrchestratorActor, OrchestratorMsg};
+pub use outbound::publish;
+pub use store::Store;
+
+/// Everything the node's actors share: storage, the bus, and where they sit in the tree.
+#[derive(Clone)]
+pub struct NodeContext {
+    /// The state database.
+    pub store: Store,
+    /// The event bus.
+    pub bus: Arc<dyn Bus>,
+    /// This node's id, used in message sources.
+    pub node_id: String,
+    /// The root of the supervision tree (`node`); children live at `node/<name>`.
+    pub root: String,
+    /// How long an entity actor may sit idle before it stops itself.
+    pub passivate_after: Duration,
+    /// How often the orchestrator re-checks for assignable work even if nothing told it to.
+    pub assign_interval: Duration,
+}
+
+/// Child names of the node's tree (DESIGN §4).
+pub mod names {
+    pub const INGRESS: &str = "ingress";
+    pub const ORCHESTRATOR: &str = "orchestrator";
+    pub const TASKS: &str = "tasks";
+    pub const AGENTS: &str = "agents";
+    pub const NOTIFIER: &str = "notifier";
+    pub const SERVERS: &str = "servers";
+}
+
+impl NodeContext {
+    /// The tree path (and registered name) of the node's child `name`.
+    pub fn path(&self, name: &str) -> String {
+        format!("{}/{name}", self.root)
+    }
+}

@@ -126,15 +126,15 @@ pub struct Settle {
 
 /// One message handed to a consumer; settle it with `ack`, `nack` or `dead_letter`.
 ///
-/// Dropping it unsettled leaves it in flight: its partition is stalled until the subscription
-/// is closed and the message is redelivered to the next owner.
+/// Dropping it unsettled (its handler panicked, say) nacks it, so it is never lost and its
+/// partition never stalls.
 #[derive(Debug)]
 pub struct Delivery {
     /// The stored message.
     pub record: Record,
     /// 1 on first delivery, then counting redeliveries.
     pub attempt: u32,
-    settle: mpsc::UnboundedSender<Settle>,
+    settle: Option<mpsc::UnboundedSender<Settle>>,
 }
 
 impl Delivery {
@@ -143,7 +143,7 @@ impl Delivery {
         Delivery {
             record,
             attempt,
-            settle,
+            settle: Some(settle),
         }
     }
 
@@ -162,13 +162,25 @@ impl Delivery {
         self.finish(Outcome::DeadLetter(reason.into()));
     }
 
-    fn finish(self, outcome: Outcome) {
-        // If the subscription is gone, the message is redelivered to the next owner anyway.
-        let _ = self.settle.send(Settle {
-            partition: self.record.partition,
-            offset: self.record.offset,
-            outcome,
-        });
+    fn finish(mut self, outcome: Outcome) {
+        self.settle_with(outcome);
+    }
+
+    fn settle_with(&mut self, outcome: Outcome) {
+        if let Some(settle) = self.settle.take() {
+            // If the subscription is gone, the message is redelivered to the next owner anyway.
+            let _ = settle.send(Settle {
+                partition: self.record.partition,
+                offset: self.record.offset,
+                outcome,
+            });
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.settle_with(Outcome::Nack("dropped without being settled".into()));
     }
 }
 

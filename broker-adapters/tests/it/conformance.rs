@@ -223,7 +223,12 @@ pub async fn nack_redelivers(f: &impl Fixture) {
         "redelivered before the next"
     );
     d.ack();
-    assert_eq!(next(&mut sub).await.record.payload, b"second");
+    let d = next(&mut sub).await;
+    assert_eq!(d.record.payload, b"second");
+    drop(d); // as when a handler panics
+    let d = next(&mut sub).await;
+    assert_eq!((d.record.payload.as_slice(), d.attempt), (&b"second"[..], 2), "an unsettled drop is a nack");
+    d.ack();
     sub.close().await.unwrap();
 }
 

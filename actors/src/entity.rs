@@ -1,0 +1,214 @@
+//! One actor per live task or agent: a single-threaded mailbox that applies that entity's
+//! messages in order and persists each with its message id.
+//!
+//! Supervision: children of the `tasks` / `agents` dynamic supervisors, transient. A storage
+//! error fails the actor, which its supervisor restarts to reload state from the store.
+//! Ordering: the bus hands out one message per partition at a time, so per key at most one
+//! message is in this mailbox, and it is settled (ack, nack, dead-letter) here.
+//! Shutdown: idle actors stop themselves after `passivate_after`; an unsettled delivery in a
+//! dying mailbox is nacked on drop and comes back.
+
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use broker_adapters::Delivery;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use schemas::Envelope;
+
+use crate::NodeContext;
+use crate::domain::{Effect, Refusal, agent, task};
+use crate::orchestrator::OrchestratorMsg;
+use crate::store::{Applied, Store, StoreError, now_ms};
+
+/// Messages of an entity mailbox.
+pub enum MailboxMsg {
+    /// Apply this envelope and settle its delivery.
+    Handle(Box<Envelope>, Delivery),
+    /// Check for idleness (sent to itself).
+    Tick,
+}
+
+/// Why a message could not be applied.
+pub enum ApplyError {
+    /// The domain said no: final.
+    Refused(Refusal),
+    /// The database failed: retry.
+    Store(StoreError),
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> Self {
+        ApplyError::Store(e)
+    }
+}
+
+/// A kind of entity with a mailbox per instance.
+pub trait Kind: Send + Sync + 'static {
+    /// The entity's current state.
+    type State: Send + Sync + 'static;
+
+    /// Loads an entity's state, `None` if it does not exist yet.
+    fn load(
+        store: &Store,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Self::State>, StoreError>> + Send;
+
+    /// Applies and persists one message; returns the new state and the effects to carry out.
+    fn apply(
+        store: &Store,
+        state: Option<&Self::State>,
+        envelope: &Envelope,
+    ) -> impl Future<Output = Result<(Self::State, Vec<Effect>, Applied), ApplyError>> + Send;
+}
+
+/// Tasks: the state machine of `domain::task`.
+pub struct TaskMailbox;
+
+impl Kind for TaskMailbox {
+    type State = task::Task;
+
+    async fn load(store: &Store, id: &str) -> Result<Option<task::Task>, StoreError> {
+        store.task(id).await
+    }
+
+    async fn apply(
+        store: &Store,
+        state: Option<&task::Task>,
+        envelope: &Envelope,
+    ) -> Result<(task::Task, Vec<Effect>, Applied), ApplyError> {
+        let step = task::step(state, envelope, now_ms()).map_err(ApplyError::Refused)?;
+        let applied = store
+            .save_task(&envelope.id, &step.task, state.is_none(), &step.notifications)
+            .await?;
+        Ok((step.task, step.effects, applied))
+    }
+}
+
+/// Agents: registration and heartbeats of `domain::agent`.
+pub struct AgentMailbox;
+
+impl Kind for AgentMailbox {
+    type State = agent::Agent;
+
+    async fn load(store: &Store, id: &str) -> Result<Option<agent::Agent>, StoreError> {
+        store.agent(id).await
+    }
+
+    async fn apply(
+        store: &Store,
+        state: Option<&agent::Agent>,
+        envelope: &Envelope,
+    ) -> Result<(agent::Agent, Vec<Effect>, Applied), ApplyError> {
+        let (agent, effects) =
+            agent::step(state, envelope, now_ms()).map_err(ApplyError::Refused)?;
+        let applied = store.save_agent(&envelope.id, &agent).await?;
+        Ok((agent, effects, applied))
+    }
+}
+
+/// The mailbox actor of one entity of kind `K`.
+pub struct EntityActor<K>(PhantomData<fn() -> K>);
+
+impl<K> Default for EntityActor<K> {
+    fn default() -> Self {
+        EntityActor(PhantomData)
+    }
+}
+
+impl<K> Clone for EntityActor<K> {
+    fn clone(&self) -> Self {
+        EntityActor(PhantomData)
+    }
+}
+
+/// What an entity actor is started with.
+#[derive(Clone)]
+pub struct EntityArgs {
+    pub ctx: NodeContext,
+    pub id: String,
+}
+
+#[doc(hidden)]
+pub struct EntityState<S> {
+    ctx: NodeContext,
+    id: String,
+    entity: Option<S>,
+    last_active: Instant,
+}
+
+impl<K: Kind> Actor for EntityActor<K> {
+    type Msg = MailboxMsg;
+    type State = EntityState<K::State>;
+    type Arguments = EntityArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MailboxMsg>,
+        args: EntityArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let entity = K::load(&args.ctx.store, &args.id).await?;
+        let tick = (args.ctx.passivate_after / 2).max(Duration::from_millis(10));
+        myself.send_interval(tick, || MailboxMsg::Tick);
+        Ok(EntityState {
+            ctx: args.ctx,
+            id: args.id,
+            entity,
+            last_active: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<MailboxMsg>,
+        message: MailboxMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            MailboxMsg::Tick => {
+                if state.last_active.elapsed() >= state.ctx.passivate_after {
+                    tracing::debug!(id = %state.id, "passivating");
+                    myself.stop(None);
+                }
+            }
+            MailboxMsg::Handle(envelope, delivery) => {
+                state.last_active = Instant::now();
+                if state.ctx.store.is_processed(&envelope.id).await? {
+                    delivery.ack();
+                    return Ok(());
+                }
+                match K::apply(&state.ctx.store, state.entity.as_ref(), &envelope).await {
+                    Ok((entity, effects, applied)) => {
+                        delivery.ack();
+                        if applied == Applied::Applied {
+                            state.entity = Some(entity);
+                            run_effects(&state.ctx, &effects);
+                        }
+                    }
+                    Err(ApplyError::Refused(refusal)) => {
+                        tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");
+                        delivery.dead_letter(refusal.0);
+                    }
+                    Err(ApplyError::Store(error)) => {
+                        delivery.nack(error.to_string());
+                        // Our cached state may no longer match the store: restart to reload it.
+                        return Err(error.into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run_effects(ctx: &NodeContext, effects: &[Effect]) {
+    for effect in effects {
+        match effect {
+            Effect::Assign => {
+                if let Some(cell) = ractor::registry::where_is(ctx.path(crate::names::ORCHESTRATOR)) {
+                    // If the orchestrator is restarting, its start-up pass picks this up.
+                    let _ = ActorRef::<OrchestratorMsg>::from(cell).send_message(OrchestratorMsg::Assign);
+                }
+            }
+        }
+    }
+}

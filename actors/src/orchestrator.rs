@@ -1,0 +1,125 @@
+//! The orchestrator: finds pending tasks an agent can take and publishes `task.assigned`.
+//!
+//! Supervision: a permanent child of the node. Its only state is the assignments it published
+//! that the tasks have not applied yet; a restart loses them, and the start-up pass finds the
+//! still-pending tasks again (a second `task.assigned` for one task is refused by the task).
+//! Ordering: assignment requests are coalesced into one pass every few milliseconds.
+//! Shutdown: nothing to flush; publishes are durable when they return.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use schemas::{Envelope, Message, TaskAssigned};
+
+use crate::NodeContext;
+use crate::domain::assign;
+use crate::store::now_ms;
+
+/// Pending tasks looked at per pass.
+const PASS_LIMIT: u64 = 500;
+/// Requests arriving within this window share one pass.
+const COALESCE: Duration = Duration::from_millis(5);
+
+/// Messages of the orchestrator.
+pub enum OrchestratorMsg {
+    /// Something changed that may allow an assignment.
+    Assign,
+    /// Run the assignment pass now (sent to itself).
+    Run,
+}
+
+/// The orchestrator actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrchestratorActor;
+
+#[doc(hidden)]
+pub struct OrchestratorState {
+    ctx: NodeContext,
+    /// task id → agent id of published assignments not yet applied.
+    reserved: HashMap<String, String>,
+    scheduled: bool,
+}
+
+impl Actor for OrchestratorActor {
+    type Msg = OrchestratorMsg;
+    type State = OrchestratorState;
+    type Arguments = NodeContext;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        ctx: NodeContext,
+    ) -> Result<OrchestratorState, ActorProcessingErr> {
+        myself.send_message(OrchestratorMsg::Assign)?;
+        myself.send_interval(ctx.assign_interval, || OrchestratorMsg::Assign);
+        Ok(OrchestratorState {
+            ctx,
+            reserved: HashMap::new(),
+            scheduled: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        message: OrchestratorMsg,
+        state: &mut OrchestratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            OrchestratorMsg::Assign => {
+                if !state.scheduled {
+                    state.scheduled = true;
+                    myself.send_after(COALESCE, || OrchestratorMsg::Run);
+                }
+            }
+            OrchestratorMsg::Run => {
+                state.scheduled = false;
+                if let Err(error) = pass(state).await {
+                    // The next request or the periodic pass tries again.
+                    tracing::warn!(%error, "assignment pass failed");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn pass(state: &mut OrchestratorState) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let store = &state.ctx.store;
+    let pending = store.pending_tasks(PASS_LIMIT).await?;
+    state
+        .reserved
+        .retain(|task, _| pending.iter().any(|p| &p.task_id == task));
+    let mut candidates = store.candidates().await?;
+    for agent in state.reserved.values() {
+        if let Some(c) = candidates.iter_mut().find(|c| &c.agent_id == agent) {
+            c.load += 1;
+        }
+    }
+    let open: Vec<_> = pending
+        .into_iter()
+        .filter(|p| !state.reserved.contains_key(&p.task_id))
+        .collect();
+    for (task_id, agent_id) in assign::first_fit(&open, &mut candidates) {
+        let user = open
+            .iter()
+            .find(|p| p.task_id == task_id)
+            .map(|p| p.user.clone())
+            .unwrap_or_default();
+        let envelope = Envelope::new(
+            uuid::Uuid::now_v7().to_string(),
+            format!("node/{}/orchestrator", state.ctx.node_id),
+            now_ms(),
+            user,
+            Message::TaskAssigned(TaskAssigned {
+                task_id: task_id.clone(),
+                agent_id: agent_id.clone(),
+            }),
+        );
+        crate::publish(state.ctx.bus.as_ref(), &envelope).await?;
+        tracing::info!(task = %task_id, agent = %agent_id, "assigned");
+        state.reserved.insert(task_id, agent_id);
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! Publishing an envelope: encoded by `schemas`, with CloudEvents headers, keyed by its key.
+
+use broker_adapters::{Bus, OutMessage, PublishError};
+use schemas::{EVENTS_TOPIC, Envelope};
+
+/// Publishes `envelope` on the events topic; returns (partition, offset) once durable.
+pub async fn publish(bus: &dyn Bus, envelope: &Envelope) -> Result<(u32, u64), PublishError> {
+    let message = OutMessage {
+        key: envelope.key.clone(),
+        payload: schemas::encode(envelope),
+        headers: envelope.headers(),
+    };
+    bus.publish(EVENTS_TOPIC, message).await
+}

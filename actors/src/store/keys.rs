@@ -1,0 +1,108 @@
+//! API keys: random bearer tokens of which only a SHA-256 hash is stored.
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sha2::{Digest, Sha256};
+
+use super::entities::api_keys;
+use super::{Store, StoreError, now_ms};
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything, for every user.
+    Admin,
+    /// Everything within its own user.
+    User,
+    /// Only its own agent's tasks.
+    Agent,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+            Role::Agent => "agent",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Role> {
+        [Role::Admin, Role::User, Role::Agent]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+}
+
+/// Whom a valid key stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user: String,
+    pub role: Role,
+    pub agent_id: Option<String>,
+}
+
+impl Principal {
+    /// Whether this principal may act for `user`.
+    pub fn may_act_for(&self, user: &str) -> bool {
+        self.role == Role::Admin || self.user == user
+    }
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn new_token() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError(format!("no entropy for a key: {e}")))?;
+    Ok(format!("sy_{}", hex::encode(bytes)))
+}
+
+impl Store {
+    /// Creates a key for `user` with `role`; returns the token, which is not stored.
+    pub async fn create_key(
+        &self,
+        user: &str,
+        role: Role,
+        agent_id: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let token = new_token()?;
+        api_keys::Entity::insert(api_keys::ActiveModel {
+            key_hash: Set(hash(&token)),
+            user: Set(user.to_owned()),
+            role: Set(role.as_str().to_owned()),
+            agent_id: Set(agent_id.map(str::to_owned)),
+            created_at: Set(now_ms() as i64),
+        })
+        .exec_without_returning(self.connection())
+        .await?;
+        Ok(token)
+    }
+
+    /// Creates the first admin key if there is none yet; returns its token when it did.
+    pub async fn ensure_admin_key(&self) -> Result<Option<String>, StoreError> {
+        let admins = api_keys::Entity::find()
+            .filter(api_keys::Column::Role.eq(Role::Admin.as_str()))
+            .count(self.connection())
+            .await?;
+        if admins > 0 {
+            return Ok(None);
+        }
+        self.create_key("admin", Role::Admin, None).await.map(Some)
+    }
+
+    /// Whom `token` stands for, or `None` if it is not a valid key.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        let row = api_keys::Entity::find_by_id(hash(token))
+            .one(self.connection())
+            .await?;
+        Ok(row.and_then(|r| {
+            Some(Principal {
+                role: Role::parse(&r.role)?,
+                user: r.user,
+                agent_id: r.agent_id,
+            })
+        }))
+    }
+}

@@ -1,0 +1,441 @@
+//! Persistence: the current state of tasks, agents and notifications, on SQLite or PostgreSQL.
+//!
+//! Every applied message is written in one transaction together with its id in
+//! `processed_messages`, so a redelivered message is recognised and changes nothing.
+
+mod convert;
+pub mod entities;
+pub mod keys;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait, TryInsertResult,
+};
+
+pub use convert::cbor_to_json;
+use entities::{agents, notifications, processed_messages, task_dependencies, tasks};
+
+use crate::domain::agent::Agent;
+use crate::domain::assign::{Candidate, PendingTask};
+use crate::domain::task::{NotificationDraft, Task, TaskState};
+
+/// A database failure; transient as far as callers can tell, so the message is retried.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("database: {0}")]
+pub struct StoreError(pub String);
+
+impl From<DbErr> for StoreError {
+    fn from(error: DbErr) -> Self {
+        StoreError(error.to_string())
+    }
+}
+
+/// Whether a write applied the message or found it already applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    Duplicate,
+}
+
+/// A page of tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    /// Pass back to get the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+/// A recorded notification, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub user: String,
+    pub channel: String,
+    pub to: String,
+    pub subject: String,
+    pub dedupe_key: String,
+    pub status: String,
+}
+
+/// Handle to the state database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…?mode=rwc` or `postgres://…`); SQLite runs in WAL mode.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let mut options = ConnectOptions::new(url);
+        options
+            .sqlx_logging(false)
+            .acquire_timeout(Duration::from_secs(10))
+            .map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+        Ok(Store {
+            db: Database::connect(options).await?,
+        })
+    }
+
+    /// The underlying connection, for migrations.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(Into::into)
+    }
+
+    /// Whether the message with this id was already applied.
+    pub async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
+        Ok(processed_messages::Entity::find_by_id(message_id.to_owned())
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
+    /// The task `task_id`, if it exists.
+    pub async fn task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
+        let Some(row) = tasks::Entity::find_by_id(task_id.to_owned()).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let deps = task_dependencies::Entity::find()
+            .filter(task_dependencies::Column::TaskId.eq(task_id))
+            .all(&self.db)
+            .await?;
+        Ok(Some(task_from_row(row, deps)))
+    }
+
+    /// Persists `task` as the effect of message `message_id`, with the notifications it caused.
+    pub async fn save_task(
+        &self,
+        message_id: &str,
+        task: &Task,
+        created: bool,
+        notifications: &[NotificationDraft],
+    ) -> Result<Applied, StoreError> {
+        let txn = self.db.begin().await?;
+        if mark_processed(&txn, message_id).await? == Applied::Duplicate {
+            return Ok(Applied::Duplicate);
+        }
+        let row = task_to_row(task);
+        tasks::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(tasks::Column::TaskId)
+                    .update_columns([
+                        tasks::Column::State,
+                        tasks::Column::AgentId,
+                        tasks::Column::Result,
+                        tasks::Column::Error,
+                        tasks::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        if created && !task.depends_on.is_empty() {
+            let rows = task.depends_on.iter().map(|d| task_dependencies::ActiveModel {
+                task_id: Set(task.task_id.clone()),
+                depends_on: Set(d.task_id.clone()),
+                kind: Set(convert::dependency_kind_to_text(d.kind).to_owned()),
+                contract_key: Set(d.contract_key.clone()),
+            });
+            task_dependencies::Entity::insert_many(rows)
+                .on_conflict_do_nothing()
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        for draft in notifications {
+            insert_notification(&txn, message_id, draft).await?;
+        }
+        txn.commit().await?;
+        Ok(Applied::Applied)
+    }
+
+    /// The agent `agent_id`, if registered.
+    pub async fn agent(&self, agent_id: &str) -> Result<Option<Agent>, StoreError> {
+        Ok(agents::Entity::find_by_id(agent_id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(agent_from_row))
+    }
+
+    /// Persists `agent` as the effect of message `message_id`.
+    pub async fn save_agent(&self, message_id: &str, agent: &Agent) -> Result<Applied, StoreError> {
+        let txn = self.db.begin().await?;
+        if mark_processed(&txn, message_id).await? == Applied::Duplicate {
+            return Ok(Applied::Duplicate);
+        }
+        agents::Entity::insert(agent_to_row(agent))
+            .on_conflict(
+                OnConflict::column(agents::Column::AgentId)
+                    .update_columns([
+                        agents::Column::Name,
+                        agents::Column::Capabilities,
+                        agents::Column::MaxConcurrent,
+                        agents::Column::Status,
+                        agents::Column::LastHeartbeat,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Applied::Applied)
+    }
+
+    /// Records a requested notification as the effect of message `message_id`.
+    pub async fn save_notification(
+        &self,
+        message_id: &str,
+        draft: &NotificationDraft,
+    ) -> Result<Applied, StoreError> {
+        let txn = self.db.begin().await?;
+        if mark_processed(&txn, message_id).await? == Applied::Duplicate {
+            return Ok(Applied::Duplicate);
+        }
+        insert_notification(&txn, message_id, draft).await?;
+        txn.commit().await?;
+        Ok(Applied::Applied)
+    }
+
+    /// Notifications in the order they were recorded, optionally only one user's.
+    pub async fn notifications(&self, user: Option<&str>) -> Result<Vec<Notification>, StoreError> {
+        let mut query = notifications::Entity::find().order_by_asc(notifications::Column::Id);
+        if let Some(user) = user {
+            query = query.filter(notifications::Column::User.eq(user));
+        }
+        Ok(query
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|n| Notification {
+                user: n.user,
+                channel: n.channel,
+                to: n.recipient,
+                subject: n.subject,
+                dedupe_key: n.dedupe_key,
+                status: n.status,
+            })
+            .collect())
+    }
+
+    /// Up to `limit` pending tasks, most urgent first, then oldest first.
+    pub async fn pending_tasks(&self, limit: u64) -> Result<Vec<PendingTask>, StoreError> {
+        let rank = Expr::cust(
+            "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END",
+        );
+        let rows = tasks::Entity::find()
+            .filter(tasks::Column::State.eq(TaskState::Pending.as_str()))
+            .order_by(rank, Order::Asc)
+            .order_by_asc(tasks::Column::CreatedAt)
+            .order_by_asc(tasks::Column::TaskId)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PendingTask {
+                task_id: r.task_id,
+                user: r.user,
+                requirements: convert::capabilities_from_text(&r.requirements),
+            })
+            .collect())
+    }
+
+    /// Online agents with the number of tasks each is working on.
+    pub async fn candidates(&self) -> Result<Vec<Candidate>, StoreError> {
+        let agents = agents::Entity::find()
+            .filter(agents::Column::Status.eq("online"))
+            .order_by_asc(agents::Column::RegisteredAt)
+            .order_by_asc(agents::Column::AgentId)
+            .all(&self.db)
+            .await?;
+        let busy: Vec<&str> = TaskState::ALL
+            .into_iter()
+            .filter(|s| s.occupies_agent())
+            .map(TaskState::as_str)
+            .collect();
+        let mut candidates = Vec::with_capacity(agents.len());
+        for agent in agents {
+            let load = tasks::Entity::find()
+                .filter(tasks::Column::AgentId.eq(agent.agent_id.as_str()))
+                .filter(tasks::Column::State.is_in(busy.clone()))
+                .count(&self.db)
+                .await?;
+            candidates.push(Candidate {
+                agent_id: agent.agent_id,
+                user: agent.user,
+                capabilities: convert::capabilities_from_text(&agent.capabilities),
+                max_concurrent: agent.max_concurrent.max(0) as u32,
+                load: load as u32,
+            });
+        }
+        Ok(candidates)
+    }
+
+    /// Tasks in creation order, optionally in one state and of one user, a page at a time.
+    pub async fn list_tasks(
+        &self,
+        user: Option<&str>,
+        state: Option<TaskState>,
+        page_size: u64,
+        page_token: Option<&str>,
+    ) -> Result<TaskPage, StoreError> {
+        let mut query = tasks::Entity::find()
+            .order_by_asc(tasks::Column::CreatedAt)
+            .order_by_asc(tasks::Column::TaskId)
+            .limit(page_size + 1);
+        if let Some(user) = user {
+            query = query.filter(tasks::Column::User.eq(user));
+        }
+        if let Some(state) = state {
+            query = query.filter(tasks::Column::State.eq(state.as_str()));
+        }
+        if let Some((created, task_id)) = page_token.and_then(parse_token) {
+            query = query.filter(
+                Condition::any()
+                    .add(tasks::Column::CreatedAt.gt(created))
+                    .add(
+                        Condition::all()
+                            .add(tasks::Column::CreatedAt.eq(created))
+                            .add(tasks::Column::TaskId.gt(task_id)),
+                    ),
+            );
+        }
+        let mut rows = query.all(&self.db).await?;
+        let next = if rows.len() as u64 > page_size {
+            rows.truncate(page_size as usize);
+            rows.last().map(|r| format!("{}:{}", r.created_at, r.task_id))
+        } else {
+            None
+        };
+        Ok(TaskPage {
+            tasks: rows.into_iter().map(|r| task_from_row(r, Vec::new())).collect(),
+            next,
+        })
+    }
+}
+
+fn parse_token(token: &str) -> Option<(i64, String)> {
+    let (created, task_id) = token.split_once(':')?;
+    Some((created.parse().ok()?, task_id.to_owned()))
+}
+
+async fn mark_processed(db: &impl ConnectionTrait, message_id: &str) -> Result<Applied, StoreError> {
+    let row = processed_messages::ActiveModel {
+        message_id: Set(message_id.to_owned()),
+        processed_at: Set(now_ms() as i64),
+    };
+    let result = processed_messages::Entity::insert(row)
+        .on_conflict_do_nothing()
+        .exec_without_returning(db)
+        .await?;
+    Ok(match result {
+        TryInsertResult::Inserted(n) if n > 0 => Applied::Applied,
+        _ => Applied::Duplicate,
+    })
+}
+
+async fn insert_notification(
+    db: &impl ConnectionTrait,
+    cause: &str,
+    draft: &NotificationDraft,
+) -> Result<(), StoreError> {
+    let row = notifications::ActiveModel {
+        user: Set(draft.user.clone()),
+        channel: Set(draft.channel.clone()),
+        recipient: Set(draft.to.clone()),
+        subject: Set(draft.subject.clone()),
+        text: Set(draft.text.clone()),
+        dedupe_key: Set(draft.dedupe_key.clone()),
+        status: Set("pending".into()),
+        cause: Set(cause.to_owned()),
+        created_at: Set(now_ms() as i64),
+        ..Default::default()
+    };
+    // A repeated dedupe key is the same notification asked for again: keep the first.
+    notifications::Entity::insert(row)
+        .on_conflict_do_nothing_on([notifications::Column::DedupeKey])
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+fn task_to_row(task: &Task) -> tasks::ActiveModel {
+    tasks::ActiveModel {
+        task_id: Set(task.task_id.clone()),
+        user: Set(task.user.clone()),
+        title: Set(task.title.clone()),
+        spec: Set(task.spec.clone()),
+        priority: Set(task.priority.as_str().to_owned()),
+        requirements: Set(convert::capabilities_to_text(&task.requirements)),
+        state: Set(task.state.as_str().to_owned()),
+        agent_id: Set(task.agent_id.clone()),
+        result: Set(task.result.as_ref().map(convert::result_to_text)),
+        error: Set(task.error.clone()),
+        created_at: Set(task.created_at as i64),
+        updated_at: Set(task.updated_at as i64),
+    }
+}
+
+fn task_from_row(row: tasks::Model, deps: Vec<task_dependencies::Model>) -> Task {
+    Task {
+        state: TaskState::parse(&row.state).unwrap_or(TaskState::Pending),
+        priority: convert::priority_from_text(&row.priority),
+        requirements: convert::capabilities_from_text(&row.requirements),
+        depends_on: deps
+            .into_iter()
+            .map(|d| convert::dependency_from_row(d.depends_on, &d.kind, d.contract_key))
+            .collect(),
+        result: row.result.as_deref().map(convert::result_from_text),
+        task_id: row.task_id,
+        user: row.user,
+        title: row.title,
+        spec: row.spec,
+        agent_id: row.agent_id,
+        error: row.error,
+        created_at: row.created_at.max(0) as u64,
+        updated_at: row.updated_at.max(0) as u64,
+    }
+}
+
+fn agent_to_row(agent: &Agent) -> agents::ActiveModel {
+    agents::ActiveModel {
+        agent_id: Set(agent.agent_id.clone()),
+        user: Set(agent.user.clone()),
+        name: Set(agent.name.clone()),
+        capabilities: Set(convert::capabilities_to_text(&agent.capabilities)),
+        max_concurrent: Set(i32::try_from(agent.max_concurrent).unwrap_or(i32::MAX)),
+        status: Set(if agent.online { "online" } else { "offline" }.into()),
+        last_heartbeat: Set(agent.last_heartbeat as i64),
+        registered_at: Set(agent.registered_at as i64),
+    }
+}
+
+fn agent_from_row(row: agents::Model) -> Agent {
+    Agent {
+        capabilities: convert::capabilities_from_text(&row.capabilities),
+        online: row.status == "online",
+        max_concurrent: row.max_concurrent.max(0) as u32,
+        last_heartbeat: row.last_heartbeat.max(0) as u64,
+        registered_at: row.registered_at.max(0) as u64,
+        agent_id: row.agent_id,
+        user: row.user,
+        name: row.name,
+    }
+}
