@@ -1,1 +1,10 @@
-//! x
+//! The composition root: builds a switchyard node from its configuration.
+//!
+//! This is the only crate that picks concrete adapters and wires the supervision tree.
+
+pub mod config;
+mod credentials;
+mod node;
+
+pub use config::Config;
+pub use node::Node;

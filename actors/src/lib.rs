@@ -51,6 +51,11 @@ pub mod names {
     pub const SERVERS: &str = "servers";
 }
 
+/// A fresh message id: a UUIDv7, so ids sort by creation time.
+pub fn new_message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 impl NodeContext {
     /// The tree path (and registered name) of the node's child `name`.
     pub fn path(&self, name: &str) -> String {

@@ -108,7 +108,7 @@ async fn pass(state: &mut OrchestratorState) -> Result<(), Box<dyn std::error::E
             .map(|p| p.user.clone())
             .unwrap_or_default();
         let envelope = Envelope::new(
-            uuid::Uuid::now_v7().to_string(),
+            crate::new_message_id(),
             format!("node/{}/orchestrator", state.ctx.node_id),
             now_ms(),
             user,

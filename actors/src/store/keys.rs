@@ -53,23 +53,24 @@ fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn new_token() -> Result<String, StoreError> {
+/// A fresh random bearer key (256 bits), to hand out once and store only as a hash.
+pub fn new_token() -> Result<String, StoreError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| StoreError(format!("no entropy for a key: {e}")))?;
     Ok(format!("sy_{}", hex::encode(bytes)))
 }
 
 impl Store {
-    /// Creates a key for `user` with `role`; returns the token, which is not stored.
-    pub async fn create_key(
+    /// Stores the hash of `token` as a key for `user` with `role`.
+    pub async fn add_key(
         &self,
+        token: &str,
         user: &str,
         role: Role,
         agent_id: Option<&str>,
-    ) -> Result<String, StoreError> {
-        let token = new_token()?;
+    ) -> Result<(), StoreError> {
         api_keys::Entity::insert(api_keys::ActiveModel {
-            key_hash: Set(hash(&token)),
+            key_hash: Set(hash(token)),
             user: Set(user.to_owned()),
             role: Set(role.as_str().to_owned()),
             agent_id: Set(agent_id.map(str::to_owned)),
@@ -77,19 +78,16 @@ impl Store {
         })
         .exec_without_returning(self.connection())
         .await?;
-        Ok(token)
+        Ok(())
     }
 
-    /// Creates the first admin key if there is none yet; returns its token when it did.
-    pub async fn ensure_admin_key(&self) -> Result<Option<String>, StoreError> {
+    /// Whether any admin key exists.
+    pub async fn has_admin_key(&self) -> Result<bool, StoreError> {
         let admins = api_keys::Entity::find()
             .filter(api_keys::Column::Role.eq(Role::Admin.as_str()))
             .count(self.connection())
             .await?;
-        if admins > 0 {
-            return Ok(None);
-        }
-        self.create_key("admin", Role::Admin, None).await.map(Some)
+        Ok(admins > 0)
     }
 
     /// Whom `token` stands for, or `None` if it is not a valid key.

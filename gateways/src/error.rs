@@ -1,0 +1,73 @@
+//! The one error type of the gateways, answered as HTTP status + JSON or as a gRPC status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Why a request failed. Client errors keep their detail; internal ones are logged once here
+/// and answered as "internal error".
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid bearer key")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl GatewayError {
+    fn log_internal(&self) {
+        if let GatewayError::Internal(detail) = self {
+            tracing::error!(%detail, "internal error");
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        self.log_internal();
+        let status = match &self {
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut response = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<GatewayError> for tonic::Status {
+    fn from(error: GatewayError) -> Self {
+        error.log_internal();
+        let message = error.to_string();
+        match error {
+            GatewayError::BadRequest(_) => tonic::Status::invalid_argument(message),
+            GatewayError::Unauthenticated => tonic::Status::unauthenticated(message),
+            GatewayError::Forbidden(_) => tonic::Status::permission_denied(message),
+            GatewayError::NotFound(_) => tonic::Status::not_found(message),
+            GatewayError::Unavailable(_) => tonic::Status::unavailable(message),
+            GatewayError::Internal(_) => tonic::Status::internal(message),
+        }
+    }
+}
+
+impl From<actors::store::StoreError> for GatewayError {
+    fn from(error: actors::store::StoreError) -> Self {
+        GatewayError::Internal(error.to_string())
+    }
+}

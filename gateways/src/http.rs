@@ -1,0 +1,121 @@
+//! HTTP: `POST /v1/events` (CBOR or JSON envelopes), `GET /health`, `GET /ready`.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use schemas::{CborValue, Envelope, MAX_ENVELOPE_BYTES};
+use serde_json::json;
+
+use crate::{GatewayContext, GatewayError};
+
+/// The HTTP routes, ready to serve or to call with `tower::ServiceExt::oneshot`.
+pub fn app(ctx: GatewayContext) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_event))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(ctx)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(ctx): State<GatewayContext>) -> Response {
+    let bus = ctx.bus.ping().await.err().map(|e| e.to_string());
+    let database = ctx.store.ping().await.err().map(|e| e.to_string());
+    let status = if bus.is_none() && database.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let show = |e: Option<String>| e.unwrap_or_else(|| "ok".into());
+    (status, Json(json!({ "bus": show(bus), "database": show(database) }))).into_response()
+}
+
+async fn post_event(
+    State(ctx): State<GatewayContext>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = ctx.auth.principal(authorization).await?;
+    let bytes = axum::body::to_bytes(body, MAX_ENVELOPE_BYTES)
+        .await
+        .map_err(|_| GatewayError::BadRequest(format!("body exceeds {MAX_ENVELOPE_BYTES} bytes")))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let envelope = parse(content_type, &bytes)?;
+    if !principal.may_act_for(&envelope.user) {
+        return Err(GatewayError::Forbidden(format!(
+            "this key may not publish for user `{}`",
+            envelope.user
+        )));
+    }
+    actors::publish(ctx.bus.as_ref(), &envelope)
+        .await
+        .map_err(|e| GatewayError::Unavailable(format!("bus: {}", e.error)))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": envelope.id }))).into_response())
+}
+
+/// Reads an envelope from a CBOR or JSON body.
+fn parse(content_type: &str, bytes: &Bytes) -> Result<Envelope, GatewayError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let bad = |e: schemas::DecodeError| GatewayError::BadRequest(e.to_string());
+    match media {
+        "application/cbor" => schemas::decode(bytes).map_err(bad),
+        "application/json" => {
+            let value: CborValue = serde_json::from_slice(bytes)
+                .map_err(|e| GatewayError::BadRequest(format!("malformed JSON: {e}")))?;
+            schemas::decode_value(with_defaults(value)?).map_err(bad)
+        }
+        other => Err(GatewayError::BadRequest(format!(
+            "unsupported content type `{other}`: use application/cbor or application/json"
+        ))),
+    }
+}
+
+/// Fills `v`, `id`, `time` and `source` where a JSON client left them out.
+fn with_defaults(value: CborValue) -> Result<CborValue, GatewayError> {
+    let CborValue::Map(mut map) = value else {
+        return Err(GatewayError::BadRequest("an envelope must be a JSON object".into()));
+    };
+    let text = |s: &str| CborValue::Text(s.to_owned());
+    let defaults = [
+        ("v", CborValue::Integer(schemas::ENVELOPE_VERSION.into())),
+        ("id", CborValue::Text(actors::new_message_id())),
+        ("time", CborValue::Integer(actors::store::now_ms().into())),
+        ("source", text("gateway/http")),
+    ];
+    for (key, default) in defaults {
+        map.entry(text(key)).or_insert(default);
+    }
+    Ok(CborValue::Map(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_defaults_fill_only_what_is_missing() {
+        let value: CborValue = serde_json::from_str(r#"{"id": "mine", "user": "u1"}"#).unwrap();
+        let CborValue::Map(map) = with_defaults(value).unwrap() else { panic!() };
+        assert_eq!(map[&CborValue::Text("id".into())], CborValue::Text("mine".into()));
+        assert_eq!(map[&CborValue::Text("v".into())], CborValue::Integer(1));
+        assert!(with_defaults(CborValue::Array(vec![])).is_err());
+    }
+
+    #[test]
+    fn unknown_content_types_are_named() {
+        let error = parse("text/plain", &Bytes::from_static(b"x")).unwrap_err();
+        assert!(error.to_string().contains("`text/plain`"), "{error}");
+    }
+}

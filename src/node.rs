@@ -1,0 +1,147 @@
+//! Builds and runs one node: bus, store, credentials, and the supervision tree of DESIGN §4.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::{
+    IngressActor, NodeContext, NotifierActor, OrchestratorActor, Store, names,
+};
+use anyhow::Context;
+use broker_adapters::{Bus, EmbeddedBus};
+use gateways::{Auth, GatewayContext, ServerAddrs, ServersActor};
+use migrations::{Migrator, MigratorTrait};
+use ractor::{Actor, ActorRef};
+use supervisor::{
+    Backoff, ChildSpec, Restart, Strategy, SupervisorActor, SupervisorArgs, SupervisorConfig,
+    SupervisorMsg, Tree,
+};
+
+use crate::Config;
+use crate::credentials;
+
+/// The root of the tree.
+const ROOT: &str = "node";
+
+/// A running node.
+pub struct Node {
+    root: ActorRef<SupervisorMsg>,
+    bus: EmbeddedBus,
+    tree: Tree,
+}
+
+impl Node {
+    /// Opens the bus and the database (migrating it), then starts the tree.
+    pub async fn start(config: &Config) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let bus = EmbeddedBus::open(&config.data_dir.join("bus.sqlite")).await?;
+        bus.create_topic(schemas::EVENTS_TOPIC, config.partitions)
+            .await?;
+        let store = Store::connect(&config.database_url())
+            .await
+            .context("connecting to the database")?;
+        Migrator::up(store.connection(), None)
+            .await
+            .context("migrating the database")?;
+        credentials::ensure_admin_key(&store, &config.data_dir).await?;
+
+        let tree = Tree::default();
+        let shared_bus: Arc<dyn Bus> = Arc::new(bus.clone());
+        let ctx = NodeContext {
+            store: store.clone(),
+            bus: shared_bus.clone(),
+            node_id: config.node_id.clone(),
+            root: ROOT.into(),
+            passivate_after: Duration::from_secs(config.passivate_after_secs),
+            assign_interval: Duration::from_secs(5),
+        };
+        let gateway = GatewayContext {
+            auth: Auth::new(store.clone()),
+            store,
+            bus: shared_bus,
+            tree: tree.clone(),
+            root: ROOT.into(),
+            node_id: config.node_id.clone(),
+        };
+        let addrs = ServerAddrs {
+            http: config.http,
+            grpc: config.grpc,
+        };
+        let args = SupervisorArgs {
+            path: ROOT.into(),
+            tree: tree.clone(),
+            config: SupervisorConfig {
+                strategy: Strategy::OneForOne,
+                max_restarts: 10,
+                within: Duration::from_secs(60),
+                backoff: Backoff {
+                    initial: Duration::from_millis(100),
+                    max: Duration::from_secs(10),
+                },
+            },
+            children: children(&ctx, &tree, gateway, addrs),
+        };
+        let (root, _) = Actor::spawn(Some(ROOT.into()), SupervisorActor, args)
+            .await
+            .context("starting the supervision tree")?;
+        Ok(Node { root, bus, tree })
+    }
+
+    /// The live supervision tree.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// Stops the node front to back: servers, then ingress (committing what was acked), then
+    /// the mailboxes, so nothing is half-applied and nothing acked is lost.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let order = [
+            names::SERVERS,
+            names::INGRESS,
+            names::NOTIFIER,
+            names::AGENTS,
+            names::TASKS,
+            names::ORCHESTRATOR,
+        ];
+        for name in order {
+            let timeout = Duration::from_secs(10);
+            // Forget the child first, so the root does not restart what we stop.
+            let _ = supervisor::terminate_child(&self.root, name, timeout).await;
+        }
+        self.root.stop_and_wait(None, Some(Duration::from_secs(10))).await?;
+        self.bus.flush().await?;
+        Ok(())
+    }
+}
+
+/// The node's children, in start order: each one's dependencies start before it.
+fn children(ctx: &NodeContext, tree: &Tree, gateway: GatewayContext, addrs: ServerAddrs) -> Vec<ChildSpec> {
+    let with_ctx = |ctx: &NodeContext| {
+        let ctx = ctx.clone();
+        move || ctx.clone()
+    };
+    // Entity actors come and go; a burst of their failures should not take the node down.
+    let mailboxes = |name: &str| {
+        let args = SupervisorArgs {
+            path: ctx.path(name),
+            tree: tree.clone(),
+            config: SupervisorConfig {
+                max_restarts: 100,
+                within: Duration::from_secs(10),
+                ..SupervisorConfig::default()
+            },
+            children: Vec::new(),
+        };
+        ChildSpec::actor(name, Restart::Permanent, SupervisorActor, move || args.clone())
+    };
+    vec![
+        ChildSpec::actor(names::ORCHESTRATOR, Restart::Permanent, OrchestratorActor, with_ctx(ctx)),
+        mailboxes(names::TASKS),
+        mailboxes(names::AGENTS),
+        ChildSpec::actor(names::NOTIFIER, Restart::Permanent, NotifierActor, with_ctx(ctx)),
+        ChildSpec::actor(names::INGRESS, Restart::Permanent, IngressActor, with_ctx(ctx)),
+        ChildSpec::actor(names::SERVERS, Restart::Permanent, ServersActor, move || {
+            (gateway.clone(), addrs)
+        }),
+    ]
+}
