@@ -60,24 +60,28 @@ const NOT_SETTINGS: &[&str] = &["config", "log"];
 
 impl Config {
     /// Loads the configuration from `file` (if any), the environment and `overrides`.
-    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(
-                Env::prefixed(ENV_PREFIX)
-                    .filter(|key| !NOT_SETTINGS.contains(&key.as_str()) && !key.as_str().starts_with("test_")),
-            )
+            .merge(Env::prefixed(ENV_PREFIX).filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                !NOT_SETTINGS.contains(&key.as_str()) && !key.starts_with("test_")
+            }))
             .merge(Serialized::defaults(overrides))
             .extract()
+            .map_err(Box::new)
     }
 
     /// The state database URL, defaulting to SQLite in the data directory.
     pub fn database_url(&self) -> String {
         if self.database_url.is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("state.sqlite").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("state.sqlite").display()
+            )
         } else {
             self.database_url.clone()
         }
@@ -85,17 +89,25 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures must return figment::Error
 mod tests {
     use super::*;
 
     #[test]
     fn sources_override_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("node.toml", "http = \"127.0.0.1:9000\"\ngrpc = \"127.0.0.1:9001\"\nnode_id = \"a\"")?;
+            jail.create_file(
+                "node.toml",
+                "http = \"127.0.0.1:9000\"\ngrpc = \"127.0.0.1:9001\"\nnode_id = \"a\"",
+            )?;
             jail.set_env("SWITCHYARD_GRPC", "127.0.0.1:9002");
             jail.set_env("SWITCHYARD_TEST_POSTGRES", "ignored");
-            let overrides = Overrides { data_dir: Some("/tmp/x".into()), ..Default::default() };
-            let config = Config::load(Some(Path::new("node.toml")), overrides)?;
+            jail.set_env("SWITCHYARD_LOG", "debug");
+            let overrides = Overrides {
+                data_dir: Some("/tmp/x".into()),
+                ..Default::default()
+            };
+            let config = Config::load(Some(Path::new("node.toml")), overrides).map_err(|e| *e)?;
             assert_eq!(config.http.port(), 9000);
             assert_eq!(config.grpc.port(), 9002);
             assert_eq!(config.node_id, "a");
@@ -109,7 +121,8 @@ mod tests {
     fn unknown_settings_are_refused() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("node.toml", "htp = \"127.0.0.1:9000\"")?;
-            let error = Config::load(Some(Path::new("node.toml")), Overrides::default()).unwrap_err();
+            let error =
+                Config::load(Some(Path::new("node.toml")), Overrides::default()).unwrap_err();
             assert!(error.to_string().contains("htp"), "{error}");
             Ok(())
         });

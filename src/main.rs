@@ -51,8 +51,13 @@ fn main() -> anyhow::Result<()> {
             http,
             grpc,
         } => {
-            let overrides = Overrides { data_dir, http, grpc };
-            let config = Config::load(config.as_deref(), overrides).context("reading the configuration")?;
+            let overrides = Overrides {
+                data_dir,
+                http,
+                grpc,
+            };
+            let config =
+                Config::load(config.as_deref(), overrides).context("reading the configuration")?;
             runtime.block_on(run_node(config))
         }
     }

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::{
-    IngressActor, NodeContext, NotifierActor, OrchestratorActor, Store, names,
-};
+use actors::{IngressActor, NodeContext, NotifierActor, OrchestratorActor, Store, names};
 use anyhow::Context;
 use broker_adapters::{Bus, EmbeddedBus};
 use gateways::{Auth, GatewayContext, ServerAddrs, ServersActor};
@@ -87,6 +85,11 @@ impl Node {
         Ok(Node { root, bus, tree })
     }
 
+    /// The node's bus.
+    pub fn bus(&self) -> Arc<dyn Bus> {
+        Arc::new(self.bus.clone())
+    }
+
     /// The live supervision tree.
     pub fn tree(&self) -> &Tree {
         &self.tree
@@ -108,14 +111,21 @@ impl Node {
             // Forget the child first, so the root does not restart what we stop.
             let _ = supervisor::terminate_child(&self.root, name, timeout).await;
         }
-        self.root.stop_and_wait(None, Some(Duration::from_secs(10))).await?;
+        self.root
+            .stop_and_wait(None, Some(Duration::from_secs(10)))
+            .await?;
         self.bus.flush().await?;
         Ok(())
     }
 }
 
 /// The node's children, in start order: each one's dependencies start before it.
-fn children(ctx: &NodeContext, tree: &Tree, gateway: GatewayContext, addrs: ServerAddrs) -> Vec<ChildSpec> {
+fn children(
+    ctx: &NodeContext,
+    tree: &Tree,
+    gateway: GatewayContext,
+    addrs: ServerAddrs,
+) -> Vec<ChildSpec> {
     let with_ctx = |ctx: &NodeContext| {
         let ctx = ctx.clone();
         move || ctx.clone()
@@ -132,16 +142,36 @@ fn children(ctx: &NodeContext, tree: &Tree, gateway: GatewayContext, addrs: Serv
             },
             children: Vec::new(),
         };
-        ChildSpec::actor(name, Restart::Permanent, SupervisorActor, move || args.clone())
+        ChildSpec::actor(name, Restart::Permanent, SupervisorActor, move || {
+            args.clone()
+        })
     };
     vec![
-        ChildSpec::actor(names::ORCHESTRATOR, Restart::Permanent, OrchestratorActor, with_ctx(ctx)),
+        ChildSpec::actor(
+            names::ORCHESTRATOR,
+            Restart::Permanent,
+            OrchestratorActor,
+            with_ctx(ctx),
+        ),
         mailboxes(names::TASKS),
         mailboxes(names::AGENTS),
-        ChildSpec::actor(names::NOTIFIER, Restart::Permanent, NotifierActor, with_ctx(ctx)),
-        ChildSpec::actor(names::INGRESS, Restart::Permanent, IngressActor, with_ctx(ctx)),
-        ChildSpec::actor(names::SERVERS, Restart::Permanent, ServersActor, move || {
-            (gateway.clone(), addrs)
-        }),
+        ChildSpec::actor(
+            names::NOTIFIER,
+            Restart::Permanent,
+            NotifierActor,
+            with_ctx(ctx),
+        ),
+        ChildSpec::actor(
+            names::INGRESS,
+            Restart::Permanent,
+            IngressActor,
+            with_ctx(ctx),
+        ),
+        ChildSpec::actor(
+            names::SERVERS,
+            Restart::Permanent,
+            ServersActor,
+            move || (gateway.clone(), addrs),
+        ),
     ]
 }

@@ -78,7 +78,12 @@ impl Kind for TaskMailbox {
     ) -> Result<(task::Task, Vec<Effect>, Applied), ApplyError> {
         let step = task::step(state, envelope, now_ms()).map_err(ApplyError::Refused)?;
         let applied = store
-            .save_task(&envelope.id, &step.task, state.is_none(), &step.notifications)
+            .save_task(
+                &envelope.id,
+                &step.task,
+                state.is_none(),
+                &step.notifications,
+            )
             .await?;
         Ok((step.task, step.effects, applied))
     }
@@ -204,9 +209,11 @@ fn run_effects(ctx: &NodeContext, effects: &[Effect]) {
     for effect in effects {
         match effect {
             Effect::Assign => {
-                if let Some(cell) = ractor::registry::where_is(ctx.path(crate::names::ORCHESTRATOR)) {
+                if let Some(cell) = ractor::registry::where_is(ctx.path(crate::names::ORCHESTRATOR))
+                {
                     // If the orchestrator is restarting, its start-up pass picks this up.
-                    let _ = ActorRef::<OrchestratorMsg>::from(cell).send_message(OrchestratorMsg::Assign);
+                    let _ = ActorRef::<OrchestratorMsg>::from(cell)
+                        .send_message(OrchestratorMsg::Assign);
                 }
             }
         }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use broker_adapters::{Subscription, SubscribeOptions};
+use broker_adapters::{SubscribeOptions, Subscription};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::NodeContext;
@@ -46,7 +46,11 @@ impl Actor for IngressActor {
     ) -> Result<IngressState, ActorProcessingErr> {
         let subscription = ctx
             .bus
-            .subscribe(schemas::EVENTS_TOPIC, INGRESS_GROUP, SubscribeOptions::default())
+            .subscribe(
+                schemas::EVENTS_TOPIC,
+                INGRESS_GROUP,
+                SubscribeOptions::default(),
+            )
             .await?;
         myself.send_message(Poll)?;
         Ok(IngressState {
@@ -86,7 +90,8 @@ impl Actor for IngressActor {
                     Ok(mailbox) => {
                         // On failure the message comes back inside the error and is dropped,
                         // which nacks the delivery.
-                        let _ = mailbox.send_message(MailboxMsg::Handle(Box::new(envelope), delivery));
+                        let _ =
+                            mailbox.send_message(MailboxMsg::Handle(Box::new(envelope), delivery));
                     }
                     Err(RouteError::NoRoute(key)) => {
                         delivery.dead_letter(format!("no route for key `{key}`"));

@@ -49,7 +49,10 @@ impl Actor for NotifierActor {
             to: request.to.clone(),
             subject: request.subject.clone(),
             text: request.text.clone(),
-            dedupe_key: request.dedupe_key.clone().unwrap_or_else(|| envelope.id.clone()),
+            dedupe_key: request
+                .dedupe_key
+                .clone()
+                .unwrap_or_else(|| envelope.id.clone()),
         };
         match ctx.store.save_notification(&envelope.id, &draft).await {
             Ok(_) => delivery.ack(),

@@ -85,7 +85,9 @@ impl Actor for OrchestratorActor {
     }
 }
 
-async fn pass(state: &mut OrchestratorState) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn pass(
+    state: &mut OrchestratorState,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let store = &state.ctx.store;
     let pending = store.pending_tasks(PASS_LIMIT).await?;
     state

@@ -56,16 +56,22 @@ async fn entity<K: Kind>(
         return Ok(cell.into());
     }
     let Some(sup) = ractor::registry::where_is(supervisor_path) else {
-        return Err(RouteError::Unavailable(format!("{supervisor} is restarting")));
+        return Err(RouteError::Unavailable(format!(
+            "{supervisor} is restarting"
+        )));
     };
     let args = EntityArgs {
         ctx: ctx.clone(),
         id: id.to_owned(),
     };
-    let spec = ChildSpec::actor(name, Restart::Transient, EntityActor::<K>::default(), move || {
-        args.clone()
-    });
-    match supervisor::start_child(&ActorRef::<SupervisorMsg>::from(sup), spec, START_TIMEOUT).await {
+    let spec = ChildSpec::actor(
+        name,
+        Restart::Transient,
+        EntityActor::<K>::default(),
+        move || args.clone(),
+    );
+    match supervisor::start_child(&ActorRef::<SupervisorMsg>::from(sup), spec, START_TIMEOUT).await
+    {
         Ok(cell) => Ok(cell.into()),
         Err(SupervisorError::Duplicate(_)) => ractor::registry::where_is(path)
             .map(ActorRef::from)

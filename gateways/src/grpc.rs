@@ -45,8 +45,12 @@ fn to_proto(task: Task) -> proto::Task {
         result: task
             .result
             .map(|r| {
-                serde_json::Value::Object(r.iter().map(|(k, v)| (k.clone(), cbor_to_json(v))).collect())
-                    .to_string()
+                serde_json::Value::Object(
+                    r.iter()
+                        .map(|(k, v)| (k.clone(), cbor_to_json(v)))
+                        .collect(),
+                )
+                .to_string()
             })
             .unwrap_or_default(),
         state: task.state.as_str().to_owned(),
@@ -68,11 +72,20 @@ pub struct TasksService(pub GatewayContext);
 
 #[tonic::async_trait]
 impl Tasks for TasksService {
-    async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<proto::Task>, Status> {
+    async fn get_task(
+        &self,
+        request: Request<GetTaskRequest>,
+    ) -> Result<Response<proto::Task>, Status> {
         let principal = principal(&self.0, &request).await?;
         let task_id = &request.get_ref().task_id;
         let not_found = || GatewayError::NotFound(format!("no task `{task_id}`"));
-        let task = self.0.store.task(task_id).await.map_err(GatewayError::from)?.ok_or_else(not_found)?;
+        let task = self
+            .0
+            .store
+            .task(task_id)
+            .await
+            .map_err(GatewayError::from)?
+            .ok_or_else(not_found)?;
         // Someone else's task is reported as absent, so ids do not leak.
         if !may_see(&principal, &task) {
             return Err(not_found().into());
@@ -80,14 +93,18 @@ impl Tasks for TasksService {
         Ok(Response::new(to_proto(task)))
     }
 
-    async fn list_tasks(&self, request: Request<ListTasksRequest>) -> Result<Response<ListTasksResponse>, Status> {
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
         let principal = principal(&self.0, &request).await?;
         let query = request.get_ref();
         let state = match query.state.as_deref().filter(|s| !s.is_empty()) {
             None => None,
-            Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
-                GatewayError::BadRequest(format!("unknown state `{name}`"))
-            })?),
+            Some(name) => Some(
+                TaskState::parse(name)
+                    .ok_or_else(|| GatewayError::BadRequest(format!("unknown state `{name}`")))?,
+            ),
         };
         let page_size = match query.page_size {
             0 => DEFAULT_PAGE,

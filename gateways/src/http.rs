@@ -33,7 +33,11 @@ async fn ready(State(ctx): State<GatewayContext>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let show = |e: Option<String>| e.unwrap_or_else(|| "ok".into());
-    (status, Json(json!({ "bus": show(bus), "database": show(database) }))).into_response()
+    (
+        status,
+        Json(json!({ "bus": show(bus), "database": show(database) })),
+    )
+        .into_response()
 }
 
 async fn post_event(
@@ -47,7 +51,9 @@ async fn post_event(
     let principal = ctx.auth.principal(authorization).await?;
     let bytes = axum::body::to_bytes(body, MAX_ENVELOPE_BYTES)
         .await
-        .map_err(|_| GatewayError::BadRequest(format!("body exceeds {MAX_ENVELOPE_BYTES} bytes")))?;
+        .map_err(|_| {
+            GatewayError::BadRequest(format!("body exceeds {MAX_ENVELOPE_BYTES} bytes"))
+        })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -85,7 +91,9 @@ fn parse(content_type: &str, bytes: &Bytes) -> Result<Envelope, GatewayError> {
 /// Fills `v`, `id`, `time` and `source` where a JSON client left them out.
 fn with_defaults(value: CborValue) -> Result<CborValue, GatewayError> {
     let CborValue::Map(mut map) = value else {
-        return Err(GatewayError::BadRequest("an envelope must be a JSON object".into()));
+        return Err(GatewayError::BadRequest(
+            "an envelope must be a JSON object".into(),
+        ));
     };
     let text = |s: &str| CborValue::Text(s.to_owned());
     let defaults = [
@@ -107,8 +115,13 @@ mod tests {
     #[test]
     fn json_defaults_fill_only_what_is_missing() {
         let value: CborValue = serde_json::from_str(r#"{"id": "mine", "user": "u1"}"#).unwrap();
-        let CborValue::Map(map) = with_defaults(value).unwrap() else { panic!() };
-        assert_eq!(map[&CborValue::Text("id".into())], CborValue::Text("mine".into()));
+        let CborValue::Map(map) = with_defaults(value).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            map[&CborValue::Text("id".into())],
+            CborValue::Text("mine".into())
+        );
         assert_eq!(map[&CborValue::Text("v".into())], CborValue::Integer(1));
         assert!(with_defaults(CborValue::Array(vec![])).is_err());
     }

@@ -95,7 +95,10 @@ impl Actor for ServersActor {
         for task in state.tasks.drain(..) {
             // Long-lived streams would hold a graceful shutdown open: cut them after a grace.
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

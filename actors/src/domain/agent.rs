@@ -85,14 +85,25 @@ mod tests {
     }
 
     fn heartbeat() -> Envelope {
-        Envelope::new("m", "t", 0, "u1", Message::AgentHeartbeat(AgentHeartbeat { agent_id: "a1".into() }))
+        Envelope::new(
+            "m",
+            "t",
+            0,
+            "u1",
+            Message::AgentHeartbeat(AgentHeartbeat {
+                agent_id: "a1".into(),
+            }),
+        )
     }
 
     #[test]
     fn register_then_heartbeat_keeps_registration_time() {
         let (agent, _) = step(None, &registered(2), 10).unwrap();
         let (agent, effects) = step(Some(&agent), &heartbeat(), 20).unwrap();
-        assert_eq!((agent.registered_at, agent.last_heartbeat, agent.online), (10, 20, true));
+        assert_eq!(
+            (agent.registered_at, agent.last_heartbeat, agent.online),
+            (10, 20, true)
+        );
         assert_eq!(effects, vec![Effect::Assign]);
         let (again, _) = step(Some(&agent), &registered(4), 30).unwrap();
         assert_eq!((again.registered_at, again.max_concurrent), (10, 4));
@@ -100,6 +111,9 @@ mod tests {
 
     #[test]
     fn heartbeat_of_a_stranger_is_refused() {
-        assert_eq!(step(None, &heartbeat(), 0).unwrap_err().0, "agent.heartbeat: agent `a1` is not registered");
+        assert_eq!(
+            step(None, &heartbeat(), 0).unwrap_err().0,
+            "agent.heartbeat: agent `a1` is not registered"
+        );
     }
 }

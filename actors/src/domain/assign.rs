@@ -36,7 +36,9 @@ pub fn first_fit(tasks: &[PendingTask], agents: &mut [Candidate]) -> Vec<(String
     let mut pairs = Vec::new();
     for task in tasks {
         let chosen = agents.iter_mut().find(|a| {
-            a.user == task.user && a.load < a.max_concurrent && satisfies(&a.capabilities, &task.requirements)
+            a.user == task.user
+                && a.load < a.max_concurrent
+                && satisfies(&a.capabilities, &task.requirements)
         });
         if let Some(agent) = chosen {
             agent.load += 1;
@@ -54,7 +56,10 @@ mod tests {
         PendingTask {
             task_id: id.into(),
             user: "u1".into(),
-            requirements: Capabilities { languages: languages.iter().map(|s| s.to_string()).collect(), ..Default::default() },
+            requirements: Capabilities {
+                languages: languages.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
         }
     }
 
@@ -62,7 +67,10 @@ mod tests {
         Candidate {
             agent_id: id.into(),
             user: "u1".into(),
-            capabilities: Capabilities { languages: languages.iter().map(|s| s.to_string()).collect(), ..Default::default() },
+            capabilities: Capabilities {
+                languages: languages.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            },
             max_concurrent: max,
             load,
         }
@@ -70,8 +78,16 @@ mod tests {
 
     #[test]
     fn fills_capacity_in_order_and_respects_requirements() {
-        let tasks = [task("t1", &[]), task("t2", &["go"]), task("t3", &[]), task("t4", &[])];
-        let mut agents = [agent("a1", &["rust"], 2, 1), agent("a2", &["go", "rust"], 2, 0)];
+        let tasks = [
+            task("t1", &[]),
+            task("t2", &["go"]),
+            task("t3", &[]),
+            task("t4", &[]),
+        ];
+        let mut agents = [
+            agent("a1", &["rust"], 2, 1),
+            agent("a2", &["go", "rust"], 2, 0),
+        ];
         let pairs = first_fit(&tasks, &mut agents);
         let pairs: Vec<_> = pairs.iter().map(|(t, a)| format!("{t}->{a}")).collect();
         assert_eq!(pairs, ["t1->a1", "t2->a2", "t3->a2"]);
@@ -79,7 +95,10 @@ mod tests {
 
     #[test]
     fn never_crosses_users() {
-        let mut agents = [Candidate { user: "u2".into(), ..agent("a1", &[], 5, 0) }];
+        let mut agents = [Candidate {
+            user: "u2".into(),
+            ..agent("a1", &[], 5, 0)
+        }];
         assert!(first_fit(&[task("t1", &[])], &mut agents).is_empty());
     }
 }

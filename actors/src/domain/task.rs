@@ -263,11 +263,17 @@ mod tests {
     }
 
     fn assigned(agent: &str) -> Message {
-        Message::TaskAssigned(TaskAssigned { task_id: "t1".into(), agent_id: agent.into() })
+        Message::TaskAssigned(TaskAssigned {
+            task_id: "t1".into(),
+            agent_id: agent.into(),
+        })
     }
 
     fn started(agent: &str) -> Message {
-        Message::TaskStarted(TaskStarted { task_id: "t1".into(), agent_id: agent.into() })
+        Message::TaskStarted(TaskStarted {
+            task_id: "t1".into(),
+            agent_id: agent.into(),
+        })
     }
 
     /// Runs `messages` from nothing; returns the final task or the first refusal.
@@ -284,7 +290,10 @@ mod tests {
 
     #[test]
     fn happy_path_ends_done_with_a_notification() {
-        let completed = Message::TaskCompleted(TaskCompleted { task_id: "t1".into(), result: BTreeMap::new() });
+        let completed = Message::TaskCompleted(TaskCompleted {
+            task_id: "t1".into(),
+            result: BTreeMap::new(),
+        });
         let s = run(vec![created(), assigned("a1"), started("a1"), completed]).unwrap();
         assert_eq!(s.task.state, TaskState::Done);
         assert_eq!(s.task.agent_id.as_deref(), Some("a1"));
@@ -295,9 +304,15 @@ mod tests {
 
     #[test]
     fn failure_records_the_error() {
-        let failed = Message::TaskFailed(TaskFailed { task_id: "t1".into(), error: "exit 2".into() });
+        let failed = Message::TaskFailed(TaskFailed {
+            task_id: "t1".into(),
+            error: "exit 2".into(),
+        });
         let s = run(vec![created(), assigned("a1"), failed]).unwrap();
-        assert_eq!((s.task.state, s.task.error.as_deref()), (TaskState::Failed, Some("exit 2")));
+        assert_eq!(
+            (s.task.state, s.task.error.as_deref()),
+            (TaskState::Failed, Some("exit 2"))
+        );
     }
 
     #[test]
@@ -310,8 +325,14 @@ mod tests {
             run(vec![created(), assigned("a1"), started("a2")]).unwrap_err(),
             "task.started: task `t1` is assigned to `a1`, not `a2`"
         );
-        assert_eq!(run(vec![created(), created()]).unwrap_err(), "task.created: task `t1` already exists");
-        assert_eq!(run(vec![assigned("a1")]).unwrap_err(), "task.assigned: no task `t1`");
+        assert_eq!(
+            run(vec![created(), created()]).unwrap_err(),
+            "task.created: task `t1` already exists"
+        );
+        assert_eq!(
+            run(vec![assigned("a1")]).unwrap_err(),
+            "task.assigned: no task `t1`"
+        );
         assert_eq!(
             run(vec![created(), assigned("a1"), assigned("a1")]).unwrap_err(),
             "task.assigned: task `t1` is assigned, but must be pending"
@@ -322,7 +343,12 @@ mod tests {
     fn another_users_message_is_refused() {
         let task = step(None, &env(created()), 0).unwrap().task;
         let foreign = Envelope::new("m2", "test", 0, "u2", assigned("a1"));
-        assert!(step(Some(&task), &foreign, 1).unwrap_err().0.contains("another user"));
+        assert!(
+            step(Some(&task), &foreign, 1)
+                .unwrap_err()
+                .0
+                .contains("another user")
+        );
     }
 
     #[test]

@@ -23,7 +23,12 @@ pub(crate) fn capabilities_from_text(text: &str) -> Capabilities {
     let list = |name: &str| -> Vec<String> {
         json.get(name)
             .and_then(Json::as_array)
-            .map(|items| items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     Capabilities {
@@ -97,7 +102,11 @@ pub(crate) fn dependency_kind_to_text(kind: DependencyKind) -> &'static str {
     }
 }
 
-pub(crate) fn dependency_from_row(task_id: String, kind: &str, contract_key: Option<String>) -> Dependency {
+pub(crate) fn dependency_from_row(
+    task_id: String,
+    kind: &str,
+    contract_key: Option<String>,
+) -> Dependency {
     let kind = match kind {
         "input" => DependencyKind::Input,
         "related" => DependencyKind::Related,
@@ -116,7 +125,11 @@ mod tests {
 
     #[test]
     fn capabilities_survive_storage() {
-        let caps = Capabilities { languages: vec!["rust".into()], tags: vec!["x".into()], ..Default::default() };
+        let caps = Capabilities {
+            languages: vec!["rust".into()],
+            tags: vec!["x".into()],
+            ..Default::default()
+        };
         assert_eq!(capabilities_from_text(&capabilities_to_text(&caps)), caps);
         assert_eq!(capabilities_from_text("garbage"), Capabilities::default());
     }
@@ -124,10 +137,16 @@ mod tests {
     #[test]
     fn cbor_becomes_plain_json() {
         let value = CborValue::Map(BTreeMap::from([
-            (CborValue::Text("b".into()), CborValue::Bytes(vec![0xab, 0x01])),
+            (
+                CborValue::Text("b".into()),
+                CborValue::Bytes(vec![0xab, 0x01]),
+            ),
             (CborValue::Text("n".into()), CborValue::Integer(-3)),
             (CborValue::Text("f".into()), CborValue::Float(f64::NAN)),
         ]));
-        assert_eq!(cbor_to_json(&value), json!({"b": "ab01", "n": -3, "f": null}));
+        assert_eq!(
+            cbor_to_json(&value),
+            json!({"b": "ab01", "n": -3, "f": null})
+        );
     }
 }

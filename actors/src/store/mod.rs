@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
+    DatabaseConnection, DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait, TryInsertResult,
 };
 
 pub use convert::cbor_to_json;
@@ -102,15 +102,20 @@ impl Store {
 
     /// Whether the message with this id was already applied.
     pub async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
-        Ok(processed_messages::Entity::find_by_id(message_id.to_owned())
-            .one(&self.db)
-            .await?
-            .is_some())
+        Ok(
+            processed_messages::Entity::find_by_id(message_id.to_owned())
+                .one(&self.db)
+                .await?
+                .is_some(),
+        )
     }
 
     /// The task `task_id`, if it exists.
     pub async fn task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
-        let Some(row) = tasks::Entity::find_by_id(task_id.to_owned()).one(&self.db).await? else {
+        let Some(row) = tasks::Entity::find_by_id(task_id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
             return Ok(None);
         };
         let deps = task_dependencies::Entity::find()
@@ -148,12 +153,15 @@ impl Store {
             .exec_without_returning(&txn)
             .await?;
         if created && !task.depends_on.is_empty() {
-            let rows = task.depends_on.iter().map(|d| task_dependencies::ActiveModel {
-                task_id: Set(task.task_id.clone()),
-                depends_on: Set(d.task_id.clone()),
-                kind: Set(convert::dependency_kind_to_text(d.kind).to_owned()),
-                contract_key: Set(d.contract_key.clone()),
-            });
+            let rows = task
+                .depends_on
+                .iter()
+                .map(|d| task_dependencies::ActiveModel {
+                    task_id: Set(task.task_id.clone()),
+                    depends_on: Set(d.task_id.clone()),
+                    kind: Set(convert::dependency_kind_to_text(d.kind).to_owned()),
+                    contract_key: Set(d.contract_key.clone()),
+                });
             task_dependencies::Entity::insert_many(rows)
                 .on_conflict_do_nothing()
                 .exec_without_returning(&txn)
@@ -320,12 +328,16 @@ impl Store {
         let mut rows = query.all(&self.db).await?;
         let next = if rows.len() as u64 > page_size {
             rows.truncate(page_size as usize);
-            rows.last().map(|r| format!("{}:{}", r.created_at, r.task_id))
+            rows.last()
+                .map(|r| format!("{}:{}", r.created_at, r.task_id))
         } else {
             None
         };
         Ok(TaskPage {
-            tasks: rows.into_iter().map(|r| task_from_row(r, Vec::new())).collect(),
+            tasks: rows
+                .into_iter()
+                .map(|r| task_from_row(r, Vec::new()))
+                .collect(),
             next,
         })
     }
@@ -336,7 +348,10 @@ fn parse_token(token: &str) -> Option<(i64, String)> {
     Some((created.parse().ok()?, task_id.to_owned()))
 }
 
-async fn mark_processed(db: &impl ConnectionTrait, message_id: &str) -> Result<Applied, StoreError> {
+async fn mark_processed(
+    db: &impl ConnectionTrait,
+    message_id: &str,
+) -> Result<Applied, StoreError> {
     let row = processed_messages::ActiveModel {
         message_id: Set(message_id.to_owned()),
         processed_at: Set(now_ms() as i64),

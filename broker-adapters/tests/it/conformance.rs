@@ -227,7 +227,11 @@ pub async fn nack_redelivers(f: &impl Fixture) {
     assert_eq!(d.record.payload, b"second");
     drop(d); // as when a handler panics
     let d = next(&mut sub).await;
-    assert_eq!((d.record.payload.as_slice(), d.attempt), (&b"second"[..], 2), "an unsettled drop is a nack");
+    assert_eq!(
+        (d.record.payload.as_slice(), d.attempt),
+        (&b"second"[..], 2),
+        "an unsettled drop is a nack"
+    );
     d.ack();
     sub.close().await.unwrap();
 }

@@ -14,17 +14,22 @@ async fn table_count(db: &DatabaseConnection) -> usize {
              ('tasks','task_dependencies','agents','notifications','processed_messages','api_keys')"
         }
     };
-    db.query_all_raw(sea_orm_migration::sea_orm::Statement::from_string(db.get_database_backend(), sql))
-        .await
-        .unwrap()
-        .len()
+    db.query_all_raw(sea_orm_migration::sea_orm::Statement::from_string(
+        db.get_database_backend(),
+        sql,
+    ))
+    .await
+    .unwrap()
+    .len()
 }
 
 async fn up_down_up(url: &str) {
     let db = Database::connect(url).await.unwrap();
     Migrator::up(&db, None).await.unwrap();
     assert_eq!(table_count(&db).await, 6);
-    Migrator::up(&db, None).await.expect("applying again is a no-op");
+    Migrator::up(&db, None)
+        .await
+        .expect("applying again is a no-op");
     Migrator::down(&db, None).await.unwrap();
     assert_eq!(table_count(&db).await, 0);
     Migrator::up(&db, None).await.unwrap();
@@ -48,8 +53,19 @@ async fn postgres_up_down_up() {
     };
     // A schema of its own, so the test neither sees nor drops anything else.
     let admin = Database::connect(&url).await.unwrap();
-    admin.execute_unprepared("DROP SCHEMA IF EXISTS migrations_it CASCADE; CREATE SCHEMA migrations_it").await.unwrap();
+    admin
+        .execute_unprepared(
+            "DROP SCHEMA IF EXISTS migrations_it CASCADE; CREATE SCHEMA migrations_it",
+        )
+        .await
+        .unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
-    up_down_up(&format!("{url}{sep}options=-c%20search_path%3Dmigrations_it")).await;
-    admin.execute_unprepared("DROP SCHEMA migrations_it CASCADE").await.unwrap();
+    up_down_up(&format!(
+        "{url}{sep}options=-c%20search_path%3Dmigrations_it"
+    ))
+    .await;
+    admin
+        .execute_unprepared("DROP SCHEMA migrations_it CASCADE")
+        .await
+        .unwrap();
 }

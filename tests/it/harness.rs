@@ -1,0 +1,292 @@
+//! Starting nodes (as processes or in-process) and talking to them over HTTP and gRPC.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use schemas::proto::cluster_client::ClusterClient;
+use schemas::proto::tasks_client::TasksClient;
+use schemas::proto::{GetTaskRequest, ListTasksRequest, Task};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `switchyard node` process on its own data directory and ports.
+pub struct Proc {
+    child: Child,
+    pub dir: PathBuf,
+    pub http: u16,
+    pub grpc: u16,
+}
+
+impl Proc {
+    /// Starts the binary on `dir` and waits until `/ready` answers 200.
+    pub async fn start(dir: &Path) -> Proc {
+        let (http, grpc) = (free_port(), free_port());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["node", "--data-dir"])
+            .arg(dir)
+            .args([
+                "--http",
+                &format!("127.0.0.1:{http}"),
+                "--grpc",
+                &format!("127.0.0.1:{grpc}"),
+            ])
+            .env("SWITCHYARD_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let proc = Proc {
+            child,
+            dir: dir.to_owned(),
+            http,
+            grpc,
+        };
+        if !ready(http).await {
+            let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+            panic!("node did not become ready on port {http}; its log:\n{log}");
+        }
+        proc
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::new(&self.dir, self.http, self.grpc).await
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `/ready` answers 200 within `WAIT`.
+pub async fn ready(http: u16) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let url = format!("http://127.0.0.1:{http}/ready");
+    loop {
+        if let Ok(r) = reqwest::get(&url).await
+            && r.status() == 200
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// HTTP and gRPC clients of one node, holding its admin key.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    pub token: String,
+    pub tasks: TasksClient<Channel>,
+    pub cluster: ClusterClient<Channel>,
+    pub grpc_url: String,
+}
+
+impl Client {
+    pub async fn new(dir: &Path, http: u16, grpc: u16) -> Client {
+        let token = std::fs::read_to_string(dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let grpc_url = format!("http://127.0.0.1:{grpc}");
+        Client {
+            http: reqwest::Client::new(),
+            base: format!("http://127.0.0.1:{http}"),
+            token,
+            tasks: TasksClient::connect(grpc_url.clone()).await.unwrap(),
+            cluster: ClusterClient::connect(grpc_url.clone()).await.unwrap(),
+            grpc_url,
+        }
+    }
+
+    /// POSTs a body to `/v1/events`; returns (status, JSON answer), or `None` if the request failed.
+    pub async fn post_raw(
+        &self,
+        content_type: &str,
+        body: Vec<u8>,
+        token: Option<&str>,
+    ) -> Option<(u16, Value)> {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/events", self.base))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// POSTs a JSON envelope with the admin key; returns the status.
+    pub async fn post(&self, envelope: &Value) -> Option<u16> {
+        let (status, _) = self
+            .post_raw(
+                "application/json",
+                serde_json::to_vec(envelope).unwrap(),
+                Some(&self.token),
+            )
+            .await?;
+        Some(status)
+    }
+
+    pub fn authed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().unwrap(),
+        );
+        request
+    }
+
+    pub async fn task(&mut self, task_id: &str) -> Result<Task, tonic::Status> {
+        let request = self.authed(GetTaskRequest {
+            task_id: task_id.into(),
+        });
+        self.tasks.get_task(request).await.map(|r| r.into_inner())
+    }
+
+    /// Every task, following pages.
+    pub async fn all_tasks(&mut self, state: Option<&str>) -> Vec<Task> {
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = self.authed(ListTasksRequest {
+                state: state.map(str::to_owned),
+                page_size: 100,
+                page_token,
+            });
+            let page = self.tasks.list_tasks(request).await.unwrap().into_inner();
+            out.extend(page.tasks);
+            if page.next_page_token.is_empty() {
+                return out;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Polls the task until `want` holds for it, or panics after `WAIT`.
+    pub async fn wait_task(&mut self, task_id: &str, want: impl Fn(&Task) -> bool) -> Task {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(task) = self.task(task_id).await
+                && want(&task)
+            {
+                return task;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "task {task_id} never got there: {:?}",
+                    self.task(task_id).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A JSON envelope of `kind` for user `u1`, with an explicit id.
+pub fn event(id: &str, kind: &str, key: &str, body: Value) -> Value {
+    json!({ "id": id, "type": kind, "key": key, "user": "u1", "body": body })
+}
+
+pub fn agent_registered(id: &str, agent: &str, max: u32) -> Value {
+    event(
+        id,
+        "agent.registered",
+        &format!("agent/{agent}"),
+        json!({ "agent_id": agent, "name": agent, "max_concurrent": max }),
+    )
+}
+
+pub fn task_created(id: &str, task: &str) -> Value {
+    event(
+        id,
+        "task.created",
+        &format!("task/{task}"),
+        json!({ "task_id": task, "title": format!("title {task}"), "spec": "true" }),
+    )
+}
+
+pub fn task_started(id: &str, task: &str, agent: &str) -> Value {
+    event(
+        id,
+        "task.started",
+        &format!("task/{task}"),
+        json!({ "task_id": task, "agent_id": agent }),
+    )
+}
+
+pub fn task_completed(id: &str, task: &str) -> Value {
+    event(
+        id,
+        "task.completed",
+        &format!("task/{task}"),
+        json!({ "task_id": task, "result": { "ok": true } }),
+    )
+}
+
+/// The state database of a data directory (readable while the node runs: SQLite WAL).
+pub async fn state_store(dir: &Path) -> actors::Store {
+    actors::Store::connect(&format!(
+        "sqlite://{}?mode=rw",
+        dir.join("state.sqlite").display()
+    ))
+    .await
+    .unwrap()
+}
+
+/// One in-process node at a time: actor names are global to the process.
+pub static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An in-process node on a fresh data directory.
+pub async fn in_process(dir: &Path) -> (switchyard::Node, u16, u16) {
+    let (http, grpc) = (free_port(), free_port());
+    let config = switchyard::Config {
+        data_dir: dir.to_owned(),
+        http: format!("127.0.0.1:{http}").parse().unwrap(),
+        grpc: format!("127.0.0.1:{grpc}").parse().unwrap(),
+        ..Default::default()
+    };
+    let node = switchyard::Node::start(&config).await.unwrap();
+    assert!(ready(http).await, "in-process node did not become ready");
+    (node, http, grpc)
+}
