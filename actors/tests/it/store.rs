@@ -1,7 +1,7 @@
 //! Persistence: idempotent writes, outbox notifications, queries, keys, on every database.
 
-use actors::domain::task::{NotificationDraft, Task, TaskState};
 use actors::domain::agent::Agent;
+use actors::domain::task::{NotificationDraft, Task, TaskState};
 use actors::store::keys::Role;
 use actors::store::{Applied, Store};
 use migrations::{Migrator, MigratorTrait};
@@ -15,12 +15,19 @@ where
     Fut: Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("s.sqlite").display())).await.unwrap();
+    let sqlite = Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("s.sqlite").display()
+    ))
+    .await
+    .unwrap();
     Migrator::up(sqlite.connection(), None).await.unwrap();
     check(sqlite).await;
 
     let Ok(url) = std::env::var("SWITCHYARD_TEST_POSTGRES") else {
-        eprintln!("{name}: PostgreSQL skipped: SWITCHYARD_TEST_POSTGRES is not set (scripts/test sets it)");
+        eprintln!(
+            "{name}: PostgreSQL skipped: SWITCHYARD_TEST_POSTGRES is not set (scripts/test sets it)"
+        );
         return;
     };
     let schema = format!("actors_it_{name}_{}", std::process::id());
@@ -28,10 +35,16 @@ where
     let reset = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
     admin.connection().execute_unprepared(&reset).await.unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
-    let pg = Store::connect(&format!("{url}{sep}options=-c%20search_path%3D{schema}")).await.unwrap();
+    let pg = Store::connect(&format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+        .await
+        .unwrap();
     Migrator::up(pg.connection(), None).await.unwrap();
     check(pg).await;
-    admin.connection().execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    admin
+        .connection()
+        .execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }
 
 fn task(id: &str, priority: Priority, created_at: u64) -> Task {
@@ -41,8 +54,15 @@ fn task(id: &str, priority: Priority, created_at: u64) -> Task {
         title: format!("title {id}"),
         spec: "spec".into(),
         priority,
-        requirements: Capabilities { languages: vec!["rust".into()], ..Default::default() },
-        depends_on: vec![schemas::Dependency { task_id: "up".into(), kind: schemas::DependencyKind::Input, contract_key: Some("k".into()) }],
+        requirements: Capabilities {
+            languages: vec!["rust".into()],
+            ..Default::default()
+        },
+        depends_on: vec![schemas::Dependency {
+            task_id: "up".into(),
+            kind: schemas::DependencyKind::Input,
+            contract_key: Some("k".into()),
+        }],
         state: TaskState::Pending,
         agent_id: None,
         result: None,
@@ -53,23 +73,58 @@ fn task(id: &str, priority: Priority, created_at: u64) -> Task {
 }
 
 fn draft(key: &str) -> NotificationDraft {
-    NotificationDraft { user: "u1".into(), channel: "default".into(), to: "u1".into(), subject: "s".into(), text: "t".into(), dedupe_key: key.into() }
+    NotificationDraft {
+        user: "u1".into(),
+        channel: "default".into(),
+        to: "u1".into(),
+        subject: "s".into(),
+        text: "t".into(),
+        dedupe_key: key.into(),
+    }
 }
 
 #[tokio::test]
 async fn writes_are_idempotent_by_message_id() {
     on_every_database("idem", |store| async move {
         let t = task("t1", Priority::Normal, 1);
-        assert_eq!(store.save_task("m1", &t, true, &[]).await.unwrap(), Applied::Applied);
+        assert_eq!(
+            store.save_task("m1", &t, true, &[]).await.unwrap(),
+            Applied::Applied
+        );
         assert!(store.is_processed("m1").await.unwrap());
-        let done = Task { state: TaskState::Done, ..t.clone() };
-        assert_eq!(store.save_task("m1", &done, false, &[draft("n")]).await.unwrap(), Applied::Duplicate);
-        assert_eq!(store.task("t1").await.unwrap().unwrap(), t, "a duplicate writes nothing");
+        let done = Task {
+            state: TaskState::Done,
+            ..t.clone()
+        };
+        assert_eq!(
+            store
+                .save_task("m1", &done, false, &[draft("n")])
+                .await
+                .unwrap(),
+            Applied::Duplicate
+        );
+        assert_eq!(
+            store.task("t1").await.unwrap().unwrap(),
+            t,
+            "a duplicate writes nothing"
+        );
         assert!(store.notifications(None).await.unwrap().is_empty());
-        assert_eq!(store.save_task("m2", &done, false, &[draft("n")]).await.unwrap(), Applied::Applied);
-        assert_eq!(store.task("t1").await.unwrap().unwrap().state, TaskState::Done);
+        assert_eq!(
+            store
+                .save_task("m2", &done, false, &[draft("n")])
+                .await
+                .unwrap(),
+            Applied::Applied
+        );
+        assert_eq!(
+            store.task("t1").await.unwrap().unwrap().state,
+            TaskState::Done
+        );
         // The same dedupe key from another message is the same notification.
-        assert_eq!(store.save_notification("m3", &draft("n")).await.unwrap(), Applied::Applied);
+        assert_eq!(
+            store.save_notification("m3", &draft("n")).await.unwrap(),
+            Applied::Applied
+        );
         assert_eq!(store.notifications(Some("u1")).await.unwrap().len(), 1);
     })
     .await;
@@ -78,31 +133,95 @@ async fn writes_are_idempotent_by_message_id() {
 #[tokio::test]
 async fn queries_order_filter_and_page() {
     on_every_database("queries", |store| async move {
-        for (i, (id, priority)) in [("a", Priority::Low), ("b", Priority::Urgent), ("c", Priority::Normal), ("d", Priority::Urgent)].iter().enumerate() {
-            store.save_task(&format!("m{id}"), &task(id, *priority, i as u64), true, &[]).await.unwrap();
+        for (i, (id, priority)) in [
+            ("a", Priority::Low),
+            ("b", Priority::Urgent),
+            ("c", Priority::Normal),
+            ("d", Priority::Urgent),
+        ]
+        .iter()
+        .enumerate()
+        {
+            store
+                .save_task(&format!("m{id}"), &task(id, *priority, i as u64), true, &[])
+                .await
+                .unwrap();
         }
-        let pending: Vec<_> = store.pending_tasks(10).await.unwrap().into_iter().map(|p| p.task_id).collect();
+        let pending: Vec<_> = store
+            .pending_tasks(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.task_id)
+            .collect();
         assert_eq!(pending, ["b", "d", "c", "a"]);
 
         let agent = Agent {
-            agent_id: "a1".into(), user: "u1".into(), name: "n".into(), capabilities: Capabilities::default(),
-            max_concurrent: 3, online: true, last_heartbeat: 0, registered_at: 0,
+            agent_id: "a1".into(),
+            user: "u1".into(),
+            name: "n".into(),
+            capabilities: Capabilities::default(),
+            max_concurrent: 3,
+            online: true,
+            last_heartbeat: 0,
+            registered_at: 0,
         };
         store.save_agent("agent-msg", &agent).await.unwrap();
-        let assigned = Task { state: TaskState::Assigned, agent_id: Some("a1".into()), ..task("b", Priority::Urgent, 1) };
+        let assigned = Task {
+            state: TaskState::Assigned,
+            agent_id: Some("a1".into()),
+            ..task("b", Priority::Urgent, 1)
+        };
         store.save_task("mb2", &assigned, false, &[]).await.unwrap();
         let candidates = store.candidates().await.unwrap();
-        assert_eq!((candidates.len(), candidates[0].load, candidates[0].max_concurrent), (1, 1, 3));
+        assert_eq!(
+            (
+                candidates.len(),
+                candidates[0].load,
+                candidates[0].max_concurrent
+            ),
+            (1, 1, 3)
+        );
 
         let first = store.list_tasks(None, None, 3, None).await.unwrap();
-        assert_eq!(first.tasks.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
-        let second = store.list_tasks(None, None, 3, first.next.as_deref()).await.unwrap();
-        assert_eq!((second.tasks.len(), second.tasks[0].task_id.as_str(), second.next), (1, "d", None));
-        let assigned = store.list_tasks(Some("u1"), Some(TaskState::Assigned), 10, None).await.unwrap();
+        assert_eq!(
+            first
+                .tasks
+                .iter()
+                .map(|t| t.task_id.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        let second = store
+            .list_tasks(None, None, 3, first.next.as_deref())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                second.tasks.len(),
+                second.tasks[0].task_id.as_str(),
+                second.next
+            ),
+            (1, "d", None)
+        );
+        let assigned = store
+            .list_tasks(Some("u1"), Some(TaskState::Assigned), 10, None)
+            .await
+            .unwrap();
         assert_eq!(assigned.tasks.len(), 1);
-        assert!(store.list_tasks(Some("u2"), None, 10, None).await.unwrap().tasks.is_empty());
+        assert!(
+            store
+                .list_tasks(Some("u2"), None, 10, None)
+                .await
+                .unwrap()
+                .tasks
+                .is_empty()
+        );
         let loaded = store.task("a").await.unwrap().unwrap();
-        assert_eq!((loaded.depends_on.len(), loaded.requirements.languages.len()), (1, 1));
+        assert_eq!(
+            (loaded.depends_on.len(), loaded.requirements.languages.len()),
+            (1, 1)
+        );
     })
     .await;
 }
@@ -112,10 +231,16 @@ async fn keys_are_checked_by_hash() {
     on_every_database("keys", |store| async move {
         assert!(!store.has_admin_key().await.unwrap());
         let token = actors::store::keys::new_token().unwrap();
-        store.add_key(&token, "admin", Role::Admin, None).await.unwrap();
+        store
+            .add_key(&token, "admin", Role::Admin, None)
+            .await
+            .unwrap();
         assert!(store.has_admin_key().await.unwrap());
         let principal = store.authenticate(&token).await.unwrap().unwrap();
-        assert_eq!((principal.role, principal.may_act_for("anyone")), (Role::Admin, true));
+        assert_eq!(
+            (principal.role, principal.may_act_for("anyone")),
+            (Role::Admin, true)
+        );
         assert_eq!(store.authenticate("sy_not-a-key").await.unwrap(), None);
     })
     .await;

@@ -1,0 +1,155 @@
+//! The HTTP routes without a socket (`oneshot`): ingest, content types, keys, probes.
+
+use std::sync::Arc;
+
+use actors::Store;
+use actors::store::keys::{Role, new_token};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use broker_adapters::{Bus, EmbeddedBus, ReplayFrom};
+use gateways::{Auth, GatewayContext, app};
+use migrations::{Migrator, MigratorTrait};
+use tower::ServiceExt;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ctx: GatewayContext,
+    admin: String,
+    user: String,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = EmbeddedBus::open(&dir.path().join("bus.sqlite"))
+        .await
+        .unwrap();
+    bus.create_topic(schemas::EVENTS_TOPIC, 4).await.unwrap();
+    let store = Store::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("s.sqlite").display()
+    ))
+    .await
+    .unwrap();
+    Migrator::up(store.connection(), None).await.unwrap();
+    let (admin, user) = (new_token().unwrap(), new_token().unwrap());
+    store
+        .add_key(&admin, "admin", Role::Admin, None)
+        .await
+        .unwrap();
+    store.add_key(&user, "u2", Role::User, None).await.unwrap();
+    let ctx = GatewayContext {
+        auth: Auth::new(store.clone()),
+        store,
+        bus: Arc::new(bus),
+        tree: supervisor::Tree::default(),
+        root: "node".into(),
+        node_id: "n1".into(),
+    };
+    Fixture {
+        _dir: dir,
+        ctx,
+        admin,
+        user,
+    }
+}
+
+async fn post(
+    ctx: &GatewayContext,
+    token: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let request = Request::post("/v1/events")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", content_type)
+        .body(Body::from(body))
+        .unwrap();
+    let response = app(ctx.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_cbor_envelope_from_an_outside_client_lands_on_the_bus_with_cloudevents_headers() {
+    let f = fixture().await;
+    let cbor = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../schemas/tests/vectors/outside/task_created.cbor"
+    ))
+    .unwrap();
+    let (status, answer) = post(&f.ctx, &f.admin, "application/cbor", cbor).await;
+    assert_eq!(
+        (status, answer["id"].as_str()),
+        (
+            StatusCode::ACCEPTED,
+            Some("0192f0c8-0000-7000-8000-000000000002")
+        )
+    );
+    let mut replay = f
+        .ctx
+        .bus
+        .replay(schemas::EVENTS_TOPIC, ReplayFrom::Start)
+        .await
+        .unwrap();
+    let record = replay.next().await.unwrap().unwrap();
+    assert_eq!(record.key, "task/t1");
+    assert_eq!(record.header("ce_type"), Some("task.created"));
+    assert_eq!(
+        record.header("ce_id"),
+        Some("0192f0c8-0000-7000-8000-000000000002")
+    );
+    assert_eq!(record.header("content-type"), Some("application/cbor"));
+    assert_eq!(schemas::decode(&record.payload).unwrap().user, "u1");
+}
+
+#[tokio::test]
+async fn json_envelopes_get_defaults_and_user_keys_stay_in_their_lane() {
+    let f = fixture().await;
+    let body = |user: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "type": "agent.heartbeat", "key": "agent/a1", "user": user, "body": {"agent_id": "a1"}
+        }))
+        .unwrap()
+    };
+    let (status, answer) = post(
+        &f.ctx,
+        &f.user,
+        "application/json; charset=utf-8",
+        body("u2"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(
+        answer["id"].as_str().map(str::len),
+        Some(36),
+        "a UUIDv7 was filled in"
+    );
+    let (status, answer) = post(&f.ctx, &f.user, "application/json", body("u1")).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("this key may not publish for user `u1`")
+        )
+    );
+    let (status, _) = post(&f.ctx, &f.admin, "application/json", body("u1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn probes_answer_without_a_key() {
+    let f = fixture().await;
+    for path in ["/health", "/ready"] {
+        let response = app(f.ctx.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+}
