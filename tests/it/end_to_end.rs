@@ -9,6 +9,35 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::harness::*;
 
+/// The services a reflection client of the given version lists.
+macro_rules! reflected_services {
+    ($version:ident, $url:expr) => {{
+        use tonic_reflection::pb::$version::*;
+        let mut client = server_reflection_client::ServerReflectionClient::new(channel($url).await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let mut answers = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let answer = answers.message().await.unwrap().unwrap();
+        let Some(server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            answer.message_response
+        else {
+            panic!("{answer:?}")
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_runs_its_course_over_http_and_grpc() {
     let dir = tempfile::tempdir().unwrap();
@@ -74,13 +103,7 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
     );
 
     // The tree of DESIGN §4, live.
-    let tree = c
-        .cluster
-        .get_supervision_tree(c.authed(GetSupervisionTreeRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    let root = tree.root.unwrap();
+    let root = c.tree().await;
     let mut names: Vec<_> = root.children.iter().map(|n| n.name.as_str()).collect();
     names.sort();
     assert_eq!(
@@ -164,63 +187,11 @@ async fn keys_are_required_except_for_probes_health_and_reflection() {
             .status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service}");
     }
+    assert!(reflected_services!(v1, &c.grpc_url).contains(&"switchyard.v1.Tasks".to_owned()));
     assert!(
-        reflected_services_v1(&c.grpc_url)
-            .await
-            .contains(&"switchyard.v1.Tasks".to_owned())
-    );
-    assert!(
-        reflected_services_v1alpha(&c.grpc_url)
-            .await
-            .contains(&"switchyard.v1.Cluster".to_owned())
+        reflected_services!(v1alpha, &c.grpc_url).contains(&"switchyard.v1.Cluster".to_owned())
     );
     node.terminate();
-}
-
-async fn reflected_services_v1(url: &str) -> Vec<String> {
-    use tonic_reflection::pb::v1::*;
-    let mut client = server_reflection_client::ServerReflectionClient::new(channel(url).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
-    };
-    let mut answers = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
-    let Some(server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answer.message_response
-    else {
-        panic!("{answer:?}")
-    };
-    list.service.into_iter().map(|s| s.name).collect()
-}
-
-async fn reflected_services_v1alpha(url: &str) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::*;
-    let mut client = server_reflection_client::ServerReflectionClient::new(channel(url).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
-    };
-    let mut answers = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = answers.message().await.unwrap().unwrap();
-    let Some(server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answer.message_response
-    else {
-        panic!("{answer:?}")
-    };
-    list.service.into_iter().map(|s| s.name).collect()
 }
 
 async fn channel(url: &str) -> tonic::transport::Channel {

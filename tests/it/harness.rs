@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use schemas::proto::cluster_client::ClusterClient;
 use schemas::proto::tasks_client::TasksClient;
-use schemas::proto::{GetTaskRequest, ListTasksRequest, Task};
+use schemas::proto::{
+    ActorNode, GetSupervisionTreeRequest, GetTaskRequest, ListTasksRequest, Task,
+};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -182,6 +184,18 @@ impl Client {
             task_id: task_id.into(),
         });
         self.tasks.get_task(request).await.map(|r| r.into_inner())
+    }
+
+    /// The node's supervision tree, from `Cluster.GetSupervisionTree`.
+    pub async fn tree(&mut self) -> ActorNode {
+        let request = self.authed(GetSupervisionTreeRequest {});
+        let tree = self
+            .cluster
+            .get_supervision_tree(request)
+            .await
+            .unwrap()
+            .into_inner();
+        tree.root.expect("a tree has a root")
     }
 
     /// Every task, following pages.

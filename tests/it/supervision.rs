@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use schemas::proto::{ActorNode, GetSupervisionTreeRequest};
+use schemas::proto::ActorNode;
 use supervisor::{
     Backoff, ChildSpec, Restart, Strategy, SupervisorActor, SupervisorArgs, SupervisorConfig,
     SupervisorMsg,
@@ -40,13 +40,7 @@ fn find<'a>(node: &'a ActorNode, path: &[&str]) -> Option<&'a ActorNode> {
 async fn wait_restarts(c: &mut Client, path: &[&str], restarts: u32) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let tree = c
-            .cluster
-            .get_supervision_tree(c.authed(GetSupervisionTreeRequest {}))
-            .await
-            .unwrap()
-            .into_inner();
-        let root = tree.root.unwrap();
+        let root = c.tree().await;
         let seen = find(&root, path).map(|n| (n.status.clone(), n.restart_count));
         if seen == Some(("running".into(), restarts)) {
             return;

@@ -113,6 +113,14 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// Waits until every child of `path` runs with these restart counts, or fails.
+    async fn expect_running(&self, path: &str, restarts: &[u32]) {
+        let seen = self.wait(path, |s| all_running(s, restarts)).await;
+        assert!(all_running(&seen, restarts), "{path}: {seen:?}");
+    }
+}
+
 fn all_running(seen: &[(String, &str, u32)], restarts: &[u32]) -> bool {
     seen.len() == restarts.len()
         && seen
@@ -133,48 +141,29 @@ async fn a_panicking_child_is_restarted_and_counted() {
     )
     .await;
     h.send("a", WorkerMsg::Panic);
-    let seen = h.wait("t1", |s| all_running(s, &[1, 0])).await;
-    assert!(all_running(&seen, &[1, 0]), "{seen:?}");
+    h.expect_running("t1", &[1, 0]).await;
     h.send("a", WorkerMsg::Fail);
-    let seen = h.wait("t1", |s| all_running(s, &[2, 0])).await;
-    assert!(all_running(&seen, &[2, 0]), "{seen:?}");
+    h.expect_running("t1", &[2, 0]).await;
+    h.sup.stop(None);
+}
+
+/// Three permanent workers under `strategy`; `b` panics; each then has `restarts`.
+async fn check_strategy(root: &str, strategy: Strategy, restarts: &[u32]) {
+    let workers = ["a", "b", "c"].map(|name| worker(name, Restart::Permanent));
+    let h = Harness::start(root, fast(strategy, 5), workers.to_vec()).await;
+    h.send("b", WorkerMsg::Panic);
+    h.expect_running(root, restarts).await;
     h.sup.stop(None);
 }
 
 #[tokio::test]
 async fn one_for_all_restarts_every_sibling() {
-    let h = Harness::start(
-        "t2",
-        fast(Strategy::OneForAll, 5),
-        vec![
-            worker("a", Restart::Permanent),
-            worker("b", Restart::Permanent),
-            worker("c", Restart::Permanent),
-        ],
-    )
-    .await;
-    h.send("b", WorkerMsg::Panic);
-    let seen = h.wait("t2", |s| all_running(s, &[1, 1, 1])).await;
-    assert!(all_running(&seen, &[1, 1, 1]), "{seen:?}");
-    h.sup.stop(None);
+    check_strategy("t2", Strategy::OneForAll, &[1, 1, 1]).await;
 }
 
 #[tokio::test]
 async fn rest_for_one_restarts_the_child_and_those_after_it() {
-    let h = Harness::start(
-        "t3",
-        fast(Strategy::RestForOne, 5),
-        vec![
-            worker("a", Restart::Permanent),
-            worker("b", Restart::Permanent),
-            worker("c", Restart::Permanent),
-        ],
-    )
-    .await;
-    h.send("b", WorkerMsg::Panic);
-    let seen = h.wait("t3", |s| all_running(s, &[0, 1, 1])).await;
-    assert!(all_running(&seen, &[0, 1, 1]), "{seen:?}");
-    h.sup.stop(None);
+    check_strategy("t3", Strategy::RestForOne, &[0, 1, 1]).await;
 }
 
 #[tokio::test]
@@ -232,16 +221,13 @@ async fn exceeding_the_intensity_escalates_to_the_parent() {
     };
     for restarts in 1..=2 {
         h.send("w", WorkerMsg::Panic);
-        let seen = h.wait("t5/inner", |s| all_running(s, &[restarts])).await;
-        assert!(all_running(&seen, &[restarts]), "{seen:?}");
+        h.expect_running("t5/inner", &[restarts]).await;
     }
     // The third failure within the window is one too many for `inner`: it fails to `t5`,
     // which restarts it with a fresh worker.
     h.send("w", WorkerMsg::Panic);
-    let seen = h.wait("t5", |s| all_running(s, &[1])).await;
-    assert!(all_running(&seen, &[1]), "{seen:?}");
-    let seen = h.wait("t5/inner", |s| all_running(s, &[0])).await;
-    assert!(all_running(&seen, &[0]), "{seen:?}");
+    h.expect_running("t5", &[1]).await;
+    h.expect_running("t5/inner", &[0]).await;
     assert_eq!(root.get_status(), Ractor::Running);
     root.stop(None);
 }
