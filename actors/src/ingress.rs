@@ -18,6 +18,10 @@ use crate::router::{self, RouteError};
 /// The consumer group every node's ingress joins.
 pub const INGRESS_GROUP: &str = "switchyard-node";
 
+/// Redeliveries before a message is dead-lettered: with the bus's doubling backoff, about 16 s
+/// of trying, so a restarting mailbox or a database blip does not dead-letter good messages.
+const MAX_ATTEMPTS: u32 = 10;
+
 /// How long one poll waits before yielding to the mailbox.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -49,7 +53,10 @@ impl Actor for IngressActor {
             .subscribe(
                 schemas::EVENTS_TOPIC,
                 INGRESS_GROUP,
-                SubscribeOptions::default(),
+                SubscribeOptions {
+                    max_attempts: MAX_ATTEMPTS,
+                    ..SubscribeOptions::default()
+                },
             )
             .await?;
         myself.send_message(Poll)?;

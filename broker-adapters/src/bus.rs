@@ -64,12 +64,22 @@ pub enum ReplayFrom {
 pub struct SubscribeOptions {
     /// Delivery attempts before a nacked message is dead-lettered.
     pub max_attempts: u32,
+    /// Wait before redelivering a nacked message; doubles with each attempt, up to 32 times.
+    pub redelivery_delay: std::time::Duration,
+}
+
+impl SubscribeOptions {
+    /// The wait before delivery attempt `attempt` (2 or more) of a nacked message.
+    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+        self.redelivery_delay * (1u32 << attempt.saturating_sub(2).min(5))
+    }
 }
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
         SubscribeOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            redelivery_delay: std::time::Duration::from_millis(100),
         }
     }
 }

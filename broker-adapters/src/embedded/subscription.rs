@@ -2,7 +2,7 @@
 //! across nacks and redeliveries.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, watch};
@@ -21,6 +21,8 @@ struct Cursor {
     next: u64,
     in_flight: bool,
     buffer: VecDeque<Record>,
+    /// A nacked message is not redelivered before this.
+    not_before: Option<Instant>,
 }
 
 pub(crate) struct EmbeddedSubscription {
@@ -79,6 +81,7 @@ impl EmbeddedSubscription {
                 next,
                 in_flight: false,
                 buffer: VecDeque::new(),
+                not_before: None,
             });
         }
         self.order = assigned;
@@ -99,6 +102,7 @@ impl EmbeddedSubscription {
                 let attempts = self.attempts.get(&position).copied().unwrap_or(1);
                 if attempts < self.options.max_attempts {
                     self.attempts.insert(position, attempts + 1);
+                    cursor.not_before = Some(Instant::now() + self.options.backoff(attempts + 1));
                     return Ok(());
                 }
                 Some(reason)
@@ -154,6 +158,16 @@ impl EmbeddedSubscription {
             .map_err(|e| e.error)
     }
 
+    /// How long to wait for news: until the next nacked message is due, at most a second.
+    fn idle_wait(&self) -> Duration {
+        let now = Instant::now();
+        self.cursors
+            .values()
+            .filter_map(|c| c.not_before)
+            .map(|t| t.saturating_duration_since(now))
+            .fold(Duration::from_secs(1), Duration::min)
+    }
+
     /// The next deliverable record, round-robin over owned partitions, if any is ready.
     async fn poll(&mut self) -> Result<Option<Delivery>, BusError> {
         for _ in 0..self.order.len() {
@@ -162,9 +176,10 @@ impl EmbeddedSubscription {
             let Some(cursor) = self.cursors.get_mut(&partition) else {
                 continue;
             };
-            if cursor.in_flight {
+            if cursor.in_flight || cursor.not_before.is_some_and(|t| t > Instant::now()) {
                 continue;
             }
+            cursor.not_before = None;
             if cursor.buffer.is_empty() {
                 cursor.buffer = self
                     .bus
@@ -208,6 +223,7 @@ impl Subscription for EmbeddedSubscription {
             if let Some(delivery) = self.poll().await? {
                 return Ok(delivery);
             }
+            let idle = self.idle_wait();
             tokio::select! {
                 settle = self.settle_rx.recv() => {
                     if let Some(settle) = settle {
@@ -220,8 +236,8 @@ impl Subscription for EmbeddedSubscription {
                     }
                 }
                 () = self.member.changed() => self.rebalance(),
-                // A safety net only: every wake-up above is explicit.
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                // Redeliveries come due; otherwise a safety net, as every wake-up above is explicit.
+                () = tokio::time::sleep(idle) => {}
             }
         }
     }

@@ -216,7 +216,12 @@ pub async fn nack_redelivers(f: &impl Fixture) {
     let d = next(&mut sub).await;
     assert_eq!((d.record.payload.as_slice(), d.attempt), (&b"first"[..], 1));
     d.nack("not yet");
+    let nacked = std::time::Instant::now();
     let d = next(&mut sub).await;
+    assert!(
+        nacked.elapsed() >= SubscribeOptions::default().redelivery_delay,
+        "redelivery waits its backoff"
+    );
     assert_eq!(
         (d.record.payload.as_slice(), d.attempt),
         (&b"first"[..], 2),
@@ -244,7 +249,14 @@ pub async fn dead_letters(f: &impl Fixture) {
         bus.publish(&topic, msg("k", p)).await.unwrap();
     }
     let mut sub = bus
-        .subscribe(&topic, "g", SubscribeOptions { max_attempts: 3 })
+        .subscribe(
+            &topic,
+            "g",
+            SubscribeOptions {
+                max_attempts: 3,
+                redelivery_delay: Duration::from_millis(20),
+            },
+        )
         .await
         .unwrap();
     for attempt in 1..=3 {
