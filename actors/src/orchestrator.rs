@@ -89,11 +89,15 @@ async fn pass(
     state: &mut OrchestratorState,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let store = &state.ctx.store;
+    let mut candidates = store.candidates().await?;
+    if candidates.iter().all(|c| c.load >= c.max_concurrent) {
+        // Nobody has room (counting only applied assignments): skip the pending-task scan.
+        return Ok(());
+    }
     let pending = store.pending_tasks(PASS_LIMIT).await?;
     state
         .reserved
         .retain(|task, _| pending.iter().any(|p| &p.task_id == task));
-    let mut candidates = store.candidates().await?;
     for agent in state.reserved.values() {
         if let Some(c) = candidates.iter_mut().find(|c| &c.agent_id == agent) {
             c.load += 1;

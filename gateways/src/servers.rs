@@ -49,8 +49,13 @@ impl Actor for ServersActor {
         myself: ActorRef<ServerStopped>,
         (ctx, addrs): (GatewayContext, ServerAddrs),
     ) -> Result<ServersState, ActorProcessingErr> {
-        let http = TcpListener::bind(addrs.http).await?;
-        let grpc = TcpListener::bind(addrs.grpc).await?;
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+        };
+        let http = bind("HTTP", addrs.http).await?;
+        let grpc = bind("gRPC", addrs.grpc).await?;
         tracing::info!(http = %http.local_addr()?, grpc = %grpc.local_addr()?, "listening");
         let (shutdown, signal) = watch::channel(false);
         let app = crate::app(ctx.clone());

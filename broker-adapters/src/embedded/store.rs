@@ -204,19 +204,21 @@ impl Store {
         })
     }
 
-    /// Records a group's next offset for a partition; durable by the next batch.
-    pub(crate) fn commit(&self, group: &str, topic: &str, partition: u32, next_offset: u64) {
+    /// Records a group's next offset for a partition; durable with the writer's next batch.
+    pub(crate) async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        next_offset: u64,
+    ) -> Result<(), BusError> {
         let op = Op::Commit {
             group: group.to_owned(),
             topic: topic.to_owned(),
             partition,
             next_offset,
         };
-        if self.writer.try_send(op).is_err() {
-            // Full or closed: the offset is re-committed with the next ack or at close, and a
-            // lost commit means only a redelivery.
-            tracing::debug!(group, topic, partition, "offset commit deferred");
-        }
+        self.writer.send(op).await.map_err(|_| BusError::Closed)
     }
 
     /// Waits until everything sent to the writer so far is durable.

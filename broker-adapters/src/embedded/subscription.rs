@@ -124,11 +124,12 @@ impl EmbeddedSubscription {
         cursor.next = settle.offset + 1;
         self.attempts.remove(&position);
         self.member.commit(settle.partition, cursor.next);
+        let next = cursor.next;
         self.bus
             .inner
             .store
-            .commit(&self.group, &self.topic, settle.partition, cursor.next);
-        Ok(())
+            .commit(&self.group, &self.topic, settle.partition, next)
+            .await
     }
 
     async fn dead_letter(
