@@ -1,5 +1,5 @@
-//! kill -9 in the middle of a stream of events, then a restart on the same data directory:
-//! every event that got its 202 is reflected exactly once.
+//! kill -9 (or SIGTERM) in the middle of a stream of events, then a restart on the same data
+//! directory: every event that got its 202 is reflected exactly once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,8 +36,24 @@ fn stream() -> Vec<(String, Value)> {
     events
 }
 
+/// How the node is stopped mid-stream.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Kill9,
+    Sigterm,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_loses_nothing_acknowledged_and_doubles_nothing() {
+    stop_mid_stream(Stop::Kill9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_shuts_down_cleanly_and_loses_nothing() {
+    stop_mid_stream(Stop::Sigterm).await;
+}
+
+async fn stop_mid_stream(how: Stop) {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Proc::start(dir.path()).await;
     let mut c = node.client().await;
@@ -81,7 +97,10 @@ async fn kill_9_mid_stream_loses_nothing_acknowledged_and_doubles_nothing() {
     while accepted.load(Ordering::SeqCst) < TASKS {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    node.kill9();
+    match how {
+        Stop::Kill9 => node.kill9(),
+        Stop::Sigterm => assert!(node.sigterm().success(), "a clean exit on SIGTERM"),
+    }
     let statuses = sender.await.unwrap();
     let ok: Vec<&String> = statuses
         .iter()

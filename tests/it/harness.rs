@@ -75,6 +75,11 @@ impl Proc {
 
     /// SIGTERM, then waits for a clean exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
+        self.sigterm()
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
