@@ -25,6 +25,13 @@ struct Args {
     /// Publishers running at once.
     #[arg(long, default_value_t = 32)]
     concurrency: u64,
+    /// Offered load in events/s (0: as fast as the publishers go). Below capacity, latency
+    /// shows the pipeline itself rather than a backlog.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Partitions of the events topic (a fresh data directory takes any; an existing one keeps its own).
+    #[arg(long, default_value_t = Config::default().partitions)]
+    partitions: u32,
     /// Node data directory (default: a fresh temporary one).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -68,6 +75,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         data_dir,
         http: "127.0.0.1:0".parse()?,
         grpc: "127.0.0.1:0".parse()?,
+        partitions: args.partitions,
         ..Config::default()
     };
     let node = Node::start(&config).await?;
@@ -92,6 +100,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= args.events {
                     return Ok::<_, anyhow::Error>(());
+                }
+                if args.rate > 0 {
+                    let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 let envelope = envelope(&run, i);
                 actors::publish(bus.as_ref(), &envelope)
@@ -145,6 +157,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let result = serde_json::json!({
         "events": args.events,
         "concurrency": args.concurrency,
+        "partitions": args.partitions,
+        "offered_rate": args.rate,
         "publish_events_per_sec": args.events as f64 / publish_time.as_secs_f64(),
         "end_to_end_events_per_sec": args.events as f64 / total_time.as_secs_f64(),
         "latency_ms": {
