@@ -44,10 +44,13 @@ impl Default for Config {
 /// Settings given on the command line; `None` leaves the other sources' value.
 #[derive(Debug, Default, Serialize)]
 pub struct Overrides {
+    /// `--data-dir`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// `--http`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<SocketAddr>,
+    /// `--grpc`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc: Option<SocketAddr>,
 }

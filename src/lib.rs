@@ -2,6 +2,8 @@
 //!
 //! This is the only crate that picks concrete adapters and wires the supervision tree.
 
+#![warn(missing_docs)]
+
 pub mod config;
 mod credentials;
 mod node;

@@ -3,6 +3,8 @@
 //! `domain` is pure; `store` is the database; the actor modules run the first against the
 //! second and the bus. The node's tree is composed from these by the root crate.
 
+#![warn(missing_docs)]
+
 pub mod domain;
 mod entity;
 mod ingress;
@@ -43,11 +45,17 @@ pub struct NodeContext {
 
 /// Child names of the node's tree (DESIGN §4).
 pub mod names {
+    /// The bus consumer.
     pub const INGRESS: &str = "ingress";
+    /// Assignment.
     pub const ORCHESTRATOR: &str = "orchestrator";
+    /// The supervisor of task mailboxes.
     pub const TASKS: &str = "tasks";
+    /// The supervisor of agent mailboxes.
     pub const AGENTS: &str = "agents";
+    /// Notifications.
     pub const NOTIFIER: &str = "notifier";
+    /// HTTP and gRPC.
     pub const SERVERS: &str = "servers";
 }
 

@@ -28,11 +28,17 @@ pub struct OutMessage {
 /// A stored message, as consumers and replays see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The topic it was published on.
     pub topic: String,
+    /// Its partition, decided by its key.
     pub partition: u32,
+    /// Its position in the partition, from 0.
     pub offset: u64,
+    /// Routing key.
     pub key: String,
+    /// The bytes.
     pub payload: Vec<u8>,
+    /// Broker headers.
     pub headers: Vec<Header>,
     /// When the broker stored it, ms since the Unix epoch.
     pub timestamp: u64,
@@ -93,8 +99,11 @@ pub enum BusError {
     /// The topic exists with another partition count.
     #[error("topic `{topic}` has {existing} partitions, not {requested}")]
     PartitionMismatch {
+        /// The topic.
         topic: String,
+        /// Its partitions.
         existing: u32,
+        /// The partitions asked for.
         requested: u32,
     },
     /// The storage or the broker failed.
@@ -129,8 +138,11 @@ pub enum Outcome {
 /// A settled delivery, sent back to the subscription that handed it out.
 #[derive(Debug)]
 pub struct Settle {
+    /// Partition of the settled record.
     pub partition: u32,
+    /// Offset of the settled record.
     pub offset: u64,
+    /// What the handler made of it.
     pub outcome: Outcome,
 }
 

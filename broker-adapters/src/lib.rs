@@ -4,6 +4,8 @@
 //! gives the same semantics (DESIGN §3): keyed partitions with per-key order, consumer groups,
 //! at-least-once delivery with ack / nack, dead-lettering to `<topic>.dlq`, and replay.
 
+#![warn(missing_docs)]
+
 mod bus;
 pub mod embedded;
 mod partition;

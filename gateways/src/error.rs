@@ -8,16 +8,22 @@ use axum::response::{IntoResponse, Response};
 /// and answered as "internal error".
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// The request is malformed; the text says how.
     #[error("{0}")]
     BadRequest(String),
+    /// No valid key.
     #[error("missing or invalid bearer key")]
     Unauthenticated,
+    /// The key may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// No such thing (or not the caller's).
     #[error("{0}")]
     NotFound(String),
+    /// A dependency (bus, database) is down; retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A bug or an unexpected failure; the detail is logged, not returned.
     #[error("internal error")]
     Internal(String),
 }

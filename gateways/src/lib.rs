@@ -2,6 +2,8 @@
 //!
 //! Both check bearer keys through one `Auth`; both turn `GatewayError` into their own answer.
 
+#![warn(missing_docs)]
+
 mod auth;
 mod error;
 mod grpc;

@@ -18,7 +18,9 @@ use crate::GatewayContext;
 /// Where the servers listen.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerAddrs {
+    /// HTTP listen address.
     pub http: SocketAddr,
+    /// gRPC listen address.
     pub grpc: SocketAddr,
 }
 

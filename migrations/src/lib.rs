@@ -1,5 +1,7 @@
 //! switchyard's database schema as sea-orm migrations, each with its way back down.
 
+#![warn(missing_docs)]
+
 mod m0001_core;
 
 pub use sea_orm_migration::MigratorTrait;

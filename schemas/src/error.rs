@@ -5,7 +5,12 @@
 pub enum DecodeError {
     /// The bytes exceed the envelope size limit.
     #[error("envelope is {size} bytes, more than the {max} allowed")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// Bytes received.
+        size: usize,
+        /// Bytes allowed.
+        max: usize,
+    },
     /// The bytes are not well-formed CBOR.
     #[error("malformed CBOR: {0}")]
     Malformed(String),
@@ -17,18 +22,31 @@ pub enum DecodeError {
     Version(u64),
     /// The `id` is empty or longer than allowed.
     #[error("id must be between 1 and {max} bytes, got {len}")]
-    Id { len: usize, max: usize },
+    Id {
+        /// Its length in bytes.
+        len: usize,
+        /// The longest allowed.
+        max: usize,
+    },
     /// The `type` names no known message.
     #[error("unknown message type `{0}`")]
     UnknownType(String),
     /// The `body` does not fit its `type`.
     #[error("invalid body for `{kind}`: {reason}")]
-    Body { kind: String, reason: String },
+    Body {
+        /// The message type.
+        kind: String,
+        /// What does not fit.
+        reason: String,
+    },
     /// The routing `key` is not the one the body implies.
     #[error("key `{got}` does not match `{expected}` required by `{kind}`")]
     Key {
+        /// The message type.
         kind: String,
+        /// The key the body implies.
         expected: String,
+        /// The key given.
         got: String,
     },
 }

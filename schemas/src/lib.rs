@@ -2,6 +2,8 @@
 //!
 //! Everything that crosses a process boundary is defined here and nowhere else.
 
+#![warn(missing_docs)]
+
 mod codec;
 mod envelope;
 mod error;

@@ -8,14 +8,19 @@ use serde_cbor::Value;
 /// What an agent offers, or what a task requires: lists of free-form names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
+    /// Repositories.
     #[serde(default)]
     pub repos: Vec<String>,
+    /// Programming languages.
     #[serde(default)]
     pub languages: Vec<String>,
+    /// Environments (e.g. `linux`, `gpu`).
     #[serde(default)]
     pub environments: Vec<String>,
+    /// Tools (e.g. `cargo`).
     #[serde(default)]
     pub tools: Vec<String>,
+    /// Free-form tags.
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -23,16 +28,21 @@ pub struct Capabilities {
 /// `agent.registered`: an agent announces itself and its capacity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRegistered {
+    /// The agent's id.
     pub agent_id: String,
+    /// Display name.
     pub name: String,
+    /// What the agent offers.
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Tasks the agent works on at once, at most.
     pub max_concurrent: u32,
 }
 
 /// `agent.heartbeat`: an agent is alive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentHeartbeat {
+    /// The agent's id.
     pub agent_id: String,
 }
 
@@ -40,10 +50,14 @@ pub struct AgentHeartbeat {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
+    /// Whenever there is room.
     Low,
+    /// The default.
     #[default]
     Normal,
+    /// Before normal work.
     High,
+    /// Before everything else.
     Urgent,
 }
 
@@ -63,17 +77,23 @@ impl Priority {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DependencyKind {
+    /// Wait for the upstream task to complete.
     Blocks,
+    /// Wait, and receive a named value of its result.
     Input,
+    /// Informational only.
     Related,
 }
 
 /// One upstream task of a `task.created`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dependency {
+    /// The task's id.
     pub task_id: String,
+    /// How it depends (wire key `type`).
     #[serde(rename = "type")]
     pub kind: DependencyKind,
+    /// For `input`: the key of the upstream result value to receive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contract_key: Option<String>,
 }
@@ -81,13 +101,19 @@ pub struct Dependency {
 /// `task.created`: a new unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskCreated {
+    /// The task's id.
     pub task_id: String,
+    /// Short title.
     pub title: String,
+    /// What to do.
     pub spec: String,
+    /// Urgency; `normal` when absent.
     #[serde(default)]
     pub priority: Priority,
+    /// What an agent must offer to take it; all optional.
     #[serde(default)]
     pub requirements: Capabilities,
+    /// Upstream tasks; optional.
     #[serde(default)]
     pub depends_on: Vec<Dependency>,
 }
@@ -95,38 +121,51 @@ pub struct TaskCreated {
 /// `task.assigned`: the orchestrator gave a task to an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskAssigned {
+    /// The task's id.
     pub task_id: String,
+    /// The agent's id.
     pub agent_id: String,
 }
 
 /// `task.started`: the agent began work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskStarted {
+    /// The task's id.
     pub task_id: String,
+    /// The agent's id.
     pub agent_id: String,
 }
 
 /// `task.completed`: the task finished with a result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskCompleted {
+    /// The task's id.
     pub task_id: String,
+    /// The result, a map of free-form values.
     pub result: BTreeMap<String, Value>,
 }
 
 /// `task.failed`: the task finished with an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFailed {
+    /// The task's id.
     pub task_id: String,
+    /// Why it failed.
     pub error: String,
 }
 
 /// `notification.requested`: send a message to a person on a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationRequested {
+    /// Channel name (e.g. `webhook`, `email`, `sms`).
     pub channel: String,
+    /// Recipient address on that channel.
     pub to: String,
+    /// Subject line.
     pub subject: String,
+    /// Message text.
     pub text: String,
+    /// Repeats with the same key are sent once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedupe_key: Option<String>,
 }
@@ -134,13 +173,21 @@ pub struct NotificationRequested {
 /// A typed message body; its variant decides the envelope's `type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
+    /// `agent.registered`.
     AgentRegistered(AgentRegistered),
+    /// `agent.heartbeat`.
     AgentHeartbeat(AgentHeartbeat),
+    /// `task.created`.
     TaskCreated(TaskCreated),
+    /// `task.assigned`.
     TaskAssigned(TaskAssigned),
+    /// `task.started`.
     TaskStarted(TaskStarted),
+    /// `task.completed`.
     TaskCompleted(TaskCompleted),
+    /// `task.failed`.
     TaskFailed(TaskFailed),
+    /// `notification.requested`.
     NotificationRequested(NotificationRequested),
 }
 

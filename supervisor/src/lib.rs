@@ -7,6 +7,8 @@
 //! writes its children's status and restart counts into a shared [`Tree`], which anyone can
 //! snapshot.
 
+#![warn(missing_docs)]
+
 mod child;
 mod policy;
 mod supervisor;

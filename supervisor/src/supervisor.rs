@@ -27,7 +27,12 @@ pub enum SupervisorError {
     NotFound(String),
     /// The child's start function failed.
     #[error("child `{name}` failed to start: {reason}")]
-    Start { name: String, reason: String },
+    Start {
+        /// The child.
+        name: String,
+        /// Why it did not start.
+        reason: String,
+    },
     /// The supervisor did not answer.
     #[error("supervisor unavailable: {0}")]
     Unavailable(String),

@@ -7,13 +7,21 @@ use super::{Effect, Refusal};
 /// An agent as the domain sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
+    /// Client-chosen id.
     pub agent_id: String,
+    /// Owning user.
     pub user: String,
+    /// Display name.
     pub name: String,
+    /// What it offers.
     pub capabilities: Capabilities,
+    /// Tasks it works on at once, at most.
     pub max_concurrent: u32,
+    /// Whether it is taking work.
     pub online: bool,
+    /// Its last sign of life, ms since the Unix epoch.
     pub last_heartbeat: u64,
+    /// When it first registered, ms since the Unix epoch.
     pub registered_at: u64,
 }
 

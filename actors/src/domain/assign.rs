@@ -6,18 +6,26 @@ use schemas::Capabilities;
 /// A task waiting for an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingTask {
+    /// The task.
     pub task_id: String,
+    /// Its owner; only the owner's agents may take it.
     pub user: String,
+    /// What an agent must offer.
     pub requirements: Capabilities,
 }
 
 /// An agent that could take work, with how much it already has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
+    /// The agent.
     pub agent_id: String,
+    /// Its owner.
     pub user: String,
+    /// What it offers.
     pub capabilities: Capabilities,
+    /// Tasks it works on at once, at most.
     pub max_concurrent: u32,
+    /// Tasks it works on now.
     pub load: u32,
 }
 

@@ -9,15 +9,25 @@ use super::{Effect, Refusal};
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
+    /// Waiting for an agent (or for its dependencies).
     Pending,
+    /// Given to an agent that has not started.
     Assigned,
+    /// Being worked on.
     Running,
+    /// The agent is writing a plan.
     Planning,
+    /// A plan waits for approval.
     PlanReview,
+    /// The result waits for review.
     Review,
+    /// The agent asked a person for help.
     NeedsHuman,
+    /// Finished with a result.
     Done,
+    /// Finished with an error.
     Failed,
+    /// Called off.
     Cancelled,
 }
 
@@ -69,37 +79,59 @@ impl TaskState {
 /// A task as the domain sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
+    /// Client-chosen id.
     pub task_id: String,
+    /// Owning user.
     pub user: String,
+    /// Short title.
     pub title: String,
+    /// What to do.
     pub spec: String,
+    /// Urgency.
     pub priority: Priority,
+    /// What an agent must offer.
     pub requirements: Capabilities,
+    /// Upstream tasks.
     pub depends_on: Vec<Dependency>,
+    /// Where it is in its life.
     pub state: TaskState,
+    /// The agent it is assigned to, if any.
     pub agent_id: Option<String>,
+    /// The result, once done.
     pub result: Option<BTreeMap<String, CborValue>>,
+    /// The error, once failed.
     pub error: Option<String>,
+    /// When it was created, ms since the Unix epoch.
     pub created_at: u64,
+    /// When it last changed, ms since the Unix epoch.
     pub updated_at: u64,
 }
 
 /// A notification to record because of a transition (an outbox row, written with the task).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotificationDraft {
+    /// Whose notification it is.
     pub user: String,
+    /// Channel name.
     pub channel: String,
+    /// Recipient on that channel.
     pub to: String,
+    /// Subject line.
     pub subject: String,
+    /// Message text.
     pub text: String,
+    /// One notification per key, however often it is asked for.
     pub dedupe_key: String,
 }
 
 /// The outcome of applying one message to a task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskStep {
+    /// The task after the message.
     pub task: Task,
+    /// Notifications to record with it.
     pub notifications: Vec<NotificationDraft>,
+    /// What to do once it is persisted.
     pub effects: Vec<Effect>,
 }
 

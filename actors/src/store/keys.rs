@@ -37,8 +37,11 @@ impl Role {
 /// Whom a valid key stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The user the key belongs to.
     pub user: String,
+    /// What it may do.
     pub role: Role,
+    /// For agent keys, the agent.
     pub agent_id: Option<String>,
 }
 

@@ -4,6 +4,7 @@
 //! `processed_messages`, so a redelivered message is recognised and changes nothing.
 
 mod convert;
+#[allow(missing_docs)] // sea-orm derives the columns, relations and active models
 pub mod entities;
 pub mod keys;
 
@@ -37,13 +38,16 @@ impl From<DbErr> for StoreError {
 /// Whether a write applied the message or found it already applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
+    /// The message changed the state.
     Applied,
+    /// The message had been applied before; nothing changed.
     Duplicate,
 }
 
 /// A page of tasks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskPage {
+    /// The tasks of this page.
     pub tasks: Vec<Task>,
     /// Pass back to get the next page; `None` on the last.
     pub next: Option<String>,
@@ -52,11 +56,17 @@ pub struct TaskPage {
 /// A recorded notification, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
+    /// Whose it is.
     pub user: String,
+    /// Channel name.
     pub channel: String,
+    /// Recipient.
     pub to: String,
+    /// Subject line.
     pub subject: String,
+    /// Its deduplication key.
     pub dedupe_key: String,
+    /// `pending` until delivered.
     pub status: String,
 }
 
