@@ -64,14 +64,20 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_node(config: Config) -> anyhow::Result<()> {
-    let node = Node::start(&config).await?;
+    let mut node = Node::start(&config).await?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         http = %config.http,
         grpc = %config.grpc,
         "node started"
     );
-    shutdown_signal().await?;
+    tokio::select! {
+        signal = shutdown_signal() => signal?,
+        () = node.failed() => {
+            // Exit non-zero so that whatever runs the node (systemd, Kubernetes) restarts it.
+            anyhow::bail!("the supervision tree failed: too many restarts; see the log above");
+        }
+    }
     tracing::info!("shutting down");
     node.shutdown().await?;
     tracing::info!("stopped");

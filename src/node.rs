@@ -23,6 +23,8 @@ const ROOT: &str = "node";
 /// A running node.
 pub struct Node {
     root: ActorRef<SupervisorMsg>,
+    /// Finishes when the root supervisor has stopped, for whatever reason.
+    stopped: tokio::task::JoinHandle<()>,
     bus: EmbeddedBus,
     tree: Tree,
 }
@@ -79,10 +81,15 @@ impl Node {
             },
             children: children(&ctx, &tree, gateway, addrs),
         };
-        let (root, _) = Actor::spawn(Some(ROOT.into()), SupervisorActor, args)
+        let (root, stopped) = Actor::spawn(Some(ROOT.into()), SupervisorActor, args)
             .await
             .context("starting the supervision tree")?;
-        Ok(Node { root, bus, tree })
+        Ok(Node {
+            root,
+            stopped,
+            bus,
+            tree,
+        })
     }
 
     /// The node's bus.
@@ -93,6 +100,14 @@ impl Node {
     /// The live supervision tree.
     pub fn tree(&self) -> &Tree {
         &self.tree
+    }
+
+    /// Waits until the tree has died on its own: the root exceeded its restart intensity.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn failed(&mut self) {
+        let _ = (&mut self.stopped).await;
     }
 
     /// Stops the node front to back: servers, then ingress (committing what was acked), then

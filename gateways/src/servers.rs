@@ -33,10 +33,12 @@ pub struct ServerStopped(pub String);
 
 #[doc(hidden)]
 pub struct ServersState {
+    /// Sending `true`, or dropping it (a kill or a failure skips `post_stop`), stops both servers.
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// Completes when the servers should stop: told so, or the actor holding the sender is gone.
 async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }

@@ -113,3 +113,16 @@ async fn panics_are_restarted_and_escalate_past_the_intensity() {
     c.wait_task("t1", |t| t.state == "assigned").await;
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_root_is_reported_so_the_process_can_exit() {
+    let _one_at_a_time = IN_PROCESS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut node, _, _) = in_process(dir.path()).await;
+    let failed = tokio::time::timeout(Duration::from_millis(200), node.failed()).await;
+    assert!(failed.is_err(), "a healthy node has not failed");
+    ractor::registry::where_is("node").unwrap().kill();
+    tokio::time::timeout(WAIT, node.failed())
+        .await
+        .expect("the root's death is noticed");
+}
