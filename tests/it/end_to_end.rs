@@ -103,7 +103,7 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
     );
 
     // The tree of DESIGN §4, live.
-    let root = c.tree().await;
+    let root = c.tree().await.unwrap();
     let mut names: Vec<_> = root.children.iter().map(|n| n.name.as_str()).collect();
     names.sort();
     assert_eq!(

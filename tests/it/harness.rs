@@ -192,15 +192,14 @@ impl Client {
     }
 
     /// The node's supervision tree, from `Cluster.GetSupervisionTree`.
-    pub async fn tree(&mut self) -> ActorNode {
+    pub async fn tree(&mut self) -> Result<ActorNode, tonic::Status> {
         let request = self.authed(GetSupervisionTreeRequest {});
         let tree = self
             .cluster
             .get_supervision_tree(request)
-            .await
-            .unwrap()
+            .await?
             .into_inner();
-        tree.root.expect("a tree has a root")
+        Ok(tree.root.expect("a tree has a root"))
     }
 
     /// Every task, following pages.

@@ -40,8 +40,11 @@ fn find<'a>(node: &'a ActorNode, path: &[&str]) -> Option<&'a ActorNode> {
 async fn wait_restarts(c: &mut Client, path: &[&str], restarts: u32) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
+        // While the servers restart, the call itself fails: that is "not yet".
         let root = c.tree().await;
-        let seen = find(&root, path).map(|n| (n.status.clone(), n.restart_count));
+        let seen = root
+            .ok()
+            .and_then(|root| find(&root, path).map(|n| (n.status.clone(), n.restart_count)));
         if seen == Some(("running".into(), restarts)) {
             return;
         }
@@ -111,6 +114,11 @@ async fn panics_are_restarted_and_escalate_past_the_intensity() {
     assert_eq!(c.post(&agent_registered("e1", "a1", 1)).await, Some(202));
     assert_eq!(c.post(&task_created("e2", "t1")).await, Some(202));
     c.wait_task("t1", |t| t.state == "assigned").await;
+
+    // Killed servers free their ports and come back on them.
+    ractor::registry::where_is("node/servers").unwrap().kill();
+    wait_restarts(&mut c, &["servers"], 1).await;
+    assert!(ready(http).await, "HTTP serves again after the restart");
     node.shutdown().await.unwrap();
 }
 
