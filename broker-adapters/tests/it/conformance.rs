@@ -62,6 +62,22 @@ fn payloads(records: &[Record]) -> BTreeSet<String> {
         .collect()
 }
 
+/// Joins group `g` on `topic` with default options.
+async fn join(bus: &dyn Bus, topic: &str) -> Box<dyn broker_adapters::Subscription> {
+    bus.subscribe(topic, "g", SubscribeOptions::default())
+        .await
+        .unwrap()
+}
+
+/// Publishes `m<i>` under key `k<i>` for each i.
+async fn publish_numbered(bus: &dyn Bus, topic: &str, range: std::ops::Range<u32>) {
+    for i in range {
+        bus.publish(topic, msg(&format!("k{i}"), format!("m{i}")))
+            .await
+            .unwrap();
+    }
+}
+
 async fn replay_all(bus: &dyn Bus, topic: &str, from: ReplayFrom) -> Vec<Record> {
     let mut replay = bus.replay(topic, from).await.unwrap();
     let mut out = Vec::new();
@@ -82,15 +98,8 @@ pub async fn publish_subscribe(f: &impl Fixture) {
         bus.create_topic(&topic, 3).await.is_err(),
         "another partition count is refused"
     );
-    let mut sub = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
-    for i in 0..20 {
-        bus.publish(&topic, msg(&format!("k{i}"), format!("m{i}")))
-            .await
-            .unwrap();
-    }
+    let mut sub = join(bus.as_ref(), &topic).await;
+    publish_numbered(bus.as_ref(), &topic, 0..20).await;
     let got = take(&mut sub, 20).await;
     assert_eq!(payloads(&got), (0..20).map(|i| format!("m{i}")).collect());
     assert_eq!(got[0].header("ce_type"), Some("test"));
@@ -114,10 +123,7 @@ pub async fn per_key_order(f: &impl Fixture) {
         .await
         .unwrap();
     }
-    let mut sub = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = join(bus.as_ref(), &topic).await;
     let got = take(&mut sub, 60).await;
     let mut per_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for r in &got {
@@ -157,10 +163,7 @@ pub async fn concurrent_publishers(f: &impl Fixture) {
     for t in tasks {
         t.await.unwrap();
     }
-    let mut sub = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = join(bus.as_ref(), &topic).await;
     let got = take(&mut sub, 200).await;
     assert_eq!(payloads(&got).len(), 200);
     sub.close().await.unwrap();
@@ -170,19 +173,9 @@ pub async fn group_sharing_and_rebalance(f: &impl Fixture) {
     let bus = f.bus().await;
     let topic = unique("group");
     bus.create_topic(&topic, 6).await.unwrap();
-    let mut a = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
-    let mut b = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
-    for i in 0..60 {
-        bus.publish(&topic, msg(&format!("k{i}"), format!("m{i}")))
-            .await
-            .unwrap();
-    }
+    let mut a = join(bus.as_ref(), &topic).await;
+    let mut b = join(bus.as_ref(), &topic).await;
+    publish_numbered(bus.as_ref(), &topic, 0..60).await;
     // Both members work, on disjoint partitions.
     let got_a = take(&mut a, 10).await;
     let got_b = take(&mut b, 10).await;
@@ -209,10 +202,7 @@ pub async fn nack_redelivers(f: &impl Fixture) {
     bus.create_topic(&topic, 1).await.unwrap();
     bus.publish(&topic, msg("k", "first")).await.unwrap();
     bus.publish(&topic, msg("k", "second")).await.unwrap();
-    let mut sub = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = join(bus.as_ref(), &topic).await;
     let d = next(&mut sub).await;
     assert_eq!((d.record.payload.as_slice(), d.attempt), (&b"first"[..], 1));
     d.nack("not yet");
@@ -341,10 +331,7 @@ pub async fn replay_from_start_offset_and_time(f: &impl Fixture) {
         (0..5).map(|i| format!("late{i}")).collect()
     );
     // A replay is independent of groups: consuming does not change it.
-    let mut sub = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = join(bus.as_ref(), &topic).await;
     take(&mut sub, 10).await;
     sub.close().await.unwrap();
     assert_eq!(
@@ -360,15 +347,8 @@ pub async fn close_and_reopen_without_loss(f: &impl Fixture) {
     {
         let bus = f.bus().await;
         bus.create_topic(&topic, 2).await.unwrap();
-        for i in 0..10 {
-            bus.publish(&topic, msg(&format!("k{i}"), format!("m{i}")))
-                .await
-                .unwrap();
-        }
-        let mut sub = bus
-            .subscribe(&topic, "g", SubscribeOptions::default())
-            .await
-            .unwrap();
+        publish_numbered(bus.as_ref(), &topic, 0..10).await;
+        let mut sub = join(bus.as_ref(), &topic).await;
         let first = take(&mut sub, 4).await;
         assert_eq!(first.len(), 4);
         // One more delivered but never acked: it must come back.
@@ -377,10 +357,7 @@ pub async fn close_and_reopen_without_loss(f: &impl Fixture) {
     }
     f.restart().await;
     let bus = f.bus().await;
-    let mut sub = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = join(bus.as_ref(), &topic).await;
     let rest = take(&mut sub, 6).await;
     assert_eq!(
         payloads(&rest).len(),
@@ -400,10 +377,7 @@ pub async fn restart_mid_stream(f: &impl Fixture) {
                 .await
                 .unwrap();
         }
-        let mut sub = bus
-            .subscribe(&topic, "g", SubscribeOptions::default())
-            .await
-            .unwrap();
+        let mut sub = join(bus.as_ref(), &topic).await;
         let got = take(&mut sub, 20).await;
         sub.close().await.unwrap();
         got
@@ -415,10 +389,7 @@ pub async fn restart_mid_stream(f: &impl Fixture) {
             .await
             .unwrap();
     }
-    let mut sub = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = join(bus.as_ref(), &topic).await;
     let after = take(&mut sub, 80).await;
     let mut seen = payloads(&before);
     seen.extend(payloads(&after));
@@ -432,10 +403,7 @@ pub async fn large_messages(f: &impl Fixture) {
     bus.create_topic(&topic, 1).await.unwrap();
     let big: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
     bus.publish(&topic, msg("k", big.clone())).await.unwrap();
-    let mut sub = bus
-        .subscribe(&topic, "g", SubscribeOptions::default())
-        .await
-        .unwrap();
+    let mut sub = join(bus.as_ref(), &topic).await;
     let d = next(&mut sub).await;
     assert_eq!(d.record.payload, big);
     d.ack();
