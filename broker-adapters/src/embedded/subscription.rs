@@ -39,6 +39,8 @@ pub(crate) struct EmbeddedSubscription {
     attempts: HashMap<(u32, u64), u32>,
     settle_tx: mpsc::UnboundedSender<Settle>,
     settle_rx: mpsc::UnboundedReceiver<Settle>,
+    /// The last scan found nothing deliverable and nothing has changed since.
+    quiet: bool,
 }
 
 impl EmbeddedSubscription {
@@ -66,6 +68,7 @@ impl EmbeddedSubscription {
             attempts: HashMap::new(),
             settle_tx,
             settle_rx,
+            quiet: false,
         };
         sub.rebalance();
         sub
@@ -216,13 +219,22 @@ impl Subscription for EmbeddedSubscription {
         loop {
             while let Ok(settle) = self.settle_rx.try_recv() {
                 self.settle(settle).await?;
+                self.quiet = false;
             }
             if self.member.has_changed() {
                 self.rebalance();
+                self.quiet = false;
             }
-            self.appended.borrow_and_update();
-            if let Some(delivery) = self.poll().await? {
-                return Ok(delivery);
+            if self.appended.has_changed().unwrap_or(true) {
+                self.appended.borrow_and_update();
+                self.quiet = false;
+            }
+            // An idle consumer does not query the log until something changes.
+            if !self.quiet {
+                if let Some(delivery) = self.poll().await? {
+                    return Ok(delivery);
+                }
+                self.quiet = true;
             }
             let idle = self.idle_wait();
             tokio::select! {
@@ -230,15 +242,24 @@ impl Subscription for EmbeddedSubscription {
                     if let Some(settle) = settle {
                         self.settle(settle).await?;
                     }
+                    self.quiet = false;
                 }
                 changed = self.appended.changed() => {
                     if changed.is_err() {
                         return Err(BusError::Closed);
                     }
+                    self.quiet = false;
                 }
-                () = self.member.changed() => self.rebalance(),
-                // Redeliveries come due; otherwise a safety net, as every wake-up above is explicit.
-                () = tokio::time::sleep(idle) => {}
+                () = self.member.changed() => {
+                    self.rebalance();
+                    self.quiet = false;
+                }
+                () = tokio::time::sleep(idle) => {
+                    let now = Instant::now();
+                    if self.cursors.values().any(|c| c.not_before.is_some_and(|t| t <= now)) {
+                        self.quiet = false;
+                    }
+                }
             }
         }
     }
