@@ -151,15 +151,25 @@ impl<K: Kind> Actor for EntityActor<K> {
         myself: ActorRef<MailboxMsg>,
         args: EntityArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let entity = K::load(&args.ctx.store, &args.id).await?;
         let tick = (args.ctx.passivate_after / 2).max(Duration::from_millis(10));
         myself.send_interval(tick, || MailboxMsg::Tick);
         Ok(EntityState {
             ctx: args.ctx,
             id: args.id,
-            entity,
+            entity: None,
             last_active: Instant::now(),
         })
+    }
+
+    /// Loads the state here rather than in `pre_start`, which its supervisor waits for: starting
+    /// a mailbox stays cheap, and messages wait in the mailbox until the state is in.
+    async fn post_start(
+        &self,
+        _myself: ActorRef<MailboxMsg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.entity = K::load(&state.ctx.store, &state.id).await?;
+        Ok(())
     }
 
     async fn handle(

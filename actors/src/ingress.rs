@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use broker_adapters::{SubscribeOptions, Subscription};
+use broker_adapters::{Delivery, SubscribeOptions, Subscription};
+use schemas::Envelope;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::NodeContext;
@@ -28,6 +29,19 @@ const POLL: Duration = Duration::from_millis(250);
 /// The ingress actor.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IngressActor;
+
+/// Hands `envelope` to its mailbox, which settles `delivery`; settles it here if there is none.
+async fn route(ctx: NodeContext, envelope: Envelope, delivery: Delivery) {
+    match router::mailbox(&ctx, &envelope.key).await {
+        Ok(mailbox) => {
+            // On failure the message comes back inside the error and is dropped, which nacks
+            // the delivery.
+            let _ = mailbox.send_message(MailboxMsg::Handle(Box::new(envelope), delivery));
+        }
+        Err(RouteError::NoRoute(key)) => delivery.dead_letter(format!("no route for key `{key}`")),
+        Err(error @ RouteError::Unavailable(_)) => delivery.nack(error.to_string()),
+    }
+}
 
 /// Polls for the next message (sent to itself).
 pub struct Poll;
@@ -93,18 +107,12 @@ impl Actor for IngressActor {
                     tracing::warn!(offset = delivery.record.offset, %error, "undecodable message");
                     delivery.dead_letter(error.to_string());
                 }
-                Ok(envelope) => match router::mailbox(&state.ctx, &envelope.key).await {
-                    Ok(mailbox) => {
-                        // On failure the message comes back inside the error and is dropped,
-                        // which nacks the delivery.
-                        let _ =
-                            mailbox.send_message(MailboxMsg::Handle(Box::new(envelope), delivery));
-                    }
-                    Err(RouteError::NoRoute(key)) => {
-                        delivery.dead_letter(format!("no route for key `{key}`"));
-                    }
-                    Err(error @ RouteError::Unavailable(_)) => delivery.nack(error.to_string()),
-                },
+                Ok(envelope) => {
+                    // Routing may have to start a mailbox; other partitions need not wait for
+                    // that. Per-key order holds: the bus hands out a partition's next message
+                    // only once this one is settled. So at most one task per partition runs.
+                    tokio::spawn(route(state.ctx.clone(), envelope, delivery));
+                }
             }
         }
         myself.send_message(Poll)?;

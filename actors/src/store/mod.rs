@@ -90,6 +90,7 @@ impl Store {
         options
             .sqlx_logging(false)
             .acquire_timeout(Duration::from_secs(10))
+            .max_connections(1)
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
