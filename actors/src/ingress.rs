@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use broker_adapters::{Delivery, SubscribeOptions, Subscription};
-use schemas::Envelope;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use schemas::Envelope;
 
 use crate::NodeContext;
 use crate::entity::MailboxMsg;

@@ -3,6 +3,7 @@
 //! Every applied message is written in one transaction together with its id in
 //! `processed_messages`, so a redelivered message is recognised and changes nothing.
 
+mod batch;
 mod convert;
 #[allow(missing_docs)] // sea-orm derives the columns, relations and active models
 pub mod entities;
@@ -14,7 +15,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
     DatabaseConnection, DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, TryInsertResult,
+    QuerySelect, TryInsertResult,
 };
 
 pub use convert::cbor_to_json;
@@ -74,6 +75,7 @@ pub struct Notification {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    writes: batch::Batcher,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -90,14 +92,15 @@ impl Store {
         options
             .sqlx_logging(false)
             .acquire_timeout(Duration::from_secs(10))
-            .max_connections(1)
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
             });
+        let db = Database::connect(options).await?;
         Ok(Store {
-            db: Database::connect(options).await?,
+            writes: batch::Batcher::start(db.clone()),
+            db,
         })
     }
 
@@ -144,45 +147,22 @@ impl Store {
         created: bool,
         notifications: &[NotificationDraft],
     ) -> Result<Applied, StoreError> {
-        let txn = self.db.begin().await?;
-        if mark_processed(&txn, message_id).await? == Applied::Duplicate {
-            return Ok(Applied::Duplicate);
-        }
-        let row = task_to_row(task);
-        tasks::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(tasks::Column::TaskId)
-                    .update_columns([
-                        tasks::Column::State,
-                        tasks::Column::AgentId,
-                        tasks::Column::Result,
-                        tasks::Column::Error,
-                        tasks::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        if created && !task.depends_on.is_empty() {
-            let rows = task
-                .depends_on
-                .iter()
-                .map(|d| task_dependencies::ActiveModel {
-                    task_id: Set(task.task_id.clone()),
-                    depends_on: Set(d.task_id.clone()),
-                    kind: Set(convert::dependency_kind_to_text(d.kind).to_owned()),
-                    contract_key: Set(d.contract_key.clone()),
-                });
-            task_dependencies::Entity::insert_many(rows)
-                .on_conflict_do_nothing()
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        for draft in notifications {
-            insert_notification(&txn, message_id, draft).await?;
-        }
-        txn.commit().await?;
-        Ok(Applied::Applied)
+        let (message_id, task, notifications) =
+            (message_id.to_owned(), task.clone(), notifications.to_vec());
+        self.writes
+            .write(batch::write(move |txn| {
+                Box::pin(async move {
+                    if mark_processed(txn, &message_id).await? == Applied::Duplicate {
+                        return Ok(Applied::Duplicate);
+                    }
+                    upsert_task(txn, &task, created).await?;
+                    for draft in &notifications {
+                        insert_notification(txn, &message_id, draft).await?;
+                    }
+                    Ok(Applied::Applied)
+                })
+            }))
+            .await
     }
 
     /// The agent `agent_id`, if registered.
@@ -195,26 +175,31 @@ impl Store {
 
     /// Persists `agent` as the effect of message `message_id`.
     pub async fn save_agent(&self, message_id: &str, agent: &Agent) -> Result<Applied, StoreError> {
-        let txn = self.db.begin().await?;
-        if mark_processed(&txn, message_id).await? == Applied::Duplicate {
-            return Ok(Applied::Duplicate);
-        }
-        agents::Entity::insert(agent_to_row(agent))
-            .on_conflict(
-                OnConflict::column(agents::Column::AgentId)
-                    .update_columns([
-                        agents::Column::Name,
-                        agents::Column::Capabilities,
-                        agents::Column::MaxConcurrent,
-                        agents::Column::Status,
-                        agents::Column::LastHeartbeat,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-        txn.commit().await?;
-        Ok(Applied::Applied)
+        let (message_id, row) = (message_id.to_owned(), agent_to_row(agent));
+        self.writes
+            .write(batch::write(move |txn| {
+                Box::pin(async move {
+                    if mark_processed(txn, &message_id).await? == Applied::Duplicate {
+                        return Ok(Applied::Duplicate);
+                    }
+                    agents::Entity::insert(row)
+                        .on_conflict(
+                            OnConflict::column(agents::Column::AgentId)
+                                .update_columns([
+                                    agents::Column::Name,
+                                    agents::Column::Capabilities,
+                                    agents::Column::MaxConcurrent,
+                                    agents::Column::Status,
+                                    agents::Column::LastHeartbeat,
+                                ])
+                                .to_owned(),
+                        )
+                        .exec_without_returning(txn)
+                        .await?;
+                    Ok(Applied::Applied)
+                })
+            }))
+            .await
     }
 
     /// Records a requested notification as the effect of message `message_id`.
@@ -223,13 +208,18 @@ impl Store {
         message_id: &str,
         draft: &NotificationDraft,
     ) -> Result<Applied, StoreError> {
-        let txn = self.db.begin().await?;
-        if mark_processed(&txn, message_id).await? == Applied::Duplicate {
-            return Ok(Applied::Duplicate);
-        }
-        insert_notification(&txn, message_id, draft).await?;
-        txn.commit().await?;
-        Ok(Applied::Applied)
+        let (message_id, draft) = (message_id.to_owned(), draft.clone());
+        self.writes
+            .write(batch::write(move |txn| {
+                Box::pin(async move {
+                    if mark_processed(txn, &message_id).await? == Applied::Duplicate {
+                        return Ok(Applied::Duplicate);
+                    }
+                    insert_notification(txn, &message_id, &draft).await?;
+                    Ok(Applied::Applied)
+                })
+            }))
+            .await
     }
 
     /// Notifications in the order they were recorded, optionally only one user's.
@@ -352,6 +342,43 @@ impl Store {
             next,
         })
     }
+}
+
+async fn upsert_task(
+    db: &impl ConnectionTrait,
+    task: &Task,
+    created: bool,
+) -> Result<(), StoreError> {
+    tasks::Entity::insert(task_to_row(task))
+        .on_conflict(
+            OnConflict::column(tasks::Column::TaskId)
+                .update_columns([
+                    tasks::Column::State,
+                    tasks::Column::AgentId,
+                    tasks::Column::Result,
+                    tasks::Column::Error,
+                    tasks::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    if created && !task.depends_on.is_empty() {
+        let rows = task
+            .depends_on
+            .iter()
+            .map(|d| task_dependencies::ActiveModel {
+                task_id: Set(task.task_id.clone()),
+                depends_on: Set(d.task_id.clone()),
+                kind: Set(convert::dependency_kind_to_text(d.kind).to_owned()),
+                contract_key: Set(d.contract_key.clone()),
+            });
+        task_dependencies::Entity::insert_many(rows)
+            .on_conflict_do_nothing()
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
 }
 
 fn parse_token(token: &str) -> Option<(i64, String)> {

@@ -245,3 +245,59 @@ async fn keys_are_checked_by_hash() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn concurrent_writes_share_a_commit_but_fail_alone() {
+    on_every_database("batch", |store| async move {
+        // PostgreSQL refuses NUL in text, which makes one write of the batch fail there.
+        let postgres =
+            store.connection().get_database_backend() == sea_orm::DatabaseBackend::Postgres;
+        let writes = (0..20).map(|i| {
+            let store = store.clone();
+            let title = if i == 7 {
+                "bad\0title".to_owned()
+            } else {
+                format!("title {i}")
+            };
+            let task = Task {
+                title,
+                ..task(&format!("b{i}"), Priority::Normal, i)
+            };
+            tokio::spawn(async move {
+                store
+                    .save_task(&format!("batch{i}"), &task, true, &[])
+                    .await
+            })
+        });
+        let results = futures_join(writes.collect()).await;
+        for (i, result) in results.iter().enumerate() {
+            if postgres && i == 7 {
+                assert!(result.is_err(), "the NUL title is refused");
+                assert!(
+                    !store.is_processed("batch7").await.unwrap(),
+                    "nothing of it stays"
+                );
+            } else {
+                assert_eq!(*result.as_ref().unwrap(), Applied::Applied, "write {i}");
+            }
+        }
+        let stored = store
+            .list_tasks(None, None, 100, None)
+            .await
+            .unwrap()
+            .tasks
+            .len();
+        assert_eq!(stored, if postgres { 19 } else { 20 });
+    })
+    .await;
+}
+
+async fn futures_join(
+    handles: Vec<tokio::task::JoinHandle<Result<Applied, actors::store::StoreError>>>,
+) -> Vec<Result<Applied, actors::store::StoreError>> {
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
