@@ -17,6 +17,9 @@ const MAX_BATCH: usize = 256;
 pub(crate) type WriteFuture<'t> =
     Pin<Box<dyn Future<Output = Result<Applied, StoreError>> + Send + 't>>;
 
+/// The future of one step of a write, borrowing its transaction.
+pub(crate) type StepFuture<'t> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 't>>;
+
 /// One write: what to do inside a transaction.
 pub(crate) type Write = Box<dyn for<'t> FnOnce(&'t DatabaseTransaction) -> WriteFuture<'t> + Send>;
 

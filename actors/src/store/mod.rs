@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DbErr, EntityTrait, Order, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TryInsertResult,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TryInsertResult,
 };
 
 pub use convert::cbor_to_json;
@@ -147,22 +147,18 @@ impl Store {
         created: bool,
         notifications: &[NotificationDraft],
     ) -> Result<Applied, StoreError> {
-        let (message_id, task, notifications) =
+        let (cause, task, notifications) =
             (message_id.to_owned(), task.clone(), notifications.to_vec());
-        self.writes
-            .write(batch::write(move |txn| {
-                Box::pin(async move {
-                    if mark_processed(txn, &message_id).await? == Applied::Duplicate {
-                        return Ok(Applied::Duplicate);
-                    }
-                    upsert_task(txn, &task, created).await?;
-                    for draft in &notifications {
-                        insert_notification(txn, &message_id, draft).await?;
-                    }
-                    Ok(Applied::Applied)
-                })
-            }))
-            .await
+        self.save_once(message_id, move |txn| {
+            Box::pin(async move {
+                upsert_task(txn, &task, created).await?;
+                for draft in &notifications {
+                    insert_notification(txn, &cause, draft).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// The agent `agent_id`, if registered.
@@ -175,31 +171,27 @@ impl Store {
 
     /// Persists `agent` as the effect of message `message_id`.
     pub async fn save_agent(&self, message_id: &str, agent: &Agent) -> Result<Applied, StoreError> {
-        let (message_id, row) = (message_id.to_owned(), agent_to_row(agent));
-        self.writes
-            .write(batch::write(move |txn| {
-                Box::pin(async move {
-                    if mark_processed(txn, &message_id).await? == Applied::Duplicate {
-                        return Ok(Applied::Duplicate);
-                    }
-                    agents::Entity::insert(row)
-                        .on_conflict(
-                            OnConflict::column(agents::Column::AgentId)
-                                .update_columns([
-                                    agents::Column::Name,
-                                    agents::Column::Capabilities,
-                                    agents::Column::MaxConcurrent,
-                                    agents::Column::Status,
-                                    agents::Column::LastHeartbeat,
-                                ])
-                                .to_owned(),
-                        )
-                        .exec_without_returning(txn)
-                        .await?;
-                    Ok(Applied::Applied)
-                })
-            }))
-            .await
+        let row = agent_to_row(agent);
+        self.save_once(message_id, move |txn| {
+            Box::pin(async move {
+                agents::Entity::insert(row)
+                    .on_conflict(
+                        OnConflict::column(agents::Column::AgentId)
+                            .update_columns([
+                                agents::Column::Name,
+                                agents::Column::Capabilities,
+                                agents::Column::MaxConcurrent,
+                                agents::Column::Status,
+                                agents::Column::LastHeartbeat,
+                            ])
+                            .to_owned(),
+                    )
+                    .exec_without_returning(txn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Records a requested notification as the effect of message `message_id`.
@@ -208,14 +200,27 @@ impl Store {
         message_id: &str,
         draft: &NotificationDraft,
     ) -> Result<Applied, StoreError> {
-        let (message_id, draft) = (message_id.to_owned(), draft.clone());
+        let (cause, draft) = (message_id.to_owned(), draft.clone());
+        self.save_once(message_id, move |txn| {
+            Box::pin(async move { insert_notification(txn, &cause, &draft).await })
+        })
+        .await
+    }
+
+    /// Runs `write` with the next batch of state writes, unless message `message_id` was
+    /// applied before; its id is recorded in the same savepoint.
+    async fn save_once<F>(&self, message_id: &str, write: F) -> Result<Applied, StoreError>
+    where
+        F: for<'t> FnOnce(&'t DatabaseTransaction) -> batch::StepFuture<'t> + Send + 'static,
+    {
+        let message_id = message_id.to_owned();
         self.writes
             .write(batch::write(move |txn| {
                 Box::pin(async move {
                     if mark_processed(txn, &message_id).await? == Applied::Duplicate {
                         return Ok(Applied::Duplicate);
                     }
-                    insert_notification(txn, &message_id, &draft).await?;
+                    write(txn).await?;
                     Ok(Applied::Applied)
                 })
             }))
