@@ -61,7 +61,6 @@ impl Node {
             bus: shared_bus,
             tree: tree.clone(),
             root: ROOT.into(),
-            node_id: config.node_id.clone(),
         };
         let addrs = ServerAddrs {
             http: config.http,

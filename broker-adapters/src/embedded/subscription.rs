@@ -29,7 +29,6 @@ pub(crate) struct EmbeddedSubscription {
     bus: EmbeddedBus,
     topic: String,
     dlq: String,
-    group: String,
     appended: watch::Receiver<u64>,
     member: Member,
     options: SubscribeOptions,
@@ -53,12 +52,10 @@ impl EmbeddedSubscription {
         options: SubscribeOptions,
     ) -> Self {
         let (settle_tx, settle_rx) = mpsc::unbounded_channel();
-        let group = member.group().to_owned();
         let mut sub = EmbeddedSubscription {
             bus,
             topic,
             dlq,
-            group,
             appended: meta.appended,
             member,
             options,
@@ -131,7 +128,7 @@ impl EmbeddedSubscription {
         self.bus
             .inner
             .store
-            .commit(&self.group, &self.topic, settle.partition, next)
+            .commit(self.member.group(), &self.topic, settle.partition, next)
             .await
     }
 

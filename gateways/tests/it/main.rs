@@ -43,7 +43,6 @@ async fn fixture() -> Fixture {
         bus: Arc::new(bus),
         tree: supervisor::Tree::default(),
         root: "node".into(),
-        node_id: "n1".into(),
     };
     Fixture {
         _dir: dir,
