@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::{IngressActor, NodeContext, NotifierActor, OrchestratorActor, Store, names};
+use actors::{
+    IngressActor, NodeContext, NotifierActor, OrchestratorActor, Ownership, Store, names,
+};
 use anyhow::Context;
 use broker_adapters::{Bus, EmbeddedBus};
 use gateways::{Auth, GatewayContext, ServerAddrs, ServersActor};
@@ -25,7 +27,7 @@ pub struct Node {
     root: ActorRef<SupervisorMsg>,
     /// Finishes when the root supervisor has stopped, for whatever reason.
     stopped: tokio::task::JoinHandle<()>,
-    bus: EmbeddedBus,
+    bus: Arc<dyn Bus>,
     tree: Tree,
 }
 
@@ -34,7 +36,8 @@ impl Node {
     pub async fn start(config: &Config) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
-        let bus = EmbeddedBus::open(&config.data_dir.join("bus.sqlite")).await?;
+        let bus: Arc<dyn Bus> =
+            Arc::new(EmbeddedBus::open(&config.data_dir.join("bus.sqlite")).await?);
         bus.create_topic(schemas::EVENTS_TOPIC, config.partitions)
             .await?;
         let store = Store::connect(&config.database_url())
@@ -46,19 +49,19 @@ impl Node {
         credentials::ensure_admin_key(&store, &config.data_dir).await?;
 
         let tree = Tree::default();
-        let shared_bus: Arc<dyn Bus> = Arc::new(bus.clone());
         let ctx = NodeContext {
             store: store.clone(),
-            bus: shared_bus.clone(),
+            bus: bus.clone(),
             node_id: config.node_id.clone(),
             root: ROOT.into(),
             passivate_after: Duration::from_secs(config.passivate_after_secs),
             assign_interval: Duration::from_secs(5),
+            ownership: Ownership::default(),
         };
         let gateway = GatewayContext {
             auth: Auth::new(store.clone()),
             store,
-            bus: shared_bus,
+            bus: bus.clone(),
             tree: tree.clone(),
             root: ROOT.into(),
         };
@@ -93,7 +96,7 @@ impl Node {
 
     /// The node's bus.
     pub fn bus(&self) -> Arc<dyn Bus> {
-        Arc::new(self.bus.clone())
+        self.bus.clone()
     }
 
     /// The live supervision tree.
@@ -128,7 +131,7 @@ impl Node {
         self.root
             .stop_and_wait(None, Some(Duration::from_secs(10)))
             .await?;
-        self.bus.flush().await?;
+        self.bus.close().await?;
         Ok(())
     }
 }

@@ -5,8 +5,11 @@
 //! error fails the actor, which its supervisor restarts to reload state from the store.
 //! Ordering: the bus hands out one message per partition at a time, so per key at most one
 //! message is in this mailbox, and it is settled (ack, nack, dead-letter) here.
-//! Shutdown: idle actors stop themselves after `passivate_after`; an unsettled delivery in a
-//! dying mailbox is nacked on drop and comes back.
+//! Shutdown: idle actors stop themselves after `passivate_after`, and the ingress drains and
+//! stops those of a partition this node loses; an unsettled delivery in a dying mailbox is
+//! nacked on drop and comes back.
+//! Ownership: a message found already applied (redelivered after a crash or a rebalance) may
+//! have been applied by another owner, so the state is reloaded from the store.
 
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -17,7 +20,7 @@ use schemas::Envelope;
 
 use crate::NodeContext;
 use crate::domain::{Effect, Refusal, agent, task};
-use crate::orchestrator::OrchestratorMsg;
+use crate::ownership::mailbox_group;
 use crate::store::{Applied, Store, StoreError, now_ms};
 
 /// Messages of an entity mailbox.
@@ -131,6 +134,8 @@ impl<K> Clone for EntityActor<K> {
 pub struct EntityArgs {
     pub ctx: NodeContext,
     pub id: String,
+    /// The partition this entity's messages arrive on.
+    pub partition: u32,
 }
 
 #[doc(hidden)]
@@ -153,6 +158,8 @@ impl<K: Kind> Actor for EntityActor<K> {
     ) -> Result<Self::State, ActorProcessingErr> {
         let tick = (args.ctx.passivate_after / 2).max(Duration::from_millis(10));
         myself.send_interval(tick, || MailboxMsg::Tick);
+        let group = mailbox_group(&args.ctx.root, args.partition);
+        ractor::pg::join(group, vec![myself.get_cell()]);
         Ok(EntityState {
             ctx: args.ctx,
             id: args.id,
@@ -188,16 +195,19 @@ impl<K: Kind> Actor for EntityActor<K> {
             MailboxMsg::Handle(envelope, delivery) => {
                 state.last_active = Instant::now();
                 if state.ctx.store.is_processed(&envelope.id).await? {
+                    state.entity = K::load(&state.ctx.store, &state.id).await?;
                     delivery.ack();
                     return Ok(());
                 }
                 match K::apply(&state.ctx.store, state.entity.as_ref(), &envelope).await {
-                    Ok((entity, effects, applied)) => {
+                    Ok((entity, effects, Applied::Applied)) => {
                         delivery.ack();
-                        if applied == Applied::Applied {
-                            state.entity = Some(entity);
-                            run_effects(&state.ctx, &effects);
-                        }
+                        state.entity = Some(entity);
+                        run_effects(&state.ctx, &effects);
+                    }
+                    Ok((_, _, Applied::Duplicate)) => {
+                        state.entity = K::load(&state.ctx.store, &state.id).await?;
+                        delivery.ack();
                     }
                     Err(ApplyError::Refused(refusal)) => {
                         tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");
@@ -218,14 +228,7 @@ impl<K: Kind> Actor for EntityActor<K> {
 fn run_effects(ctx: &NodeContext, effects: &[Effect]) {
     for effect in effects {
         match effect {
-            Effect::Assign => {
-                if let Some(cell) = ractor::registry::where_is(ctx.path(crate::names::ORCHESTRATOR))
-                {
-                    // If the orchestrator is restarting, its start-up pass picks this up.
-                    let _ = ActorRef::<OrchestratorMsg>::from(cell)
-                        .send_message(OrchestratorMsg::Assign);
-                }
-            }
+            Effect::Assign => crate::orchestrator::poke(ctx),
         }
     }
 }

@@ -1,19 +1,28 @@
-//! The ingress: consumes the events topic, decodes each message and hands it to its mailbox.
+//! The ingress: consumes the events topic, decodes each message and hands it to its mailbox,
+//! and follows which partitions this node owns.
 //!
-//! Supervision: a permanent child of the node; any bus error fails it and its supervisor
-//! restarts it, re-joining the consumer group from the committed offsets.
+//! Supervision: a permanent child of the node. A fatal bus error fails it and its supervisor
+//! restarts it, re-joining the consumer group from the committed offsets; a transient one (the
+//! broker is unreachable) is retried here with a backoff, so an outage restarts nothing.
 //! Ordering: the bus gives one message per partition at a time; the mailbox settles it.
+//! Ownership: on revocation the partitions' routing finishes and their mailboxes drain and stop
+//! before the revocation is released, so the new owner's mailboxes load what this node wrote.
 //! Shutdown: the loop runs one poll per message to itself, so a stop lands between messages;
 //! closing the subscription commits what was acked, and anything unacked is redelivered.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use broker_adapters::{Delivery, SubscribeOptions, Subscription};
+use broker_adapters::{
+    BusError, Delivery, Event, Revocation, StartAt, SubscribeOptions, Subscription,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::Envelope;
+use tokio::task::JoinHandle;
 
 use crate::NodeContext;
 use crate::entity::MailboxMsg;
+use crate::ownership::mailbox_group;
 use crate::router::{self, RouteError};
 
 /// The consumer group every node's ingress joins.
@@ -26,13 +35,19 @@ const MAX_ATTEMPTS: u32 = 10;
 /// How long one poll waits before yielding to the mailbox.
 const POLL: Duration = Duration::from_millis(250);
 
+/// The longest wait between retries while the broker is unreachable.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// How long a revoked partition's work may take to settle before it is given up anyway.
+const REVOKE_GRACE: Duration = Duration::from_secs(10);
+
 /// The ingress actor.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IngressActor;
 
 /// Hands `envelope` to its mailbox, which settles `delivery`; settles it here if there is none.
 async fn route(ctx: NodeContext, envelope: Envelope, delivery: Delivery) {
-    match router::mailbox(&ctx, &envelope.key).await {
+    match router::mailbox(&ctx, &envelope.key, delivery.record.partition).await {
         Ok(mailbox) => {
             // On failure the message comes back inside the error and is dropped, which nacks
             // the delivery.
@@ -43,13 +58,102 @@ async fn route(ctx: NodeContext, envelope: Envelope, delivery: Delivery) {
     }
 }
 
-/// Polls for the next message (sent to itself).
+/// Polls for the next event (sent to itself).
 pub struct Poll;
 
 #[doc(hidden)]
 pub struct IngressState {
     ctx: NodeContext,
     subscription: Option<Box<dyn Subscription>>,
+    /// The routing of each partition's in-flight delivery (at most one per partition).
+    routing: HashMap<u32, JoinHandle<()>>,
+    /// The wait before the next retry while the broker is unreachable; zero when it is fine.
+    retry: Duration,
+}
+
+impl IngressState {
+    async fn subscribe(&mut self) -> Result<(), BusError> {
+        let subscription = self
+            .ctx
+            .bus
+            .subscribe(
+                schemas::EVENTS_TOPIC,
+                INGRESS_GROUP,
+                SubscribeOptions {
+                    max_attempts: MAX_ATTEMPTS,
+                    start: StartAt::Earliest,
+                    ..SubscribeOptions::default()
+                },
+            )
+            .await?;
+        self.subscription = Some(subscription);
+        Ok(())
+    }
+
+    /// Waits before the next try, doubling up to `MAX_RETRY`; logs the start of an outage.
+    fn back_off(&mut self, myself: &ActorRef<Poll>, error: &BusError) {
+        if self.retry.is_zero() {
+            tracing::warn!(%error, "the bus is unreachable; retrying until it is back");
+            self.retry = Duration::from_millis(100);
+        } else {
+            self.retry = (self.retry * 2).min(MAX_RETRY);
+        }
+        myself.send_after(self.retry, || Poll);
+    }
+
+    fn recovered(&mut self) {
+        if !self.retry.is_zero() {
+            tracing::info!("the bus is reachable again");
+            self.retry = Duration::ZERO;
+        }
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        match schemas::decode(&delivery.record.payload) {
+            Err(error) => {
+                tracing::warn!(partition = delivery.record.partition, offset = ?delivery.record.offset, %error, "undecodable message");
+                delivery.dead_letter(error.to_string());
+            }
+            Ok(envelope) => {
+                // Routing may have to start a mailbox; other partitions need not wait for
+                // that. Per-key order holds: the bus hands out a partition's next message
+                // only once this one is settled. So at most one task per partition runs.
+                let partition = delivery.record.partition;
+                let routing = tokio::spawn(route(self.ctx.clone(), envelope, delivery));
+                self.routing.insert(partition, routing);
+            }
+        }
+    }
+
+    fn assigned(&mut self, partitions: &[u32]) {
+        tracing::info!(?partitions, "partitions assigned");
+        self.ctx.ownership.add(partitions);
+        if partitions.contains(&crate::orchestrator::LEADER_PARTITION) {
+            crate::orchestrator::poke(&self.ctx);
+        }
+    }
+
+    /// Lets the revoked partitions' work settle, then releases them to their new owner.
+    async fn revoked(&mut self, revocation: Revocation) {
+        let partitions = &revocation.partitions;
+        tracing::info!(?partitions, "partitions revoked");
+        self.ctx.ownership.remove(partitions);
+        let settled = async {
+            for partition in partitions {
+                if let Some(routing) = self.routing.remove(partition) {
+                    let _ = routing.await;
+                }
+                let group = mailbox_group(&self.ctx.root, *partition);
+                for mailbox in ractor::pg::get_members(&group) {
+                    let _ = mailbox.drain_and_wait(None).await;
+                }
+            }
+        };
+        if tokio::time::timeout(REVOKE_GRACE, settled).await.is_err() {
+            tracing::warn!(?partitions, "revoked partitions did not settle in time");
+        }
+        drop(revocation);
+    }
 }
 
 impl Actor for IngressActor {
@@ -62,21 +166,14 @@ impl Actor for IngressActor {
         myself: ActorRef<Poll>,
         ctx: NodeContext,
     ) -> Result<IngressState, ActorProcessingErr> {
-        let subscription = ctx
-            .bus
-            .subscribe(
-                schemas::EVENTS_TOPIC,
-                INGRESS_GROUP,
-                SubscribeOptions {
-                    max_attempts: MAX_ATTEMPTS,
-                    ..SubscribeOptions::default()
-                },
-            )
-            .await?;
+        // A restarted ingress starts from nothing: whatever it owned is re-assigned to it.
+        ctx.ownership.clear();
         myself.send_message(Poll)?;
         Ok(IngressState {
             ctx,
-            subscription: Some(subscription),
+            subscription: None,
+            routing: HashMap::new(),
+            retry: Duration::ZERO,
         })
     }
 
@@ -85,6 +182,7 @@ impl Actor for IngressActor {
         _myself: ActorRef<Poll>,
         state: &mut IngressState,
     ) -> Result<(), ActorProcessingErr> {
+        state.ctx.ownership.clear();
         if let Some(subscription) = state.subscription.take() {
             subscription.close().await?;
         }
@@ -97,22 +195,32 @@ impl Actor for IngressActor {
         _poll: Poll,
         state: &mut IngressState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.subscription.is_none() {
+            match state.subscribe().await {
+                Ok(()) => state.recovered(),
+                Err(error) if error.is_transient() => {
+                    state.back_off(&myself, &error);
+                    return Ok(());
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
         let Some(subscription) = state.subscription.as_mut() else {
             return Ok(());
         };
-        if let Ok(delivery) = tokio::time::timeout(POLL, subscription.next()).await {
-            let delivery = delivery?;
-            match schemas::decode(&delivery.record.payload) {
-                Err(error) => {
-                    tracing::warn!(offset = delivery.record.offset, %error, "undecodable message");
-                    delivery.dead_letter(error.to_string());
+        if let Ok(event) = tokio::time::timeout(POLL, subscription.next()).await {
+            match event {
+                Ok(Event::Delivery(delivery)) => {
+                    state.recovered();
+                    state.deliver(delivery);
                 }
-                Ok(envelope) => {
-                    // Routing may have to start a mailbox; other partitions need not wait for
-                    // that. Per-key order holds: the bus hands out a partition's next message
-                    // only once this one is settled. So at most one task per partition runs.
-                    tokio::spawn(route(state.ctx.clone(), envelope, delivery));
+                Ok(Event::Assigned(partitions)) => state.assigned(&partitions),
+                Ok(Event::Revoked(revocation)) => state.revoked(revocation).await,
+                Err(error) if error.is_transient() => {
+                    state.back_off(&myself, &error);
+                    return Ok(());
                 }
+                Err(error) => return Err(error.into()),
             }
         }
         myself.send_message(Poll)?;

@@ -11,6 +11,7 @@ mod ingress;
 mod notifier;
 mod orchestrator;
 mod outbound;
+mod ownership;
 mod router;
 pub mod store;
 
@@ -24,6 +25,7 @@ pub use ingress::{INGRESS_GROUP, IngressActor};
 pub use notifier::NotifierActor;
 pub use orchestrator::{OrchestratorActor, OrchestratorMsg};
 pub use outbound::publish;
+pub use ownership::Ownership;
 pub use store::Store;
 
 /// Everything the node's actors share: storage, the bus, and where they sit in the tree.
@@ -41,6 +43,8 @@ pub struct NodeContext {
     pub passivate_after: Duration,
     /// How often the orchestrator re-checks for assignable work even if nothing told it to.
     pub assign_interval: Duration,
+    /// The partitions of the events topic this node owns now.
+    pub ownership: Ownership,
 }
 
 /// Child names of the node's tree (DESIGN §4).

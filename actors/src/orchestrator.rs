@@ -1,5 +1,7 @@
 //! The orchestrator: finds pending tasks an agent can take and publishes `task.assigned`.
 //!
+//! Leadership: every node runs one, but only the node that owns partition 0 of the events topic
+//! assigns, so agents' capacity is counted in one place across the cluster.
 //! Supervision: a permanent child of the node. Its only state is the assignments it published
 //! that the tasks have not applied yet; a restart loses them, and the start-up pass finds the
 //! still-pending tasks again (a second `task.assigned` for one task is refused by the task).
@@ -20,6 +22,16 @@ use crate::store::now_ms;
 const PASS_LIMIT: u64 = 500;
 /// Requests arriving within this window share one pass.
 const COALESCE: Duration = Duration::from_millis(5);
+
+/// The partition whose owner assigns for the whole cluster.
+pub(crate) const LEADER_PARTITION: u32 = 0;
+
+/// Asks the node's orchestrator for a pass; if it is restarting, its start-up pass runs anyway.
+pub(crate) fn poke(ctx: &NodeContext) {
+    if let Some(cell) = ractor::registry::where_is(ctx.path(crate::names::ORCHESTRATOR)) {
+        let _ = ActorRef::<OrchestratorMsg>::from(cell).send_message(OrchestratorMsg::Assign);
+    }
+}
 
 /// Messages of the orchestrator.
 pub enum OrchestratorMsg {
@@ -88,6 +100,11 @@ impl Actor for OrchestratorActor {
 async fn pass(
     state: &mut OrchestratorState,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if !state.ctx.ownership.owns(LEADER_PARTITION) {
+        // Another node leads; what this one reserved is that node's to find again.
+        state.reserved.clear();
+        return Ok(());
+    }
     let store = &state.ctx.store;
     let mut candidates = store.candidates().await?;
     if candidates.iter().all(|c| c.load >= c.max_concurrent) {

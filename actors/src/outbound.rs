@@ -1,10 +1,10 @@
 //! Publishing an envelope: encoded by `schemas`, with CloudEvents headers, keyed by its key.
 
-use broker_adapters::{Bus, OutMessage, PublishError};
+use broker_adapters::{Bus, OutMessage, PublishError, Receipt};
 use schemas::{EVENTS_TOPIC, Envelope};
 
-/// Publishes `envelope` on the events topic; returns (partition, offset) once durable.
-pub async fn publish(bus: &dyn Bus, envelope: &Envelope) -> Result<(u32, u64), PublishError> {
+/// Publishes `envelope` on the events topic; returns once the broker holds it durably.
+pub async fn publish(bus: &dyn Bus, envelope: &Envelope) -> Result<Receipt, PublishError> {
     let message = OutMessage {
         key: envelope.key.clone(),
         payload: schemas::encode(envelope),

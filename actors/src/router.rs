@@ -21,17 +21,19 @@ pub(crate) enum RouteError {
     Unavailable(String),
 }
 
-/// The mailbox for `key`: `task/<id>`, `agent/<id>` or `notify/<user>`.
+/// The mailbox for `key` (`task/<id>`, `agent/<id>` or `notify/<user>`), whose messages
+/// arrive on `partition`.
 pub(crate) async fn mailbox(
     ctx: &NodeContext,
     key: &str,
+    partition: u32,
 ) -> Result<ActorRef<MailboxMsg>, RouteError> {
     let (kind, id) = key
         .split_once('/')
         .ok_or_else(|| RouteError::NoRoute(key.to_owned()))?;
     match kind {
-        "task" => entity::<TaskMailbox>(ctx, names::TASKS, id).await,
-        "agent" => entity::<AgentMailbox>(ctx, names::AGENTS, id).await,
+        "task" => entity::<TaskMailbox>(ctx, names::TASKS, id, partition).await,
+        "agent" => entity::<AgentMailbox>(ctx, names::AGENTS, id, partition).await,
         "notify" => ractor::registry::where_is(ctx.path(names::NOTIFIER))
             .map(ActorRef::from)
             .ok_or_else(|| RouteError::Unavailable("notifier is restarting".into())),
@@ -48,6 +50,7 @@ async fn entity<K: Kind>(
     ctx: &NodeContext,
     supervisor: &str,
     id: &str,
+    partition: u32,
 ) -> Result<ActorRef<MailboxMsg>, RouteError> {
     let supervisor_path = ctx.path(supervisor);
     let name = child_name(id);
@@ -63,6 +66,7 @@ async fn entity<K: Kind>(
     let args = EntityArgs {
         ctx: ctx.clone(),
         id: id.to_owned(),
+        partition,
     };
     let spec = ChildSpec::actor(
         name,

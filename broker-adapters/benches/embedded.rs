@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker_adapters::{Bus, EmbeddedBus, OutMessage, SubscribeOptions};
+use broker_adapters::{Bus, EmbeddedBus, Event, OutMessage, SubscribeOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row};
@@ -47,8 +47,12 @@ async fn embedded(publishers: u64) -> Duration {
     for task in tasks {
         task.await.unwrap();
     }
-    for _ in 0..MESSAGES {
-        sub.next().await.unwrap().ack();
+    let mut acked = 0;
+    while acked < MESSAGES {
+        if let Event::Delivery(d) = sub.next().await.unwrap() {
+            d.ack();
+            acked += 1;
+        }
     }
     let elapsed = start.elapsed();
     sub.close().await.unwrap();

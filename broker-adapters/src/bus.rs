@@ -1,7 +1,10 @@
 //! The bus contract shared by every adapter.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 /// A name / value pair carried beside the payload (broker headers).
 pub type Header = (String, String);
@@ -25,6 +28,15 @@ pub struct OutMessage {
     pub headers: Vec<Header>,
 }
 
+/// Where the broker put a published message, as far as it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Receipt {
+    /// The partition, where the broker reports one (RabbitMQ does not).
+    pub partition: Option<u32>,
+    /// The offset in that partition, where the broker reports one.
+    pub offset: Option<u64>,
+}
+
 /// A stored message, as consumers and replays see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -32,8 +44,8 @@ pub struct Record {
     pub topic: String,
     /// Its partition, decided by its key.
     pub partition: u32,
-    /// Its position in the partition, from 0.
-    pub offset: u64,
+    /// Its position in the partition, where the broker has one (a RabbitMQ queue has none).
+    pub offset: Option<u64>,
     /// Routing key.
     pub key: String,
     /// The bytes.
@@ -55,14 +67,24 @@ impl Record {
 }
 
 /// Where a replay starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplayFrom {
     /// The first record of every partition.
     Start,
-    /// This offset in every partition.
-    Offset(u64),
+    /// These offsets, by partition; partitions not named start at their first record.
+    Offsets(BTreeMap<u32, u64>),
     /// The first record stored at or after this time (ms since the Unix epoch).
     Time(u64),
+}
+
+/// Where a group with no committed position starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// At the first record still stored.
+    #[default]
+    Earliest,
+    /// At the end: only what is published after the group first joins.
+    Latest,
 }
 
 /// How a subscription behaves.
@@ -71,12 +93,14 @@ pub struct SubscribeOptions {
     /// Delivery attempts before a nacked message is dead-lettered.
     pub max_attempts: u32,
     /// Wait before redelivering a nacked message; doubles with each attempt, up to 32 times.
-    pub redelivery_delay: std::time::Duration,
+    pub redelivery_delay: Duration,
+    /// Where a new group starts.
+    pub start: StartAt,
 }
 
 impl SubscribeOptions {
     /// The wait before delivery attempt `attempt` (2 or more) of a nacked message.
-    pub fn backoff(&self, attempt: u32) -> std::time::Duration {
+    pub fn backoff(&self, attempt: u32) -> Duration {
         self.redelivery_delay * (1u32 << attempt.saturating_sub(2).min(5))
     }
 }
@@ -85,7 +109,8 @@ impl Default for SubscribeOptions {
     fn default() -> Self {
         SubscribeOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            redelivery_delay: std::time::Duration::from_millis(100),
+            redelivery_delay: Duration::from_millis(100),
+            start: StartAt::Earliest,
         }
     }
 }
@@ -106,19 +131,30 @@ pub enum BusError {
         /// The partitions asked for.
         requested: u32,
     },
-    /// The storage or the broker failed.
-    #[error("bus storage: {0}")]
-    Storage(String),
+    /// The broker cannot be reached or did not answer in time: retry later.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The broker or the storage refused or failed in a way a retry will not fix.
+    #[error("broker: {0}")]
+    Broker(String),
     /// The bus or subscription was closed.
     #[error("bus closed")]
     Closed,
+}
+
+impl BusError {
+    /// Whether retrying later may succeed (the broker is down, say), as opposed to a fault
+    /// that needs someone to act.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BusError::Unavailable(_))
+    }
 }
 
 /// A publish that failed, with the unsent message given back.
 #[derive(Debug, thiserror::Error)]
 #[error("publish failed: {error}")]
 pub struct PublishError {
-    /// The message, unsent.
+    /// The message, unsent (or of unknown fate: at-least-once allows sending it again).
     pub message: OutMessage,
     /// Why.
     pub error: BusError,
@@ -135,33 +171,36 @@ pub enum Outcome {
     DeadLetter(String),
 }
 
-/// A settled delivery, sent back to the subscription that handed it out.
-#[derive(Debug)]
-pub struct Settle {
-    /// Partition of the settled record.
-    pub partition: u32,
-    /// Offset of the settled record.
-    pub offset: u64,
-    /// What the handler made of it.
-    pub outcome: Outcome,
+/// How an adapter learns what became of a delivery it handed out.
+pub trait Settle: Send {
+    /// Reports the outcome; called exactly once.
+    fn settle(self: Box<Self>, outcome: Outcome);
 }
 
 /// One message handed to a consumer; settle it with `ack`, `nack` or `dead_letter`.
 ///
 /// Dropping it unsettled (its handler panicked, say) nacks it, so it is never lost and its
 /// partition never stalls.
-#[derive(Debug)]
 pub struct Delivery {
     /// The stored message.
     pub record: Record,
     /// 1 on first delivery, then counting redeliveries.
     pub attempt: u32,
-    settle: Option<mpsc::UnboundedSender<Settle>>,
+    settle: Option<Box<dyn Settle>>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("record", &self.record)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Delivery {
-    /// A delivery that reports its outcome on `settle`.
-    pub fn new(record: Record, attempt: u32, settle: mpsc::UnboundedSender<Settle>) -> Self {
+    /// A delivery that reports its outcome through `settle`.
+    pub fn new(record: Record, attempt: u32, settle: Box<dyn Settle>) -> Self {
         Delivery {
             record,
             attempt,
@@ -190,12 +229,7 @@ impl Delivery {
 
     fn settle_with(&mut self, outcome: Outcome) {
         if let Some(settle) = self.settle.take() {
-            // If the subscription is gone, the message is redelivered to the next owner anyway.
-            let _ = settle.send(Settle {
-                partition: self.record.partition,
-                offset: self.record.offset,
-                outcome,
-            });
+            settle.settle(outcome);
         }
     }
 }
@@ -206,14 +240,53 @@ impl Drop for Delivery {
     }
 }
 
-/// A group member's stream of deliveries.
+/// Partitions taken away from this member; the new owner may start once this is dropped.
+///
+/// Hold it until the work of those partitions has settled (their mailboxes stopped, say), so
+/// that one key never has two owners at once. Adapters wait for it only for a bounded time.
+#[derive(Debug)]
+pub struct Revocation {
+    /// The partitions revoked.
+    pub partitions: Vec<u32>,
+    _done: Option<oneshot::Sender<()>>,
+}
+
+impl Revocation {
+    /// A revocation, and what completes when it is dropped.
+    pub fn new(partitions: Vec<u32>) -> (Revocation, oneshot::Receiver<()>) {
+        let (done, released) = oneshot::channel();
+        (
+            Revocation {
+                partitions,
+                _done: Some(done),
+            },
+            released,
+        )
+    }
+}
+
+/// What a subscription hands its consumer.
+#[derive(Debug)]
+pub enum Event {
+    /// A message to handle.
+    Delivery(Delivery),
+    /// These partitions are now this member's (in addition to those it had).
+    Assigned(Vec<u32>),
+    /// These partitions are no longer this member's; see `Revocation`.
+    Revoked(Revocation),
+}
+
+/// A group member's stream of deliveries and ownership changes.
 #[async_trait]
 pub trait Subscription: Send {
-    /// The next delivery from a partition this member owns.
+    /// The next event: a delivery from a partition this member owns, or an ownership change.
+    ///
+    /// A transient error (`BusError::is_transient`) means the broker is unreachable: call
+    /// again later and the subscription carries on where it was.
     ///
     /// # Cancel safety
-    /// Cancel safe: a delivery is handed out only when this returns.
-    async fn next(&mut self) -> Result<Delivery, BusError>;
+    /// Cancel safe: an event is handed out only when this returns.
+    async fn next(&mut self) -> Result<Event, BusError>;
 
     /// Commits what was acked and leaves the group; unacked deliveries go to the next owner.
     async fn close(self: Box<Self>) -> Result<(), BusError>;
@@ -222,7 +295,7 @@ pub trait Subscription: Send {
 /// A read of a topic independent of any group, ending at the topic's end when it began.
 #[async_trait]
 pub trait Replay: Send {
-    /// The next record in publish order, or `None` at the end.
+    /// The next record, in order within its partition, or `None` at the end.
     async fn next(&mut self) -> Result<Option<Record>, BusError>;
 }
 
@@ -232,8 +305,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Creates `topic` with `partitions` partitions; succeeds if it already exists alike.
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), BusError>;
 
-    /// Appends a message; returns its (partition, offset) once the broker holds it durably.
-    async fn publish(&self, topic: &str, message: OutMessage) -> Result<(u32, u64), PublishError>;
+    /// The partition count of an existing topic; `UnknownTopic` if there is none.
+    async fn partitions(&self, topic: &str) -> Result<u32, BusError>;
+
+    /// Publishes a message; returns once the broker holds it durably.
+    async fn publish(&self, topic: &str, message: OutMessage) -> Result<Receipt, PublishError>;
 
     /// Joins consumer group `group` on `topic`.
     async fn subscribe(
@@ -243,9 +319,12 @@ pub trait Bus: Send + Sync + 'static {
         options: SubscribeOptions,
     ) -> Result<Box<dyn Subscription>, BusError>;
 
-    /// Reads `topic` from `from` up to its current end, outside any group.
+    /// Reads `topic` from `from` up to its end when the replay begins, outside any group.
     async fn replay(&self, topic: &str, from: ReplayFrom) -> Result<Box<dyn Replay>, BusError>;
 
-    /// Checks that the broker is reachable.
+    /// Checks that the broker is reachable and usable, naming the problem if not.
     async fn ping(&self) -> Result<(), BusError>;
+
+    /// Waits until everything published is durable, then releases the connection.
+    async fn close(&self) -> Result<(), BusError>;
 }

@@ -8,11 +8,15 @@
 
 mod bus;
 pub mod embedded;
+mod inbox;
+pub mod kafka;
 mod partition;
 
 pub use bus::{
-    Bus, BusError, DEFAULT_MAX_ATTEMPTS, Delivery, Header, OutMessage, Outcome, PublishError,
-    Record, Replay, ReplayFrom, Settle, SubscribeOptions, Subscription, dlq_topic,
+    Bus, BusError, DEFAULT_MAX_ATTEMPTS, Delivery, Event, Header, OutMessage, Outcome,
+    PublishError, Receipt, Record, Replay, ReplayFrom, Revocation, Settle, StartAt,
+    SubscribeOptions, Subscription, dlq_topic,
 };
 pub use embedded::EmbeddedBus;
+pub use kafka::KafkaBus;
 pub use partition::partition_for;

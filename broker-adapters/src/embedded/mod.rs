@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::bus::{
-    Bus, BusError, OutMessage, PublishError, Replay, ReplayFrom, SubscribeOptions, Subscription,
+    Bus, BusError, OutMessage, PublishError, Receipt, Replay, ReplayFrom, StartAt,
+    SubscribeOptions, Subscription,
 };
 use crate::partition::partition_for;
 use group::Groups;
@@ -69,11 +70,6 @@ impl EmbeddedBus {
         })
     }
 
-    /// Waits until every write handed to the writer so far is durable.
-    pub async fn flush(&self) -> Result<(), BusError> {
-        self.inner.store.flush().await
-    }
-
     fn topic(&self, name: &str) -> Result<Topic, BusError> {
         self.inner
             .topics
@@ -106,14 +102,21 @@ impl Bus for EmbeddedBus {
         Ok(())
     }
 
-    async fn publish(&self, topic: &str, message: OutMessage) -> Result<(u32, u64), PublishError> {
+    async fn partitions(&self, topic: &str) -> Result<u32, BusError> {
+        self.topic(topic).map(|t| t.partitions)
+    }
+
+    async fn publish(&self, topic: &str, message: OutMessage) -> Result<Receipt, PublishError> {
         let partitions = match self.topic(topic) {
             Ok(t) => t.partitions,
             Err(error) => return Err(PublishError { message, error }),
         };
         let partition = partition_for(&message.key, partitions);
         let offset = self.inner.store.append(topic, partition, message).await?;
-        Ok((partition, offset))
+        Ok(Receipt {
+            partition: Some(partition),
+            offset: Some(offset),
+        })
     }
 
     async fn subscribe(
@@ -125,7 +128,20 @@ impl Bus for EmbeddedBus {
         let meta = self.topic(topic)?;
         let dlq = crate::bus::dlq_topic(topic);
         self.create_topic(&dlq, 1).await?;
-        let committed = self.inner.store.committed(group, topic).await?;
+        let mut committed = self.inner.store.committed(group, topic).await?;
+        if options.start == StartAt::Latest {
+            // A new group starts at the end; remembering it keeps a restart from skipping ahead.
+            for (partition, end) in self.inner.store.ends(topic).await? {
+                if let std::collections::hash_map::Entry::Vacant(slot) = committed.entry(partition)
+                {
+                    slot.insert(end);
+                    self.inner
+                        .store
+                        .commit(group, topic, partition, end)
+                        .await?;
+                }
+            }
+        }
         let member = self
             .inner
             .groups
@@ -153,6 +169,10 @@ impl Bus for EmbeddedBus {
 
     async fn ping(&self) -> Result<(), BusError> {
         self.inner.store.ping().await
+    }
+
+    async fn close(&self) -> Result<(), BusError> {
+        self.inner.store.flush().await
     }
 }
 

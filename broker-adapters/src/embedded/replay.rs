@@ -34,13 +34,13 @@ impl EmbeddedReplay {
 #[async_trait]
 impl Replay for EmbeddedReplay {
     async fn next(&mut self) -> Result<Option<Record>, BusError> {
-        if self.page.is_empty() && self.after < self.end {
-            let rows = self
+        while self.page.is_empty() && self.after < self.end {
+            let (records, last) = self
                 .store
-                .scan(&self.topic, self.after, self.end, self.from, PAGE)
+                .scan(&self.topic, self.after, self.end, &self.from, PAGE)
                 .await?;
-            self.after = rows.last().map_or(self.end, |(seq, _)| *seq);
-            self.page = rows.into_iter().map(|(_, record)| record).collect();
+            self.after = last.unwrap_or(self.end);
+            self.page = records.into();
         }
         Ok(self.page.pop_front())
     }

@@ -77,7 +77,7 @@ CREATE TABLE IF NOT EXISTS group_offsets (
 ";
 
 fn storage(error: impl std::fmt::Display) -> BusError {
-    BusError::Storage(error.to_string())
+    BusError::Broker(format!("embedded log: {error}"))
 }
 
 fn now_ms() -> u64 {
@@ -268,35 +268,60 @@ impl Store {
         Ok(rows.iter().map(|r| to_record(topic, r).1).collect())
     }
 
-    /// Up to `limit` records of a topic in publish order after `after_seq`, up to `end_seq`.
+    /// Up to `limit` records of a topic in publish order after `after_seq`, up to `end_seq`,
+    /// with the sequence number of the last one read (filtered out or not).
     pub(crate) async fn scan(
         &self,
         topic: &str,
         after_seq: i64,
         end_seq: i64,
-        from: ReplayFrom,
+        from: &ReplayFrom,
         limit: u32,
-    ) -> Result<Vec<(i64, Record)>, BusError> {
-        let (min_offset, min_ts) = match from {
-            ReplayFrom::Start => (0, 0),
-            ReplayFrom::Offset(o) => (o as i64, 0),
-            ReplayFrom::Time(t) => (0, t as i64),
+    ) -> Result<(Vec<Record>, Option<i64>), BusError> {
+        let min_ts = match from {
+            ReplayFrom::Time(t) => *t as i64,
+            _ => 0,
         };
         let rows = sqlx::query(
             "SELECT seq, partition, offset, key, payload, headers, ts FROM records
-             WHERE topic = ? AND seq > ? AND seq <= ? AND offset >= ? AND ts >= ?
+             WHERE topic = ? AND seq > ? AND seq <= ? AND ts >= ?
              ORDER BY seq LIMIT ?",
         )
         .bind(topic)
         .bind(after_seq)
         .bind(end_seq)
-        .bind(min_offset)
         .bind(min_ts)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(storage)?;
-        Ok(rows.iter().map(|r| to_record(topic, r)).collect())
+        let records = rows.iter().map(|r| to_record(topic, r));
+        let last = records.clone().last().map(|(seq, _)| seq);
+        let wanted = records
+            .filter(|(_, r)| match from {
+                ReplayFrom::Offsets(offsets) => {
+                    r.offset.unwrap_or(0) >= offsets.get(&r.partition).copied().unwrap_or(0)
+                }
+                _ => true,
+            })
+            .map(|(_, r)| r)
+            .collect();
+        Ok((wanted, last))
+    }
+
+    /// The next offset of every partition of `topic` that has records.
+    pub(crate) async fn ends(&self, topic: &str) -> Result<HashMap<u32, u64>, BusError> {
+        let rows = sqlx::query(
+            "SELECT partition, MAX(offset) + 1 FROM records WHERE topic = ? GROUP BY partition",
+        )
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<i64, _>(0) as u32, r.get::<i64, _>(1) as u64))
+            .collect())
     }
 
     /// The sequence number of the topic's newest record (0 when empty).
@@ -326,7 +351,7 @@ fn to_record(topic: &str, row: &sqlx::sqlite::SqliteRow) -> (i64, Record) {
         Record {
             topic: topic.to_owned(),
             partition: row.get::<i64, _>(1) as u32,
-            offset: row.get::<i64, _>(2) as u64,
+            offset: Some(row.get::<i64, _>(2) as u64),
             key: row.get(3),
             payload: row.get(4),
             headers: headers::decode(&headers),

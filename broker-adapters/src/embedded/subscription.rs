@@ -1,29 +1,19 @@
-//! A group member's consumer: one delivery in flight per partition, so per-key order holds
-//! across nacks and redeliveries.
+//! A group member's consumer: lanes filled from the log on demand, one delivery in flight per
+//! partition, so per-key order holds across nacks and redeliveries.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::group::Member;
 use super::{EmbeddedBus, Topic};
-use crate::bus::{
-    Bus, BusError, Delivery, OutMessage, Outcome, Record, Settle, SubscribeOptions, Subscription,
-};
+use crate::bus::{Bus, BusError, Event, Revocation, SubscribeOptions, Subscription};
+use crate::inbox::{Done, Entry, Inbox, dead_letter_message};
 
 /// Records fetched from disk at a time per partition.
 const PREFETCH: u32 = 256;
-
-struct Cursor {
-    /// The next offset to deliver (the in-flight one while it is out).
-    next: u64,
-    in_flight: bool,
-    buffer: VecDeque<Record>,
-    /// A nacked message is not redelivered before this.
-    not_before: Option<Instant>,
-}
 
 pub(crate) struct EmbeddedSubscription {
     bus: EmbeddedBus,
@@ -31,13 +21,10 @@ pub(crate) struct EmbeddedSubscription {
     dlq: String,
     appended: watch::Receiver<u64>,
     member: Member,
-    options: SubscribeOptions,
-    cursors: HashMap<u32, Cursor>,
-    order: Vec<u32>,
-    turn: usize,
-    attempts: HashMap<(u32, u64), u32>,
-    settle_tx: mpsc::UnboundedSender<Settle>,
-    settle_rx: mpsc::UnboundedReceiver<Settle>,
+    inbox: Inbox<()>,
+    /// The next offset to read from disk, per owned partition.
+    fetch_from: HashMap<u32, u64>,
+    events: VecDeque<Event>,
     /// The last scan found nothing deliverable and nothing has changed since.
     quiet: bool,
 }
@@ -51,20 +38,15 @@ impl EmbeddedSubscription {
         member: Member,
         options: SubscribeOptions,
     ) -> Self {
-        let (settle_tx, settle_rx) = mpsc::unbounded_channel();
         let mut sub = EmbeddedSubscription {
             bus,
             topic,
             dlq,
             appended: meta.appended,
             member,
-            options,
-            cursors: HashMap::new(),
-            order: Vec::new(),
-            turn: 0,
-            attempts: HashMap::new(),
-            settle_tx,
-            settle_rx,
+            inbox: Inbox::new(options),
+            fetch_from: HashMap::new(),
+            events: VecDeque::new(),
             quiet: false,
         };
         sub.rebalance();
@@ -74,153 +56,113 @@ impl EmbeddedSubscription {
     /// Takes the current assignment: new partitions resume from the group's committed offset.
     fn rebalance(&mut self) {
         let assigned = self.member.assignment();
-        self.cursors.retain(|p, _| assigned.contains(p));
-        for partition in &assigned {
-            let next = self.member.committed(*partition);
-            self.cursors.entry(*partition).or_insert(Cursor {
-                next,
-                in_flight: false,
-                buffer: VecDeque::new(),
-                not_before: None,
-            });
+        let revoked: Vec<u32> = self
+            .inbox
+            .partitions()
+            .into_iter()
+            .filter(|p| !assigned.contains(p))
+            .collect();
+        for partition in &revoked {
+            self.inbox.revoke(*partition);
+            self.fetch_from.remove(partition);
         }
-        self.order = assigned;
+        if !revoked.is_empty() {
+            // In memory the new owner starts at once; nobody waits for this.
+            self.events
+                .push_back(Event::Revoked(Revocation::new(revoked).0));
+        }
+        let added: Vec<u32> = assigned
+            .into_iter()
+            .filter(|p| !self.inbox.owns(*p))
+            .collect();
+        for partition in &added {
+            self.inbox.assign(*partition);
+            self.fetch_from
+                .insert(*partition, self.member.committed(*partition));
+        }
+        if !added.is_empty() {
+            self.events.push_back(Event::Assigned(added));
+        }
     }
 
-    async fn settle(&mut self, settle: Settle) -> Result<(), BusError> {
-        let Some(cursor) = self.cursors.get_mut(&settle.partition) else {
-            return Ok(()); // revoked meanwhile: the new owner redelivers it
-        };
-        if !cursor.in_flight || cursor.next != settle.offset {
-            return Ok(());
-        }
-        cursor.in_flight = false;
-        let position = (settle.partition, settle.offset);
-        let reason = match settle.outcome {
-            Outcome::Ack => None,
-            Outcome::Nack(reason) => {
-                let attempts = self.attempts.get(&position).copied().unwrap_or(1);
-                if attempts < self.options.max_attempts {
-                    self.attempts.insert(position, attempts + 1);
-                    cursor.not_before = Some(Instant::now() + self.options.backoff(attempts + 1));
-                    return Ok(());
+    async fn settle(&mut self, done: Done<()>) -> Result<(), BusError> {
+        let entry = match done {
+            Done::Ack(entry) => entry,
+            Done::DeadLetter(entry, reason) => {
+                let message = dead_letter_message(&entry.record, &reason, entry.attempts);
+                if let Err(e) = self.bus.publish(&self.dlq, message).await {
+                    self.inbox.restore(entry);
+                    return Err(e.error);
                 }
-                Some(reason)
+                entry
             }
-            Outcome::DeadLetter(reason) => Some(reason),
         };
-        if let Some(reason) = reason {
-            let attempts = self.attempts.get(&position).copied().unwrap_or(1);
-            let record = cursor.buffer.front().cloned();
-            if let Some(record) = record {
-                self.dead_letter(record, &reason, attempts).await?;
-            }
-        }
-        let cursor = self
-            .cursors
-            .get_mut(&settle.partition)
-            .expect("cursor checked above");
-        cursor.buffer.pop_front();
-        cursor.next = settle.offset + 1;
-        self.attempts.remove(&position);
-        self.member.commit(settle.partition, cursor.next);
-        let next = cursor.next;
+        let partition = entry.record.partition;
+        let next = entry.record.offset.unwrap_or(0) + 1;
+        self.member.commit(partition, next);
         self.bus
             .inner
             .store
-            .commit(self.member.group(), &self.topic, settle.partition, next)
+            .commit(self.member.group(), &self.topic, partition, next)
             .await
     }
 
-    async fn dead_letter(
-        &self,
-        record: Record,
-        reason: &str,
-        attempts: u32,
-    ) -> Result<(), BusError> {
-        let mut headers = record.headers;
-        headers.extend([
-            ("dlq_reason".to_owned(), reason.to_owned()),
-            ("dlq_attempts".to_owned(), attempts.to_string()),
-            ("dlq_topic".to_owned(), record.topic),
-            ("dlq_partition".to_owned(), record.partition.to_string()),
-            ("dlq_offset".to_owned(), record.offset.to_string()),
-        ]);
-        tracing::warn!(topic = %self.topic, partition = record.partition, offset = record.offset, %reason, attempts, "dead-lettered");
-        let message = OutMessage {
-            key: record.key,
-            payload: record.payload,
-            headers,
-        };
-        self.bus
-            .publish(&self.dlq, message)
-            .await
-            .map(drop)
-            .map_err(|e| e.error)
+    async fn apply_reports(&mut self) -> Result<(), BusError> {
+        while let Some(report) = self.inbox.try_report() {
+            if let Some(done) = self.inbox.apply(report) {
+                self.settle(done).await?;
+            }
+            self.quiet = false;
+        }
+        Ok(())
+    }
+
+    /// Reads the next records of every owned partition whose lane ran dry.
+    async fn refill(&mut self) -> Result<(), BusError> {
+        for (partition, from) in self.fetch_from.iter_mut() {
+            if self.inbox.queued(*partition) > 0 {
+                continue;
+            }
+            let records = self
+                .bus
+                .inner
+                .store
+                .fetch(&self.topic, *partition, *from, PREFETCH)
+                .await?;
+            for record in records {
+                *from = record.offset.unwrap_or(*from) + 1;
+                let entry = Entry {
+                    record,
+                    token: (),
+                    attempts: 0,
+                };
+                let _ = self.inbox.push(*partition, entry);
+            }
+        }
+        Ok(())
     }
 
     /// How long to wait for news: until the next nacked message is due, at most a second.
     fn idle_wait(&self) -> Duration {
-        let now = Instant::now();
-        self.cursors
-            .values()
-            .filter_map(|c| c.not_before)
-            .map(|t| t.saturating_duration_since(now))
-            .fold(Duration::from_secs(1), Duration::min)
-    }
-
-    /// The next deliverable record, round-robin over owned partitions, if any is ready.
-    async fn poll(&mut self) -> Result<Option<Delivery>, BusError> {
-        for _ in 0..self.order.len() {
-            self.turn = (self.turn + 1) % self.order.len();
-            let partition = self.order[self.turn];
-            let Some(cursor) = self.cursors.get_mut(&partition) else {
-                continue;
-            };
-            if cursor.in_flight || cursor.not_before.is_some_and(|t| t > Instant::now()) {
-                continue;
-            }
-            cursor.not_before = None;
-            if cursor.buffer.is_empty() {
-                cursor.buffer = self
-                    .bus
-                    .inner
-                    .store
-                    .fetch(&self.topic, partition, cursor.next, PREFETCH)
-                    .await?
-                    .into();
-            }
-            let Some(record) = cursor.buffer.front() else {
-                continue;
-            };
-            cursor.next = record.offset;
-            cursor.in_flight = true;
-            let attempt = self
-                .attempts
-                .get(&(partition, record.offset))
-                .copied()
-                .unwrap_or(1);
-            return Ok(Some(Delivery::new(
-                record.clone(),
-                attempt,
-                self.settle_tx.clone(),
-            )));
-        }
-        Ok(None)
+        self.inbox
+            .next_due()
+            .map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+            })
+            .min(Duration::from_secs(1))
     }
 }
 
 #[async_trait]
 impl Subscription for EmbeddedSubscription {
-    async fn next(&mut self) -> Result<Delivery, BusError> {
+    async fn next(&mut self) -> Result<Event, BusError> {
         loop {
-            while let Ok(settle) = self.settle_rx.try_recv() {
-                self.settle(settle).await?;
-                self.quiet = false;
-            }
+            self.apply_reports().await?;
             if self.member.has_changed() {
                 self.rebalance();
-                self.quiet = false;
+            }
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
             }
             if self.appended.has_changed().unwrap_or(true) {
                 self.appended.borrow_and_update();
@@ -228,16 +170,17 @@ impl Subscription for EmbeddedSubscription {
             }
             // An idle consumer does not query the log until something changes.
             if !self.quiet {
-                if let Some(delivery) = self.poll().await? {
-                    return Ok(delivery);
-                }
+                self.refill().await?;
                 self.quiet = true;
+            }
+            if let Some(delivery) = self.inbox.next_delivery() {
+                return Ok(Event::Delivery(delivery));
             }
             let idle = self.idle_wait();
             tokio::select! {
-                settle = self.settle_rx.recv() => {
-                    if let Some(settle) = settle {
-                        self.settle(settle).await?;
+                report = self.inbox.report() => {
+                    if let Some(done) = self.inbox.apply(report) {
+                        self.settle(done).await?;
                     }
                     self.quiet = false;
                 }
@@ -247,24 +190,14 @@ impl Subscription for EmbeddedSubscription {
                     }
                     self.quiet = false;
                 }
-                () = self.member.changed() => {
-                    self.rebalance();
-                    self.quiet = false;
-                }
-                () = tokio::time::sleep(idle) => {
-                    let now = Instant::now();
-                    if self.cursors.values().any(|c| c.not_before.is_some_and(|t| t <= now)) {
-                        self.quiet = false;
-                    }
-                }
+                () = self.member.changed() => self.rebalance(),
+                () = tokio::time::sleep(idle) => {}
             }
         }
     }
 
     async fn close(mut self: Box<Self>) -> Result<(), BusError> {
-        while let Ok(settle) = self.settle_rx.try_recv() {
-            self.settle(settle).await?;
-        }
-        self.bus.flush().await
+        self.apply_reports().await?;
+        self.bus.inner.store.flush().await
     }
 }

@@ -38,7 +38,7 @@ impl Fixture for Embedded {
     async fn restart(&self) {
         let old = self.bus.lock().unwrap().take();
         if let Some(old) = old {
-            old.flush().await.unwrap();
+            old.close().await.unwrap();
         }
     }
 }

@@ -1,0 +1,360 @@
+//! What every adapter's subscription shares: a lane per owned partition with one delivery in
+//! flight, redelivery after a backoff, attempt counting, and the dead-letter decision.
+//!
+//! Adapters fill the lanes from their broker and carry out what a settled delivery comes to
+//! (`Done`): commit or ack an acked one, publish a dead-lettered one to `<topic>.dlq` first.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::bus::{Delivery, OutMessage, Outcome, Record, Settle, SubscribeOptions};
+
+/// A record waiting in its lane, with what the adapter needs to settle it with the broker.
+pub(crate) struct Entry<T> {
+    pub record: Record,
+    pub token: T,
+    /// Deliveries made so far (a broker's own redelivery count where it has one).
+    pub attempts: u32,
+}
+
+/// What a settled delivery comes to.
+pub(crate) enum Done<T> {
+    /// Handled: commit or ack it.
+    Ack(Entry<T>),
+    /// Dead-letter it with this reason, then commit or ack it.
+    DeadLetter(Entry<T>, String),
+}
+
+struct Lane<T> {
+    queue: VecDeque<Entry<T>>,
+    /// The ticket of the front entry while it is out with a handler.
+    in_flight: Option<u64>,
+    /// A nacked front entry is not redelivered before this.
+    not_before: Option<Instant>,
+}
+
+impl<T> Default for Lane<T> {
+    fn default() -> Self {
+        Lane {
+            queue: VecDeque::new(),
+            in_flight: None,
+            not_before: None,
+        }
+    }
+}
+
+/// A settle report: partition, ticket, outcome.
+type Report = (u32, u64, Outcome);
+
+/// Told of every outcome as the handler settles it, before the inbox hears of it; for an
+/// adapter that must act even while its subscription is not being polled.
+/// It is given the record's partition and offset.
+pub(crate) type Hook = std::sync::Arc<dyn Fn(u32, Option<u64>, &Outcome) + Send + Sync>;
+
+/// Sends a delivery's outcome back to the inbox that handed it out.
+struct Ticket {
+    reports: mpsc::UnboundedSender<Report>,
+    partition: u32,
+    ticket: u64,
+    hook: Option<(Hook, Option<u64>)>,
+}
+
+impl Settle for Ticket {
+    fn settle(self: Box<Self>, outcome: Outcome) {
+        if let Some((hook, offset)) = &self.hook {
+            hook(self.partition, *offset, &outcome);
+        }
+        // If the subscription is gone, the message is redelivered to the next owner anyway.
+        let _ = self.reports.send((self.partition, self.ticket, outcome));
+    }
+}
+
+/// The lanes of one subscription.
+pub(crate) struct Inbox<T> {
+    options: SubscribeOptions,
+    lanes: BTreeMap<u32, Lane<T>>,
+    /// The partition served last, for round-robin.
+    turn: u32,
+    next_ticket: u64,
+    reports_tx: mpsc::UnboundedSender<Report>,
+    reports: mpsc::UnboundedReceiver<Report>,
+    hook: Option<Hook>,
+}
+
+impl<T> Inbox<T> {
+    pub(crate) fn new(options: SubscribeOptions) -> Self {
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        Inbox {
+            options,
+            lanes: BTreeMap::new(),
+            turn: 0,
+            next_ticket: 0,
+            reports_tx,
+            reports,
+            hook: None,
+        }
+    }
+
+    /// An inbox whose deliveries also tell `hook` their outcome.
+    pub(crate) fn with_hook(options: SubscribeOptions, hook: Hook) -> Self {
+        Inbox {
+            hook: Some(hook),
+            ..Inbox::new(options)
+        }
+    }
+
+    /// Opens a lane for `partition` (if not open).
+    pub(crate) fn assign(&mut self, partition: u32) {
+        self.lanes.entry(partition).or_default();
+    }
+
+    /// Closes the lane of `partition`; its entries (settled or not) are the next owner's.
+    pub(crate) fn revoke(&mut self, partition: u32) -> Vec<Entry<T>> {
+        self.lanes
+            .remove(&partition)
+            .map(|lane| lane.queue.into())
+            .unwrap_or_default()
+    }
+
+    /// The partitions with an open lane.
+    pub(crate) fn partitions(&self) -> Vec<u32> {
+        self.lanes.keys().copied().collect()
+    }
+
+    /// Whether `partition` has an open lane.
+    pub(crate) fn owns(&self, partition: u32) -> bool {
+        self.lanes.contains_key(&partition)
+    }
+
+    /// Records waiting in `partition`'s lane (0 if it has none).
+    pub(crate) fn queued(&self, partition: u32) -> usize {
+        self.lanes.get(&partition).map_or(0, |l| l.queue.len())
+    }
+
+    /// Appends to `partition`'s lane; returns the entry if the lane is not open.
+    pub(crate) fn push(&mut self, partition: u32, entry: Entry<T>) -> Result<(), Entry<T>> {
+        match self.lanes.get_mut(&partition) {
+            Some(lane) => {
+                lane.queue.push_back(entry);
+                Ok(())
+            }
+            None => Err(entry),
+        }
+    }
+
+    /// Puts an entry back at the front of its lane, to be delivered again after a backoff
+    /// (its dead-lettering failed, say).
+    pub(crate) fn restore(&mut self, entry: Entry<T>) {
+        let delay = self.options.redelivery_delay;
+        if let Some(lane) = self.lanes.get_mut(&entry.record.partition) {
+            lane.queue.push_front(entry);
+            lane.in_flight = None;
+            lane.not_before = Some(Instant::now() + delay);
+        }
+    }
+
+    /// The next deliverable record, round-robin over lanes, if any is ready.
+    pub(crate) fn next_delivery(&mut self) -> Option<Delivery> {
+        let now = Instant::now();
+        let ready = |lane: &Lane<T>| {
+            lane.in_flight.is_none()
+                && !lane.queue.is_empty()
+                && lane.not_before.is_none_or(|t| t <= now)
+        };
+        let partition = self
+            .lanes
+            .range(self.turn.saturating_add(1)..)
+            .chain(self.lanes.range(..=self.turn))
+            .find(|(_, lane)| ready(lane))
+            .map(|(p, _)| *p)?;
+        self.turn = partition;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        let lane = self.lanes.get_mut(&partition)?;
+        lane.in_flight = Some(ticket);
+        lane.not_before = None;
+        let entry = lane.queue.front_mut()?;
+        entry.attempts += 1;
+        let settle = Ticket {
+            reports: self.reports_tx.clone(),
+            partition,
+            ticket,
+            hook: self.hook.clone().map(|h| (h, entry.record.offset)),
+        };
+        Some(Delivery::new(
+            entry.record.clone(),
+            entry.attempts,
+            Box::new(settle),
+        ))
+    }
+
+    /// Takes a front entry that is due and that `pick` chooses, instead of delivering it: for
+    /// records the adapter settles itself (forwards, say).
+    pub(crate) fn take_front(&mut self, pick: impl Fn(&T) -> bool) -> Option<Entry<T>> {
+        let now = Instant::now();
+        self.lanes.values_mut().find_map(|lane| {
+            let due = lane.in_flight.is_none() && lane.not_before.is_none_or(|t| t <= now);
+            if due && lane.queue.front().is_some_and(|e| pick(&e.token)) {
+                lane.queue.pop_front()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// When the earliest nacked record becomes deliverable again, if any waits.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.lanes
+            .values()
+            .filter(|l| l.in_flight.is_none() && !l.queue.is_empty())
+            .filter_map(|l| l.not_before)
+            .min()
+    }
+
+    /// Waits for the next settle report.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub(crate) async fn report(&mut self) -> Report {
+        // The inbox holds a sender itself, so the channel never closes.
+        match self.reports.recv().await {
+            Some(report) => report,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// A settle report that has already arrived, if any.
+    pub(crate) fn try_report(&mut self) -> Option<Report> {
+        self.reports.try_recv().ok()
+    }
+
+    /// Applies a settle report; `None` when it needs nothing from the adapter (a retry, or a
+    /// stale report from a lane revoked meanwhile).
+    pub(crate) fn apply(&mut self, (partition, ticket, outcome): Report) -> Option<Done<T>> {
+        let lane = self.lanes.get_mut(&partition)?;
+        if lane.in_flight != Some(ticket) {
+            return None;
+        }
+        lane.in_flight = None;
+        let attempts = lane.queue.front()?.attempts;
+        let reason = match outcome {
+            Outcome::Ack => return lane.queue.pop_front().map(Done::Ack),
+            Outcome::Nack(_) if attempts < self.options.max_attempts => {
+                lane.not_before = Some(Instant::now() + self.options.backoff(attempts + 1));
+                return None;
+            }
+            Outcome::Nack(reason) | Outcome::DeadLetter(reason) => reason,
+        };
+        lane.queue
+            .pop_front()
+            .map(|entry| Done::DeadLetter(entry, reason))
+    }
+}
+
+/// The message that carries `record` to its dead-letter topic: the original key, payload and
+/// headers, plus why and where it came from.
+pub(crate) fn dead_letter_message(record: &Record, reason: &str, attempts: u32) -> OutMessage {
+    let mut headers = record.headers.clone();
+    headers.extend([
+        ("dlq_reason".to_owned(), reason.to_owned()),
+        ("dlq_attempts".to_owned(), attempts.to_string()),
+        ("dlq_topic".to_owned(), record.topic.clone()),
+        ("dlq_partition".to_owned(), record.partition.to_string()),
+    ]);
+    if let Some(offset) = record.offset {
+        headers.push(("dlq_offset".to_owned(), offset.to_string()));
+    }
+    tracing::warn!(topic = %record.topic, partition = record.partition, offset = ?record.offset, %reason, attempts, "dead-lettered");
+    OutMessage {
+        key: record.key.clone(),
+        payload: record.payload.clone(),
+        headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn record(partition: u32, offset: u64) -> Record {
+        Record {
+            topic: "t".into(),
+            partition,
+            offset: Some(offset),
+            key: "k".into(),
+            payload: Vec::new(),
+            headers: Vec::new(),
+            timestamp: 0,
+        }
+    }
+
+    fn inbox(max_attempts: u32) -> Inbox<u64> {
+        let mut inbox = Inbox::new(SubscribeOptions {
+            max_attempts,
+            redelivery_delay: Duration::ZERO,
+            ..SubscribeOptions::default()
+        });
+        for p in 0..2 {
+            inbox.assign(p);
+            for o in 0..2 {
+                let entry = Entry {
+                    record: record(p, o),
+                    token: o,
+                    attempts: 0,
+                };
+                assert!(inbox.push(p, entry).is_ok());
+            }
+        }
+        inbox
+    }
+
+    #[test]
+    fn one_in_flight_per_lane_and_round_robin() {
+        let mut inbox = inbox(3);
+        let a = inbox.next_delivery().unwrap();
+        let b = inbox.next_delivery().unwrap();
+        assert_ne!(a.record.partition, b.record.partition);
+        assert!(inbox.next_delivery().is_none(), "both lanes busy");
+        let a_partition = a.record.partition;
+        a.ack();
+        let report = inbox.try_report().unwrap();
+        assert!(matches!(inbox.apply(report), Some(Done::Ack(e)) if e.token == 0));
+        let c = inbox.next_delivery().unwrap();
+        assert_eq!(
+            (c.record.partition, c.record.offset),
+            (a_partition, Some(1))
+        );
+        drop(b);
+    }
+
+    #[test]
+    fn nacks_retry_then_dead_letter_and_stale_reports_are_ignored() {
+        let mut inbox = inbox(2);
+        inbox.revoke(1);
+        let d = inbox.next_delivery().unwrap();
+        assert_eq!(d.attempt, 1);
+        d.nack("x");
+        let report = inbox.try_report().unwrap();
+        assert!(inbox.apply(report).is_none(), "retried");
+        let d = inbox.next_delivery().unwrap();
+        assert_eq!((d.record.offset, d.attempt), (Some(0), 2));
+        drop(d); // an unsettled drop is a nack
+        let report = inbox.try_report().unwrap();
+        let Some(Done::DeadLetter(entry, reason)) = inbox.apply(report) else {
+            panic!("dead-lettered after max attempts")
+        };
+        assert_eq!(
+            (entry.attempts, reason.as_str()),
+            (2, "dropped without being settled")
+        );
+        let d = inbox.next_delivery().unwrap();
+        inbox.revoke(0);
+        d.ack();
+        let report = inbox.try_report().unwrap();
+        assert!(inbox.apply(report).is_none(), "revoked meanwhile");
+    }
+}
