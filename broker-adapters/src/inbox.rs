@@ -133,14 +133,14 @@ impl<T> Inbox<T> {
         self.lanes.get(&partition).map_or(0, |l| l.queue.len())
     }
 
-    /// Appends to `partition`'s lane; returns the entry if the lane is not open.
-    pub(crate) fn push(&mut self, partition: u32, entry: Entry<T>) -> Result<(), Entry<T>> {
+    /// Appends to `partition`'s lane; false (dropping the entry) if the lane is not open.
+    pub(crate) fn push(&mut self, partition: u32, entry: Entry<T>) -> bool {
         match self.lanes.get_mut(&partition) {
             Some(lane) => {
                 lane.queue.push_back(entry);
-                Ok(())
+                true
             }
-            None => Err(entry),
+            None => false,
         }
     }
 
@@ -306,7 +306,7 @@ mod tests {
                     token: o,
                     attempts: 0,
                 };
-                assert!(inbox.push(p, entry).is_ok());
+                assert!(inbox.push(p, entry));
             }
         }
         inbox

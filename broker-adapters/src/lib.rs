@@ -11,6 +11,8 @@ pub mod embedded;
 mod inbox;
 pub mod kafka;
 mod partition;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use bus::{
     Bus, BusError, DEFAULT_MAX_ATTEMPTS, Delivery, Event, Header, OutMessage, Outcome,

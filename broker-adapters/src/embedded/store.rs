@@ -296,7 +296,7 @@ impl Store {
         .await
         .map_err(storage)?;
         let records = rows.iter().map(|r| to_record(topic, r));
-        let last = records.clone().last().map(|(seq, _)| seq);
+        let last = records.clone().next_back().map(|(seq, _)| seq);
         let wanted = records
             .filter(|(_, r)| match from {
                 ReplayFrom::Offsets(offsets) => {

@@ -136,7 +136,7 @@ impl EmbeddedSubscription {
                     token: (),
                     attempts: 0,
                 };
-                let _ = self.inbox.push(*partition, entry);
+                self.inbox.push(*partition, entry);
             }
         }
         Ok(())

@@ -22,8 +22,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 
 use crate::bus::{
-    Bus, BusError, Header, OutMessage, PublishError, Receipt, Replay, ReplayFrom, SubscribeOptions,
-    Subscription, dlq_topic,
+    Bus, BusError, Header, OutMessage, PublishError, Receipt, Replay, ReplayFrom, StartAt,
+    SubscribeOptions, Subscription, dlq_topic,
 };
 
 /// How long a metadata or admin request may take before the broker counts as unreachable.
@@ -56,7 +56,7 @@ impl KafkaBus {
             .set("linger.ms", "2")
             .set(
                 "message.timeout.ms",
-                &PUBLISH_TIMEOUT.as_millis().to_string(),
+                PUBLISH_TIMEOUT.as_millis().to_string(),
             )
             .create()
             .map_err(|e| BusError::Broker(format!("kafka producer: {e}")))?;
@@ -130,6 +130,8 @@ fn client_config(brokers: &str) -> ClientConfig {
         .set("bootstrap.servers", brokers)
         .set("socket.timeout.ms", "10000")
         .set("reconnect.backoff.max.ms", "2000")
+        // Topics exist only once created with their partition count, never by a lookup.
+        .set("allow.auto.create.topics", "false")
         // librdkafka's own log lines would go nowhere; errors reach callers as results.
         .set("log_level", "3");
     config
@@ -259,6 +261,18 @@ impl Bus for KafkaBus {
         let partitions = self.topic(topic).await?;
         let dlq = dlq_topic(topic);
         self.create_topic(&dlq, 1).await?;
+        if options.start == StartAt::Latest {
+            let (brokers, topic, group) = (
+                self.brokers().to_owned(),
+                topic.to_owned(),
+                group.to_owned(),
+            );
+            tokio::task::spawn_blocking(move || {
+                subscription::start_new_group_at_end(&brokers, &topic, partitions, &group)
+            })
+            .await
+            .map_err(|e| BusError::Broker(e.to_string()))??;
+        }
         let subscription = subscription::KafkaSubscription::start(
             self.clone(),
             topic,

@@ -30,6 +30,16 @@ pub(crate) struct KafkaReplay {
     min_time: u64,
 }
 
+/// A consumer that reads by assignment: its group id is never joined nor committed to, but
+/// librdkafka's assign and offset lookups need one.
+pub(super) fn outside_any_group(brokers: &str) -> rdkafka::ClientConfig {
+    let mut config = client_config(brokers);
+    config
+        .set("group.id", "switchyard-replay")
+        .set("enable.auto.commit", "false");
+    config
+}
+
 /// Where each partition starts and ends: (partition, start, end), non-empty ranges only.
 fn ranges(
     brokers: &str,
@@ -37,16 +47,23 @@ fn ranges(
     partitions: u32,
     from: &ReplayFrom,
 ) -> Result<Vec<(u32, i64, i64)>, BusError> {
-    let consumer: BaseConsumer = client_config(brokers)
-        .set("enable.auto.commit", "false")
+    let consumer: BaseConsumer = outside_any_group(brokers)
         .create()
         .map_err(|e| BusError::Broker(format!("kafka consumer: {e}")))?;
     let by_time = match from {
-        ReplayFrom::Time(t) => Some(
-            consumer
-                .offsets_for_timestamp(*t as i64, REQUEST_TIMEOUT)
-                .map_err(|e| unavailable(brokers, &e))?,
-        ),
+        ReplayFrom::Time(t) => {
+            let mut wanted = TopicPartitionList::new();
+            for partition in 0..partitions {
+                wanted
+                    .add_partition_offset(topic, partition as i32, Offset::Offset(*t as i64))
+                    .map_err(|e| BusError::Broker(e.to_string()))?;
+            }
+            Some(
+                consumer
+                    .offsets_for_times(wanted, REQUEST_TIMEOUT)
+                    .map_err(|e| unavailable(brokers, &e))?,
+            )
+        }
         _ => None,
     };
     let mut out = Vec::new();
@@ -89,8 +106,7 @@ impl KafkaReplay {
         let ranges = tokio::task::spawn_blocking(move || ranges(&b, &t, partitions, &f))
             .await
             .map_err(|e| BusError::Broker(e.to_string()))??;
-        let consumer: StreamConsumer = client_config(brokers)
-            .set("enable.auto.commit", "false")
+        let consumer: StreamConsumer = outside_any_group(brokers)
             .set("enable.partition.eof", "false")
             .create()
             .map_err(|e| BusError::Broker(format!("kafka consumer: {e}")))?;

@@ -236,6 +236,46 @@ fn poll_loop(
     // Dropping the consumer leaves the group (its revocation commits again, harmlessly).
 }
 
+/// Commits the current end of every partition the group has no committed offset for, so a
+/// new group starts where it was when it first subscribed (librdkafka's `latest` would be
+/// resolved later, after the first assignment, skipping what was published meanwhile).
+pub(super) fn start_new_group_at_end(
+    brokers: &str,
+    topic: &str,
+    partitions: u32,
+    group: &str,
+) -> Result<(), BusError> {
+    let consumer: BaseConsumer = client_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| BusError::Broker(format!("kafka consumer: {e}")))?;
+    let mut all = TopicPartitionList::new();
+    for partition in 0..partitions {
+        all.add_partition(topic, partition as i32);
+    }
+    let committed = consumer
+        .committed_offsets(all, super::REQUEST_TIMEOUT)
+        .map_err(|e| unavailable(brokers, &e))?;
+    let mut ends = TopicPartitionList::new();
+    for element in committed.elements_for_topic(topic) {
+        if let Offset::Offset(_) = element.offset() {
+            continue;
+        }
+        let (_, high) = consumer
+            .fetch_watermarks(topic, element.partition(), super::REQUEST_TIMEOUT)
+            .map_err(|e| unavailable(brokers, &e))?;
+        ends.add_partition_offset(topic, element.partition(), Offset::Offset(high))
+            .map_err(|e| BusError::Broker(e.to_string()))?;
+    }
+    if ends.count() > 0 {
+        consumer
+            .commit(&ends, CommitMode::Sync)
+            .map_err(|e| unavailable(brokers, &e))?;
+    }
+    Ok(())
+}
+
 pub(crate) struct KafkaSubscription {
     bus: KafkaBus,
     topic: String,
@@ -336,7 +376,7 @@ impl KafkaSubscription {
                     attempts: 0,
                 };
                 // A record of a partition revoked meanwhile is the next owner's.
-                if self.inbox.push(partition, entry).is_ok()
+                if self.inbox.push(partition, entry)
                     && self.inbox.queued(partition) > PAUSE_ABOVE
                     && self.paused.insert(partition)
                 {

@@ -8,13 +8,7 @@ use crate::conformance::Fixture;
 
 struct Embedded {
     dir: tempfile::TempDir,
-    bus: Mutex<Option<EmbeddedBus>>,
-}
-
-impl Embedded {
-    fn path(&self) -> std::path::PathBuf {
-        self.dir.path().join("bus.sqlite")
-    }
+    bus: Mutex<Option<Arc<EmbeddedBus>>>,
 }
 
 async fn fixture() -> Option<Embedded> {
@@ -27,19 +21,31 @@ async fn fixture() -> Option<Embedded> {
 impl Fixture for Embedded {
     async fn bus(&self) -> Arc<dyn Bus> {
         let existing = self.bus.lock().unwrap().clone();
-        let bus = match existing {
+        match existing {
             Some(bus) => bus,
-            None => EmbeddedBus::open(&self.path()).await.unwrap(),
-        };
-        *self.bus.lock().unwrap() = Some(bus.clone());
-        Arc::new(bus)
+            None => {
+                let opened = EmbeddedBus::open(&self.dir.path().join("bus.sqlite"))
+                    .await
+                    .unwrap();
+                self.bus
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| Arc::new(opened))
+                    .clone()
+            }
+        }
     }
 
-    async fn restart(&self) {
+    async fn reopen(&self) {
         let old = self.bus.lock().unwrap().take();
         if let Some(old) = old {
             old.close().await.unwrap();
         }
+    }
+
+    async fn restart(&self) {
+        // Dropped without a flush, as a crashed process would leave it.
+        self.bus.lock().unwrap().take();
     }
 }
 

