@@ -172,7 +172,7 @@ pub enum Outcome {
 }
 
 /// How an adapter learns what became of a delivery it handed out.
-pub trait Settle: Send {
+pub trait Settle: Send + Sync {
     /// Reports the outcome; called exactly once.
     fn settle(self: Box<Self>, outcome: Outcome);
 }

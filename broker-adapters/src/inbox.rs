@@ -2,7 +2,10 @@
 //! flight, redelivery after a backoff, attempt counting, and the dead-letter decision.
 //!
 //! Adapters fill the lanes from their broker and carry out what a settled delivery comes to
-//! (`Done`): commit or ack an acked one, publish a dead-lettered one to `<topic>.dlq` first.
+//! (`Done`): commit or ack an acked one; publish a dead-lettered one to `<topic>.dlq` first.
+//! Publishing happens in a task of its own (`spawn_publish`) that reports back, and the
+//! record stays at the front of its lane until it does, so a subscription's `next` can be
+//! cancelled at any point without losing a record.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -21,10 +24,10 @@ pub(crate) struct Entry<T> {
 
 /// What a settled delivery comes to.
 pub(crate) enum Done<T> {
-    /// Handled: commit or ack it.
+    /// Handled (or dead-lettered, or forwarded): commit or ack it.
     Ack(Entry<T>),
-    /// Dead-letter it with this reason, then commit or ack it.
-    DeadLetter(Entry<T>, String),
+    /// Publish this to the dead-letter topic and report to the ticket (`spawn_publish`).
+    DeadLetter(OutMessage, Ticket),
 }
 
 struct Lane<T> {
@@ -33,6 +36,8 @@ struct Lane<T> {
     in_flight: Option<u64>,
     /// A nacked front entry is not redelivered before this.
     not_before: Option<Instant>,
+    /// Being handed over: settle what is out, deliver nothing more.
+    held: bool,
 }
 
 impl<T> Default for Lane<T> {
@@ -41,6 +46,7 @@ impl<T> Default for Lane<T> {
             queue: VecDeque::new(),
             in_flight: None,
             not_before: None,
+            held: false,
         }
     }
 }
@@ -53,22 +59,55 @@ type Report = (u32, u64, Outcome);
 /// It is given the record's partition and offset.
 pub(crate) type Hook = std::sync::Arc<dyn Fn(u32, Option<u64>, &Outcome) + Send + Sync>;
 
-/// Sends a delivery's outcome back to the inbox that handed it out.
-struct Ticket {
+/// Reports the outcome of the work on a lane's front record back to its inbox.
+pub(crate) struct Ticket {
     reports: mpsc::UnboundedSender<Report>,
     partition: u32,
     ticket: u64,
-    hook: Option<(Hook, Option<u64>)>,
 }
 
-impl Settle for Ticket {
-    fn settle(self: Box<Self>, outcome: Outcome) {
-        if let Some((hook, offset)) = &self.hook {
-            hook(self.partition, *offset, &outcome);
-        }
+impl Ticket {
+    pub(crate) fn report(self, outcome: Outcome) {
         // If the subscription is gone, the message is redelivered to the next owner anyway.
         let _ = self.reports.send((self.partition, self.ticket, outcome));
     }
+}
+
+/// A delivery's ticket, which also tells the inbox's hook.
+struct DeliveryTicket {
+    ticket: Ticket,
+    hook: Option<(Hook, Option<u64>)>,
+}
+
+impl Settle for DeliveryTicket {
+    fn settle(self: Box<Self>, outcome: Outcome) {
+        if let Some((hook, offset)) = &self.hook {
+            hook(self.ticket.partition, *offset, &outcome);
+        }
+        self.ticket.report(outcome);
+    }
+}
+
+/// Publishes in a task of its own, then reports `Ack` to `ticket`, or, if the publish failed
+/// and after `retry_after`, `on_failure(reason)`, so the inbox has the work done again.
+pub(crate) fn spawn_publish<F>(
+    ticket: Ticket,
+    publish: F,
+    retry_after: std::time::Duration,
+    on_failure: fn(String) -> Outcome,
+) where
+    F: Future<Output = Result<(), crate::bus::BusError>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        match publish.await {
+            Ok(()) => ticket.report(Outcome::Ack),
+            Err(error) => {
+                tracing::warn!(%error, "publishing for a settled record failed; retrying");
+                tokio::time::sleep(retry_after).await;
+                ticket.report(on_failure(error.to_string()));
+            }
+        }
+    });
 }
 
 /// The lanes of one subscription.
@@ -118,6 +157,13 @@ impl<T> Inbox<T> {
             .unwrap_or_default()
     }
 
+    /// Stops delivering from `partition`'s lane; its in-flight delivery may still settle.
+    pub(crate) fn hold(&mut self, partition: u32) {
+        if let Some(lane) = self.lanes.get_mut(&partition) {
+            lane.held = true;
+        }
+    }
+
     /// The partitions with an open lane.
     pub(crate) fn partitions(&self) -> Vec<u32> {
         self.lanes.keys().copied().collect()
@@ -144,14 +190,17 @@ impl<T> Inbox<T> {
         }
     }
 
-    /// Puts an entry back at the front of its lane, to be delivered again after a backoff
-    /// (its dead-lettering failed, say).
-    pub(crate) fn restore(&mut self, entry: Entry<T>) {
-        let delay = self.options.redelivery_delay;
-        if let Some(lane) = self.lanes.get_mut(&entry.record.partition) {
-            lane.queue.push_front(entry);
-            lane.in_flight = None;
-            lane.not_before = Some(Instant::now() + delay);
+    /// How long to wait before retrying a failed publish.
+    pub(crate) fn retry_delay(&self) -> std::time::Duration {
+        self.options.redelivery_delay
+    }
+
+    fn ticket(&mut self, partition: u32) -> Ticket {
+        self.next_ticket += 1;
+        Ticket {
+            reports: self.reports_tx.clone(),
+            partition,
+            ticket: self.next_ticket,
         }
     }
 
@@ -159,7 +208,8 @@ impl<T> Inbox<T> {
     pub(crate) fn next_delivery(&mut self) -> Option<Delivery> {
         let now = Instant::now();
         let ready = |lane: &Lane<T>| {
-            lane.in_flight.is_none()
+            !lane.held
+                && lane.in_flight.is_none()
                 && !lane.queue.is_empty()
                 && lane.not_before.is_none_or(|t| t <= now)
         };
@@ -170,16 +220,13 @@ impl<T> Inbox<T> {
             .find(|(_, lane)| ready(lane))
             .map(|(p, _)| *p)?;
         self.turn = partition;
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
+        let ticket = self.ticket(partition);
         let lane = self.lanes.get_mut(&partition)?;
-        lane.in_flight = Some(ticket);
+        lane.in_flight = Some(ticket.ticket);
         lane.not_before = None;
         let entry = lane.queue.front_mut()?;
         entry.attempts += 1;
-        let settle = Ticket {
-            reports: self.reports_tx.clone(),
-            partition,
+        let settle = DeliveryTicket {
             ticket,
             hook: self.hook.clone().map(|h| (h, entry.record.offset)),
         };
@@ -190,18 +237,20 @@ impl<T> Inbox<T> {
         ))
     }
 
-    /// Takes a front entry that is due and that `pick` chooses, instead of delivering it: for
-    /// records the adapter settles itself (forwards, say).
-    pub(crate) fn take_front(&mut self, pick: impl Fn(&T) -> bool) -> Option<Entry<T>> {
+    /// Claims a due front record that `pick` chooses, instead of delivering it: for records
+    /// the adapter settles itself (forwards, say) and reports on through the ticket.
+    pub(crate) fn claim_front(&mut self, pick: impl Fn(&T) -> bool) -> Option<(Record, Ticket)> {
         let now = Instant::now();
-        self.lanes.values_mut().find_map(|lane| {
-            let due = lane.in_flight.is_none() && lane.not_before.is_none_or(|t| t <= now);
-            if due && lane.queue.front().is_some_and(|e| pick(&e.token)) {
-                lane.queue.pop_front()
-            } else {
-                None
-            }
-        })
+        let partition = self.lanes.iter().find_map(|(partition, lane)| {
+            let due =
+                !lane.held && lane.in_flight.is_none() && lane.not_before.is_none_or(|t| t <= now);
+            (due && lane.queue.front().is_some_and(|e| pick(&e.token))).then_some(*partition)
+        })?;
+        let ticket = self.ticket(partition);
+        let lane = self.lanes.get_mut(&partition)?;
+        lane.in_flight = Some(ticket.ticket);
+        lane.not_before = None;
+        Some((lane.queue.front()?.record.clone(), ticket))
     }
 
     /// When the earliest nacked record becomes deliverable again, if any waits.
@@ -247,9 +296,11 @@ impl<T> Inbox<T> {
             }
             Outcome::Nack(reason) | Outcome::DeadLetter(reason) => reason,
         };
-        lane.queue
-            .pop_front()
-            .map(|entry| Done::DeadLetter(entry, reason))
+        // The record stays at the front, in flight, until its dead letter is published.
+        let message = dead_letter_message(&lane.queue.front()?.record, &reason, attempts);
+        let ticket = self.ticket(partition);
+        self.lanes.get_mut(&partition)?.in_flight = Some(ticket.ticket);
+        Some(Done::DeadLetter(message, ticket))
     }
 }
 
@@ -344,13 +395,18 @@ mod tests {
         assert_eq!((d.record.offset, d.attempt), (Some(0), 2));
         drop(d); // an unsettled drop is a nack
         let report = inbox.try_report().unwrap();
-        let Some(Done::DeadLetter(entry, reason)) = inbox.apply(report) else {
+        let Some(Done::DeadLetter(message, ticket)) = inbox.apply(report) else {
             panic!("dead-lettered after max attempts")
         };
-        assert_eq!(
-            (entry.attempts, reason.as_str()),
-            (2, "dropped without being settled")
+        let reason = message.headers.iter().find(|(k, _)| k == "dlq_reason");
+        assert_eq!(reason.unwrap().1, "dropped without being settled");
+        assert!(
+            inbox.next_delivery().is_none(),
+            "held until the dead letter is out"
         );
+        ticket.report(Outcome::Ack);
+        let report = inbox.try_report().unwrap();
+        assert!(matches!(inbox.apply(report), Some(Done::Ack(e)) if e.token == 0));
         let d = inbox.next_delivery().unwrap();
         inbox.revoke(0);
         d.ack();

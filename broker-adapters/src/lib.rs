@@ -11,6 +11,7 @@ pub mod embedded;
 mod inbox;
 pub mod kafka;
 mod partition;
+pub mod rabbitmq;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -22,3 +23,4 @@ pub use bus::{
 pub use embedded::EmbeddedBus;
 pub use kafka::KafkaBus;
 pub use partition::partition_for;
+pub use rabbitmq::RabbitBus;

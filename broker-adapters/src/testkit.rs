@@ -34,6 +34,12 @@ pub fn required(variable: &str, what: &str) -> String {
     })
 }
 
+/// The PostgreSQL URL the tests use, or `None` when opted out.
+pub fn postgres_url() -> Option<String> {
+    (!skipped("postgres"))
+        .then(|| required("SWITCHYARD_TEST_POSTGRES", "a PostgreSQL database URL"))
+}
+
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -184,8 +190,10 @@ pub struct RabbitNode {
 impl RabbitNode {
     /// Starts a node and waits until it accepts AMQP connections.
     pub async fn start() -> RabbitNode {
-        let sbin = PathBuf::from(
-            std::env::var("SWITCHYARD_TEST_RABBITMQ_SBIN").unwrap_or_else(|_| "/usr/sbin".into()),
+        // The script itself, not Debian's wrapper, which switches user through `su`.
+        let server = PathBuf::from(
+            std::env::var("SWITCHYARD_TEST_RABBITMQ_SERVER")
+                .unwrap_or_else(|_| "/usr/lib/rabbitmq/bin/rabbitmq-server".into()),
         );
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(
@@ -195,7 +203,7 @@ impl RabbitNode {
         .expect("writing enabled_plugins");
         let port = free_port();
         let mut node = RabbitNode {
-            server: sbin.join("rabbitmq-server"),
+            server,
             port,
             dist_port: free_port(),
             name: format!("switchyard-test-{port}@localhost"),
@@ -232,11 +240,8 @@ impl RabbitNode {
             )
             .env("RABBITMQ_CONFIG_FILE", base.join("rabbitmq"))
             .env("RABBITMQ_PID_FILE", base.join("rabbitmq.pid"))
-            // No management or stream listeners of the shared node's to collide with.
-            .env(
-                "RABBITMQ_SERVER_START_ARGS",
-                "-rabbitmq_management listener [] -rabbitmq_stream tcp_listeners []",
-            );
+            // The script then execs the VM, so the child we kill is the broker itself.
+            .env("RUNNING_UNDER_SYSTEMD", "true");
         command
     }
 
@@ -260,7 +265,6 @@ impl RabbitNode {
 
     /// SIGKILL of the Erlang VM.
     pub fn kill(&mut self) {
-        // rabbitmq-server is a script that execs the VM, so the child is the VM itself.
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

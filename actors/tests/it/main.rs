@@ -1,3 +1,3 @@
-//! The store against real SQLite and, where `SWITCHYARD_TEST_POSTGRES` is set, real PostgreSQL.
+//! The store against real SQLite and, real PostgreSQL (`SWITCHYARD_TEST_POSTGRES`).
 
 mod store;

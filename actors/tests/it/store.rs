@@ -24,10 +24,7 @@ where
     Migrator::up(sqlite.connection(), None).await.unwrap();
     check(sqlite).await;
 
-    let Ok(url) = std::env::var("SWITCHYARD_TEST_POSTGRES") else {
-        eprintln!(
-            "{name}: PostgreSQL skipped: SWITCHYARD_TEST_POSTGRES is not set (scripts/test sets it)"
-        );
+    let Some(url) = broker_adapters::testkit::postgres_url() else {
         return;
     };
     let schema = format!("actors_it_{name}_{}", std::process::id());

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use super::group::Member;
 use super::{EmbeddedBus, Topic};
-use crate::bus::{Bus, BusError, Event, Revocation, SubscribeOptions, Subscription};
-use crate::inbox::{Done, Entry, Inbox, dead_letter_message};
+use crate::bus::{Bus, BusError, Event, Outcome, Revocation, SubscribeOptions, Subscription};
+use crate::inbox::{Done, Entry, Inbox, spawn_publish};
 
 /// Records fetched from disk at a time per partition.
 const PREFETCH: u32 = 256;
@@ -88,13 +88,21 @@ impl EmbeddedSubscription {
     async fn settle(&mut self, done: Done<()>) -> Result<(), BusError> {
         let entry = match done {
             Done::Ack(entry) => entry,
-            Done::DeadLetter(entry, reason) => {
-                let message = dead_letter_message(&entry.record, &reason, entry.attempts);
-                if let Err(e) = self.bus.publish(&self.dlq, message).await {
-                    self.inbox.restore(entry);
-                    return Err(e.error);
-                }
-                entry
+            Done::DeadLetter(message, ticket) => {
+                let (bus, dlq) = (self.bus.clone(), self.dlq.clone());
+                let publish = async move {
+                    bus.publish(&dlq, message)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.error)
+                };
+                spawn_publish(
+                    ticket,
+                    publish,
+                    self.inbox.retry_delay(),
+                    Outcome::DeadLetter,
+                );
+                return Ok(());
             }
         };
         let partition = entry.record.partition;

@@ -26,7 +26,7 @@ use crate::bus::{
     Bus, BusError, Event, OutMessage, Outcome, Record, Revocation, StartAt, SubscribeOptions,
     Subscription,
 };
-use crate::inbox::{Done, Entry, Inbox, dead_letter_message};
+use crate::inbox::{Done, Entry, Inbox, Ticket, dead_letter_message, spawn_publish};
 use crate::partition::partition_for;
 
 /// How long a revocation may be held before the rebalance goes on without it.
@@ -401,35 +401,37 @@ impl KafkaSubscription {
         Ok(())
     }
 
-    /// Carries out a settled delivery: dead letters are published before they count as done.
-    async fn settle(&mut self, done: Done<Route>) -> Result<(), BusError> {
-        let entry = match done {
-            // The hook has already advanced the offset.
-            Done::Ack(entry) => entry,
-            Done::DeadLetter(entry, reason) => {
-                let message = dead_letter_message(&entry.record, &reason, entry.attempts);
-                self.publish_then_advance(entry, &self.dlq.clone(), message)
-                    .await?
+    /// Carries out a settled record: an acked one moves its partition's offset; a dead
+    /// letter is published first, and reports back as acked.
+    fn settle(&mut self, done: Done<Route>) {
+        match done {
+            Done::Ack(entry) => {
+                let partition = entry.record.partition;
+                lock(&self.acked).advance(partition, entry.record.offset);
+                self.maybe_resume(partition);
             }
-        };
-        self.maybe_resume(entry.record.partition);
-        Ok(())
+            Done::DeadLetter(message, ticket) => {
+                let topic = self.dlq.clone();
+                self.spawn_publish(ticket, topic, message, Outcome::DeadLetter);
+            }
+        }
     }
 
-    /// Publishes `message` to `topic`, then moves `entry`'s partition past it; on failure the
-    /// entry goes back to its lane.
-    async fn publish_then_advance(
-        &mut self,
-        entry: Entry<Route>,
-        topic: &str,
+    fn spawn_publish(
+        &self,
+        ticket: Ticket,
+        topic: String,
         message: OutMessage,
-    ) -> Result<Entry<Route>, BusError> {
-        if let Err(e) = self.bus.publish(topic, message).await {
-            self.inbox.restore(entry);
-            return Err(e.error);
-        }
-        lock(&self.acked).advance(entry.record.partition, entry.record.offset);
-        Ok(entry)
+        on_failure: fn(String) -> Outcome,
+    ) {
+        let bus = self.bus.clone();
+        let publish = async move {
+            bus.publish(&topic, message)
+                .await
+                .map(drop)
+                .map_err(|e| e.error)
+        };
+        spawn_publish(ticket, publish, self.inbox.retry_delay(), on_failure);
     }
 
     fn maybe_resume(&mut self, partition: u32) {
@@ -439,30 +441,28 @@ impl KafkaSubscription {
         }
     }
 
-    /// Settles the due records that are not for the consumer: forwards and keyless ones.
-    async fn settle_misrouted(&mut self) -> Result<(), BusError> {
-        while let Some(entry) = self.inbox.take_front(|route| *route != Route::Deliver) {
-            let record = &entry.record;
-            let (topic, message) = if entry.token == Route::Forward {
-                let mut headers = record.headers.clone();
-                headers.push((
-                    "forwarded_from".to_owned(),
-                    format!("{}:{}", record.partition, record.offset.unwrap_or(0)),
-                ));
-                let message = OutMessage {
-                    key: record.key.clone(),
-                    payload: record.payload.clone(),
-                    headers,
-                };
-                (self.topic.clone(), message)
-            } else {
-                let message = dead_letter_message(record, "record has no key, so no owner", 1);
-                (self.dlq.clone(), message)
+    /// Starts settling the due records that are not for the consumer: a misplaced one is
+    /// republished into its key's partition, a keyless one dead-lettered.
+    fn settle_misrouted(&mut self) {
+        while let Some((record, ticket)) = self.inbox.claim_front(|route| *route != Route::Deliver)
+        {
+            if record.key.is_empty() {
+                let message = dead_letter_message(&record, "record has no key, so no owner", 1);
+                self.spawn_publish(ticket, self.dlq.clone(), message, Outcome::DeadLetter);
+                continue;
+            }
+            let mut headers = record.headers.clone();
+            headers.push((
+                "forwarded_from".to_owned(),
+                format!("{}:{}", record.partition, record.offset.unwrap_or(0)),
+            ));
+            let message = OutMessage {
+                key: record.key.clone(),
+                payload: record.payload,
+                headers,
             };
-            let entry = self.publish_then_advance(entry, &topic, message).await?;
-            self.maybe_resume(entry.record.partition);
+            self.spawn_publish(ticket, self.topic.clone(), message, Outcome::Nack);
         }
-        Ok(())
     }
 
     fn shut_down(&mut self) -> Option<std::thread::JoinHandle<()>> {
@@ -477,7 +477,7 @@ impl Subscription for KafkaSubscription {
         loop {
             while let Some(report) = self.inbox.try_report() {
                 if let Some(done) = self.inbox.apply(report) {
-                    self.settle(done).await?;
+                    self.settle(done);
                 }
             }
             while let Ok(incoming) = self.incoming.try_recv() {
@@ -486,7 +486,7 @@ impl Subscription for KafkaSubscription {
             if let Some(event) = self.events.pop_front() {
                 return Ok(event);
             }
-            self.settle_misrouted().await?;
+            self.settle_misrouted();
             if let Some(delivery) = self.inbox.next_delivery() {
                 return Ok(Event::Delivery(delivery));
             }
@@ -496,7 +496,7 @@ impl Subscription for KafkaSubscription {
             tokio::select! {
                 report = self.inbox.report() => {
                     if let Some(done) = self.inbox.apply(report) {
-                        self.settle(done).await?;
+                        self.settle(done);
                     }
                 }
                 incoming = self.incoming.recv() => match incoming {
@@ -511,7 +511,7 @@ impl Subscription for KafkaSubscription {
     async fn close(mut self: Box<Self>) -> Result<(), BusError> {
         while let Some(report) = self.inbox.try_report() {
             if let Some(done) = self.inbox.apply(report) {
-                self.settle(done).await?;
+                self.settle(done);
             }
         }
         if let Some(thread) = self.shut_down() {

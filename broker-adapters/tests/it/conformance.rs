@@ -25,6 +25,10 @@ pub trait Fixture: Send + Sync {
     /// Kills the broker (SIGKILL) and starts it again; for embedded, drops the adapter without
     /// a flush, so the next `bus` opens the log anew.
     fn restart(&self) -> impl Future<Output = ()> + Send;
+    /// Removes what the case left on a shared broker.
+    fn cleanup(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 type Sub = Box<dyn Subscription>;
@@ -1009,6 +1013,7 @@ macro_rules! conformance_suite {
             async fn $case() {
                 if let Some(fixture) = $fixture.await {
                     $crate::conformance::$case(&fixture).await;
+                    $crate::conformance::Fixture::cleanup(&fixture).await;
                 }
             }
         )*

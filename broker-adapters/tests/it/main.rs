@@ -3,3 +3,4 @@
 mod conformance;
 mod embedded;
 mod kafka;
+mod rabbitmq;

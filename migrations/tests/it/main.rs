@@ -47,8 +47,7 @@ async fn sqlite_up_down_up() {
 
 #[tokio::test]
 async fn postgres_up_down_up() {
-    let Ok(url) = std::env::var("SWITCHYARD_TEST_POSTGRES") else {
-        eprintln!("skipped: SWITCHYARD_TEST_POSTGRES is not set (scripts/test sets it)");
+    let Some(url) = broker_adapters::testkit::postgres_url() else {
         return;
     };
     // A schema of its own, so the test neither sees nor drops anything else.

@@ -1,0 +1,573 @@
+//! A RabbitMQ consumer-group member.
+//!
+//! Safety comes from the broker: each partition queue has single-active-consumer, so however
+//! many members are registered on it, one receives. Balance comes from the members: each
+//! announces itself every `HEARTBEAT` on the group's fanout exchange `T.group.G.members`, and
+//! registers only on the partitions that fall to it among the members it hears (partition p
+//! goes to the (p mod n)-th member by id). A partition that no longer falls to it is revoked:
+//! its lane is held, the consumer gets a `Revocation`, and once that is released (or after a
+//! grace) the partition's channel closes, which returns its unacked messages to the queue
+//! for the next registered member. RabbitMQ 3.10 does not tell a waiting consumer when it
+//! becomes active, so `Assigned` means registered; until the previous owner lets go, the
+//! broker keeps delivering to it alone.
+//!
+//! A nack is held here and redelivered after its backoff, keeping the queue's order; a
+//! message's earlier deliveries by the broker (`x-delivery-count` of quorum queues) count as
+//! attempts. Each partition has a channel of its own, so closing it returns only its messages.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Acker, BasicProperties, Channel, Connection, ExchangeKind};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{RabbitBus, from_table, group_exchange, link, partition_queue, short};
+use crate::bus::{BusError, Event, Outcome, Record, Revocation, SubscribeOptions, Subscription};
+use crate::inbox::{Done, Entry, Inbox, spawn_publish};
+
+/// How often a member announces itself.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A member not heard from for this long is gone.
+const MEMBER_TTL: Duration = Duration::from_secs(3);
+/// A new member listens this long before it registers, to learn who else is there.
+const JOIN_GRACE: Duration = Duration::from_millis(1200);
+/// How long a revocation may be held before the partition is let go anyway.
+const REVOKE_GRACE: Duration = Duration::from_secs(15);
+/// Messages the broker sends ahead per partition.
+const PREFETCH: u16 = 256;
+
+/// From the consumer tasks to the subscription.
+enum Incoming {
+    /// This member is now registered on the partition, through this channel.
+    Registered(u32, Channel),
+    Message(u32, Box<lapin::message::Delivery>),
+    Member {
+        id: String,
+        leaving: bool,
+    },
+    Lost(String),
+}
+
+/// The live connection of a member.
+struct Session {
+    connection: Arc<Connection>,
+    control: Channel,
+    members_exchange: String,
+    /// The consuming channel of each partition this member is registered on.
+    partitions: BTreeMap<u32, Channel>,
+    /// Partitions whose registration is under way.
+    registering: BTreeSet<u32>,
+    incoming_tx: mpsc::UnboundedSender<Incoming>,
+    incoming: mpsc::UnboundedReceiver<Incoming>,
+    heard: HashMap<String, Instant>,
+    started: Instant,
+    heartbeat: tokio::time::Interval,
+}
+
+/// Partitions being handed over: released when the consumer drops their `Revocation`.
+struct Handover {
+    partitions: Vec<u32>,
+    released: oneshot::Receiver<()>,
+    deadline: Instant,
+}
+
+pub(crate) struct RabbitSubscription {
+    bus: RabbitBus,
+    topic: String,
+    dlq: String,
+    group: String,
+    partitions: u32,
+    id: String,
+    inbox: Inbox<Acker>,
+    session: Option<Session>,
+    handovers: Vec<Handover>,
+    events: VecDeque<Event>,
+}
+
+/// Forwards a consumer's deliveries until its channel closes.
+async fn forward(
+    mut consumer: lapin::Consumer,
+    tx: mpsc::UnboundedSender<Incoming>,
+    wrap: impl Fn(lapin::message::Delivery) -> Incoming,
+) {
+    while let Some(delivery) = consumer.next().await {
+        let incoming = match delivery {
+            Ok(delivery) => wrap(delivery),
+            Err(error) => Incoming::Lost(error.to_string()),
+        };
+        if tx.send(incoming).is_err() {
+            break;
+        }
+    }
+}
+
+impl RabbitSubscription {
+    pub(crate) async fn start(
+        bus: RabbitBus,
+        topic: &str,
+        dlq: String,
+        partitions: u32,
+        group: &str,
+        options: SubscribeOptions,
+    ) -> Result<Self, BusError> {
+        let mut subscription = RabbitSubscription {
+            bus,
+            topic: topic.to_owned(),
+            dlq,
+            group: group.to_owned(),
+            partitions,
+            id: super::stream::new_marker(),
+            inbox: Inbox::new(options),
+            session: None,
+            handovers: Vec::new(),
+            events: VecDeque::new(),
+        };
+        subscription.connect().await?;
+        Ok(subscription)
+    }
+
+    fn fail(&self, error: &lapin::Error) -> BusError {
+        link::classify(self.bus.url(), &self.topic, error)
+    }
+
+    /// Opens a connection of this member's own and joins the group's membership.
+    async fn connect(&mut self) -> Result<(), BusError> {
+        let connection = self.bus.inner.link.dedicated().await?;
+        let control = connection
+            .create_channel()
+            .await
+            .map_err(|e| self.fail(&e))?;
+        let members_exchange = format!("{}.members", group_exchange(&self.topic, &self.group));
+        let transient = ExchangeDeclareOptions {
+            auto_delete: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        control
+            .exchange_declare(
+                short(&members_exchange)?,
+                ExchangeKind::Fanout,
+                transient,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| self.fail(&e))?;
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        let inbox_queue = control
+            .queue_declare("".into(), exclusive, FieldTable::default())
+            .await
+            .map_err(|e| self.fail(&e))?;
+        control
+            .queue_bind(
+                inbox_queue.name().clone(),
+                short(&members_exchange)?,
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| self.fail(&e))?;
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let consumer = control
+            .basic_consume(
+                inbox_queue.name().clone(),
+                "".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| self.fail(&e))?;
+        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(forward(consumer, incoming_tx.clone(), |d| {
+            Incoming::Member {
+                id: String::from_utf8_lossy(&d.data).into_owned(),
+                leaving: d
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .is_some_and(|h| h.inner().contains_key("leaving")),
+            }
+        }));
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.session = Some(Session {
+            connection: Arc::new(connection),
+            control,
+            members_exchange,
+            partitions: BTreeMap::new(),
+            registering: BTreeSet::new(),
+            incoming_tx,
+            incoming,
+            heard: HashMap::new(),
+            started: Instant::now(),
+            heartbeat,
+        });
+        Ok(())
+    }
+
+    /// Announces this member (or its leaving) to the group.
+    async fn announce(&self, leaving: bool) -> Result<(), BusError> {
+        let Some(session) = &self.session else {
+            return Ok(());
+        };
+        let mut properties = BasicProperties::default();
+        if leaving {
+            let mut headers = FieldTable::default();
+            headers.insert("leaving".into(), AMQPValue::Boolean(true));
+            properties = properties.with_headers(headers);
+        }
+        session
+            .control
+            .basic_publish(
+                short(&session.members_exchange)?,
+                "".into(),
+                BasicPublishOptions::default(),
+                self.id.as_bytes(),
+                properties,
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.fail(&e))
+    }
+
+    /// The partitions that fall to this member among the members it hears now.
+    fn wanted(&self, session: &Session) -> BTreeSet<u32> {
+        let now = Instant::now();
+        let mut members: Vec<&str> = session
+            .heard
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at) < MEMBER_TTL)
+            .map(|(id, _)| id.as_str())
+            .chain([self.id.as_str()])
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        let index = members.iter().position(|m| *m == self.id).unwrap_or(0) as u32;
+        let count = members.len() as u32;
+        (0..self.partitions)
+            .filter(|p| p % count == index)
+            .collect()
+    }
+
+    /// Registers on partitions that fall to this member and starts handing over the others.
+    async fn rebalance(&mut self) -> Result<(), BusError> {
+        let Some(session) = &self.session else {
+            return Ok(());
+        };
+        if session.started.elapsed() < JOIN_GRACE {
+            return Ok(());
+        }
+        let wanted = self.wanted(session);
+        let handing: BTreeSet<u32> = self
+            .handovers
+            .iter()
+            .flat_map(|h| h.partitions.iter().copied())
+            .collect();
+        let registered: BTreeSet<u32> = session
+            .partitions
+            .keys()
+            .chain(&session.registering)
+            .copied()
+            .collect();
+        let released: Vec<u32> = registered
+            .iter()
+            .filter(|p| !wanted.contains(p) && !handing.contains(p))
+            .copied()
+            .collect();
+        if !released.is_empty() {
+            for partition in &released {
+                self.inbox.hold(*partition);
+            }
+            let (revocation, released_rx) = Revocation::new(released.clone());
+            self.handovers.push(Handover {
+                partitions: released,
+                released: released_rx,
+                deadline: Instant::now() + REVOKE_GRACE,
+            });
+            self.events.push_back(Event::Revoked(revocation));
+        }
+        for partition in wanted.difference(&registered) {
+            self.register(*partition)?;
+        }
+        Ok(())
+    }
+
+    /// Registers on `partition` in a task of its own, which reports `Registered` and then
+    /// forwards the partition's messages (so a cancelled `next` leaves nothing half done).
+    fn register(&mut self, partition: u32) -> Result<(), BusError> {
+        let queue = short(&partition_queue(&self.topic, &self.group, partition))?;
+        let Some(session) = self.session.as_mut() else {
+            return Ok(());
+        };
+        session.registering.insert(partition);
+        let (connection, tx) = (session.connection.clone(), session.incoming_tx.clone());
+        tokio::spawn(async move {
+            let consumer = async {
+                let channel = connection.create_channel().await?;
+                channel
+                    .basic_qos(PREFETCH, BasicQosOptions::default())
+                    .await?;
+                let consumer = channel
+                    .basic_consume(
+                        queue,
+                        "".into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                Ok::<_, lapin::Error>((channel, consumer))
+            };
+            match consumer.await {
+                Ok((channel, consumer)) => {
+                    if tx.send(Incoming::Registered(partition, channel)).is_ok() {
+                        forward(consumer, tx, move |d| {
+                            Incoming::Message(partition, Box::new(d))
+                        })
+                        .await;
+                    }
+                }
+                Err(error) => {
+                    let _ = tx.send(Incoming::Lost(error.to_string()));
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Lets go of handed-over partitions whose revocation was released or ran out of time.
+    async fn finish_handovers(&mut self) -> Result<(), BusError> {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        self.handovers.retain_mut(|h| {
+            let finished = !matches!(
+                h.released.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ) || now >= h.deadline;
+            if finished {
+                done.extend(&h.partitions);
+            }
+            !finished
+        });
+        if done.is_empty() {
+            return Ok(());
+        }
+        // Acks of the last deliveries reach the broker before their channel closes.
+        self.apply_reports().await?;
+        for partition in done {
+            self.inbox.revoke(partition);
+            if let Some(channel) = self
+                .session
+                .as_mut()
+                .and_then(|s| s.partitions.remove(&partition))
+            {
+                tokio::spawn(async move {
+                    let _ = channel.close(200, "partition handed over".into()).await;
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, incoming: Incoming) -> Result<(), BusError> {
+        match incoming {
+            Incoming::Registered(partition, channel) => {
+                if let Some(session) = self.session.as_mut() {
+                    session.registering.remove(&partition);
+                    session.partitions.insert(partition, channel);
+                    self.inbox.assign(partition);
+                    self.events.push_back(Event::Assigned(vec![partition]));
+                }
+            }
+            Incoming::Message(partition, delivery) => {
+                let table = delivery.properties.headers().as_ref();
+                let attempts = match table.and_then(|t| t.inner().get("x-delivery-count")) {
+                    Some(AMQPValue::LongLongInt(n)) => (*n).max(0) as u32,
+                    Some(AMQPValue::LongInt(n)) => (*n).max(0) as u32,
+                    _ => 0,
+                };
+                let (mut headers, timestamp) = from_table(table, *delivery.properties.timestamp());
+                headers.retain(|(k, _)| k != "x-delivery-count");
+                let delivery = *delivery;
+                let record = Record {
+                    topic: self.topic.clone(),
+                    partition,
+                    offset: None,
+                    key: delivery.routing_key.as_str().to_owned(),
+                    payload: delivery.data,
+                    headers,
+                    timestamp,
+                };
+                let entry = Entry {
+                    record,
+                    token: delivery.acker,
+                    attempts,
+                };
+                // A message of a partition let go meanwhile returns to the queue with its
+                // channel.
+                self.inbox.push(partition, entry);
+            }
+            Incoming::Member { id, leaving } => {
+                if let Some(session) = self.session.as_mut()
+                    && id != self.id
+                {
+                    if leaving {
+                        session.heard.remove(&id);
+                    } else {
+                        session.heard.insert(id, Instant::now());
+                    }
+                }
+            }
+            Incoming::Lost(reason) => return Err(self.lose(&reason)),
+        }
+        Ok(())
+    }
+
+    /// The connection is gone: every partition with it (the broker returns their unacked
+    /// messages); the next call reconnects.
+    fn lose(&mut self, reason: &str) -> BusError {
+        if let Some(session) = self.session.take() {
+            let partitions: Vec<u32> = session.partitions.keys().copied().collect();
+            for partition in &partitions {
+                self.inbox.revoke(*partition);
+            }
+            self.handovers.clear();
+            if !partitions.is_empty() {
+                self.events
+                    .push_back(Event::Revoked(Revocation::new(partitions).0));
+            }
+            tokio::spawn(async move {
+                let _ = session.connection.close(200, "lost".into()).await;
+            });
+        }
+        BusError::Unavailable(format!(
+            "rabbitmq at {}: {reason}",
+            link::redacted(self.bus.url())
+        ))
+    }
+
+    /// Carries out a settled message: an acked one is acked to the broker (were this cut
+    /// short, the broker would deliver it again: a duplicate, never a loss); a dead letter is
+    /// published first, and reports back as acked.
+    async fn settle(&mut self, done: Done<Acker>) -> Result<(), BusError> {
+        match done {
+            Done::Ack(entry) => {
+                if let Err(error) = entry.token.ack(BasicAckOptions::default()).await {
+                    // The channel is gone, and the message with it back to the queue.
+                    return Err(self.lose(&error.to_string()));
+                }
+            }
+            Done::DeadLetter(message, ticket) => {
+                let (bus, dlq) = (self.bus.clone(), self.dlq.clone());
+                let publish = async move { bus.publish_to(&dlq, &message).await };
+                spawn_publish(
+                    ticket,
+                    publish,
+                    self.inbox.retry_delay(),
+                    Outcome::DeadLetter,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_reports(&mut self) -> Result<(), BusError> {
+        while let Some(report) = self.inbox.try_report() {
+            if let Some(done) = self.inbox.apply(report) {
+                self.settle(done).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Subscription for RabbitSubscription {
+    async fn next(&mut self) -> Result<Event, BusError> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
+            }
+            if self.session.is_none() {
+                self.connect().await?;
+            }
+            self.apply_reports().await?;
+            self.finish_handovers().await?;
+            while let Some(incoming) = self
+                .session
+                .as_mut()
+                .and_then(|s| s.incoming.try_recv().ok())
+            {
+                self.receive(incoming)?;
+            }
+            self.rebalance().await?;
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
+            }
+            if let Some(delivery) = self.inbox.next_delivery() {
+                return Ok(Event::Delivery(delivery));
+            }
+            let wake = self
+                .inbox
+                .next_due()
+                .into_iter()
+                .chain(self.handovers.iter().map(|h| h.deadline))
+                .min()
+                .map_or(HEARTBEAT, |t| t.saturating_duration_since(Instant::now()));
+            let Some(session) = self.session.as_mut() else {
+                continue;
+            };
+            let handing_over = !self.handovers.is_empty();
+            tokio::select! {
+                report = self.inbox.report() => {
+                    if let Some(done) = self.inbox.apply(report) {
+                        self.settle(done).await?;
+                    }
+                }
+                incoming = session.incoming.recv() => {
+                    if let Some(incoming) = incoming {
+                        self.receive(incoming)?;
+                    }
+                }
+                _ = session.heartbeat.tick() => self.announce(false).await?,
+                // A released revocation is noticed within a few ms.
+                () = tokio::time::sleep(if handing_over { Duration::from_millis(5) } else { wake }) => {}
+            }
+        }
+    }
+
+    async fn close(mut self: Box<Self>) -> Result<(), BusError> {
+        self.apply_reports().await?;
+        let _ = self.announce(true).await;
+        if let Some(session) = self.session.take() {
+            // Unacked messages return to their queues with the connection.
+            let _ = session.connection.close(200, "closed".into()).await;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RabbitSubscription {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = session.connection.close(200, "dropped".into()).await;
+            });
+        }
+    }
+}

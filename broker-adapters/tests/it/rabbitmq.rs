@@ -1,0 +1,170 @@
+//! The conformance suite on the rabbitmq adapter: on the shared RabbitMQ that `scripts/test`
+//! starts (each case deleting what it declared), and the broker-restart case on a RabbitMQ
+//! node of its own, which it kills.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use broker_adapters::testkit::{RabbitNode, required, skipped};
+use broker_adapters::{
+    Bus, BusError, OutMessage, PublishError, RabbitBus, Receipt, Replay, ReplayFrom,
+    SubscribeOptions, Subscription, dlq_topic,
+};
+
+use crate::conformance::Fixture;
+
+/// Topics, and groups on them, that a case declared.
+type Declared = BTreeSet<(String, Option<String>)>;
+
+/// A bus that remembers what it declared, so a case can delete it afterwards.
+#[derive(Clone)]
+struct Recording {
+    bus: RabbitBus,
+    declared: Arc<Mutex<Declared>>,
+}
+
+impl Recording {
+    fn note(&self, topic: &str, group: Option<&str>) {
+        let mut declared = self.declared.lock().unwrap();
+        declared.insert((topic.to_owned(), None));
+        if let Some(group) = group {
+            declared.insert((topic.to_owned(), Some(group.to_owned())));
+            declared.insert((dlq_topic(topic), None));
+        }
+    }
+
+    async fn delete_all(&self) {
+        let declared = std::mem::take(&mut *self.declared.lock().unwrap());
+        let topics: BTreeSet<&String> = declared.iter().map(|(t, _)| t).collect();
+        for topic in topics {
+            let groups: Vec<&str> = declared
+                .iter()
+                .filter(|(t, g)| t == topic && g.is_some())
+                .filter_map(|(_, g)| g.as_deref())
+                .collect();
+            let _ = self.bus.delete_topic(topic, &groups).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for Recording {
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), BusError> {
+        self.note(topic, None);
+        self.bus.create_topic(topic, partitions).await
+    }
+    async fn partitions(&self, topic: &str) -> Result<u32, BusError> {
+        self.bus.partitions(topic).await
+    }
+    async fn publish(&self, topic: &str, message: OutMessage) -> Result<Receipt, PublishError> {
+        self.bus.publish(topic, message).await
+    }
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        options: SubscribeOptions,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        self.note(topic, Some(group));
+        self.bus.subscribe(topic, group, options).await
+    }
+    async fn replay(&self, topic: &str, from: ReplayFrom) -> Result<Box<dyn Replay>, BusError> {
+        self.bus.replay(topic, from).await
+    }
+    async fn ping(&self) -> Result<(), BusError> {
+        self.bus.ping().await
+    }
+    async fn close(&self) -> Result<(), BusError> {
+        self.bus.close().await
+    }
+}
+
+struct Rabbit {
+    url: String,
+    node: Option<tokio::sync::Mutex<RabbitNode>>,
+    bus: Mutex<Arc<Recording>>,
+}
+
+impl Rabbit {
+    fn new(url: String, node: Option<RabbitNode>) -> Rabbit {
+        let bus = Recording {
+            bus: RabbitBus::connect(&url),
+            declared: Arc::default(),
+        };
+        Rabbit {
+            url,
+            node: node.map(tokio::sync::Mutex::new),
+            bus: Mutex::new(Arc::new(bus)),
+        }
+    }
+}
+
+/// The shared broker.
+async fn shared() -> Option<Rabbit> {
+    if skipped("rabbitmq") {
+        return None;
+    }
+    let url = required("SWITCHYARD_TEST_AMQP", "the AMQP URL of a RabbitMQ");
+    Some(Rabbit::new(url, None))
+}
+
+/// A node of the case's own.
+async fn own_node() -> Option<Rabbit> {
+    if skipped("rabbitmq") {
+        return None;
+    }
+    let node = RabbitNode::start().await;
+    Some(Rabbit::new(node.url(), Some(node)))
+}
+
+impl Fixture for Rabbit {
+    async fn bus(&self) -> Arc<dyn Bus> {
+        self.bus.lock().unwrap().clone()
+    }
+
+    async fn reopen(&self) {
+        let old = self.bus.lock().unwrap().clone();
+        old.close().await.unwrap();
+        let reopened = Recording {
+            bus: RabbitBus::connect(&self.url),
+            declared: old.declared.clone(),
+        };
+        *self.bus.lock().unwrap() = Arc::new(reopened);
+    }
+
+    async fn restart(&self) {
+        let node = self
+            .node
+            .as_ref()
+            .expect("restart runs on a node of its own");
+        node.lock().await.restart().await;
+    }
+
+    async fn cleanup(&self) {
+        let bus = self.bus.lock().unwrap().clone();
+        bus.delete_all().await;
+    }
+}
+
+mod shared_broker {
+    use super::*;
+
+    crate::conformance_suite!(shared();
+        publish_subscribe, per_key_order, concurrent_publishers, group_sharing_and_rebalance,
+        two_groups_each_get_everything, nack_redelivers,
+        redelivery_count_visible_to_the_handler, no_ack_holds_the_next_message_of_that_key,
+        dead_letters, poison_message_never_blocks_its_partition, forced_failures,
+        replay_from_start_offset_and_time, replay_keeps_order_per_partition,
+        new_group_starts_at_earliest_or_latest, close_and_reopen_without_loss,
+        close_and_reopen_in_a_loop, publisher_close_loses_nothing, topic_isolation,
+        cancel_subscription_mid_stream, concurrent_close_of_many_subscriptions,
+        many_members_subscribe_at_once, trace_context_carried,
+        unknown_envelope_fields_tolerated, large_messages, many_topics);
+}
+
+mod own_node {
+    use super::*;
+
+    crate::conformance_suite!(own_node(); restart_mid_stream);
+}
