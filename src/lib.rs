@@ -6,7 +6,8 @@
 
 pub mod config;
 mod credentials;
+pub mod doctor;
 mod node;
 
 pub use config::Config;
-pub use node::Node;
+pub use node::{Node, open_bus};

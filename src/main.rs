@@ -1,6 +1,8 @@
-//! The `switchyard` command line: run a node (more subcommands arrive with their issues).
+//! The `switchyard` command line: run a node, or check what it needs (more subcommands arrive
+//! with their issues).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -16,49 +18,53 @@ struct Cli {
     command: Command,
 }
 
+/// Where a node's configuration comes from: a file, `SWITCHYARD_*` variables, flags.
+#[derive(clap::Args)]
+struct Settings {
+    /// TOML configuration file; SWITCHYARD_* variables and flags override it
+    #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+impl Settings {
+    fn load(self) -> anyhow::Result<Config> {
+        Config::load(self.config.as_deref(), self.overrides).context("reading the configuration")
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a node: the bus consumer, the actors, and the HTTP and gRPC servers.
-    Node {
-        /// TOML configuration file; `SWITCHYARD_*` variables and flags override it.
-        #[arg(long, env = "SWITCHYARD_CONFIG", value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Directory for the embedded bus, the SQLite database and admin.token [default: ./switchyard-data]
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
-        /// HTTP listen address [default: 127.0.0.1:8080]
-        #[arg(long, value_name = "ADDR")]
-        http: Option<std::net::SocketAddr>,
-        /// gRPC listen address [default: 127.0.0.1:50051]
-        #[arg(long, value_name = "ADDR")]
-        grpc: Option<std::net::SocketAddr>,
-    },
+    Node(Settings),
+    /// Check that the configured bus and database can be reached; exit 0 only if both can.
+    Doctor(Settings),
 }
 
-fn main() -> anyhow::Result<()> {
+/// The log filter unless `SWITCHYARD_LOG` says otherwise. Broker clients' own lines are off:
+/// what they report reaches switchyard as errors, which it logs once, with context.
+const DEFAULT_LOG: &str =
+    "info,h2=warn,hyper=warn,tower=warn,sqlx=warn,librdkafka=off,rdkafka=off,lapin=off";
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn,sqlx=warn")),
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
         )
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
-        Command::Node {
-            config,
-            data_dir,
-            http,
-            grpc,
-        } => {
-            let overrides = Overrides {
-                data_dir,
-                http,
-                grpc,
-            };
-            let config =
-                Config::load(config.as_deref(), overrides).context("reading the configuration")?;
-            runtime.block_on(run_node(config))
+        Command::Node(settings) => {
+            let config = settings.load()?;
+            runtime.block_on(run_node(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor(settings) => {
+            let config = settings.load()?;
+            Ok(runtime.block_on(doctor(config)))
         }
     }
 }
@@ -66,6 +72,8 @@ fn main() -> anyhow::Result<()> {
 async fn run_node(config: Config) -> anyhow::Result<()> {
     let mut node = Node::start(&config).await?;
     tracing::info!(
+        node_id = %config.node_id,
+        bus = %config.bus,
         data_dir = %config.data_dir.display(),
         http = %config.http,
         grpc = %config.grpc,
@@ -82,6 +90,25 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
     node.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn doctor(config: Config) -> ExitCode {
+    let checks = switchyard::doctor::run(&config).await;
+    let mut healthy = true;
+    for check in &checks {
+        match &check.result {
+            Ok(detail) => println!("{}: OK, {detail}", check.part),
+            Err(problem) => {
+                healthy = false;
+                println!("{}: PROBLEM: {problem}", check.part);
+            }
+        }
+    }
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -3,11 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::io::{Read, Write};
+use std::path::Path;
+
+use actors::cluster::{ClusterActor, ClusterArgs};
 use actors::{
     IngressActor, NodeContext, NotifierActor, OrchestratorActor, Ownership, Store, names,
 };
 use anyhow::Context;
-use broker_adapters::{Bus, EmbeddedBus};
+use broker_adapters::{Bus, EmbeddedBus, KafkaBus, RabbitBus};
 use gateways::{Auth, GatewayContext, ServerAddrs, ServersActor};
 use migrations::{Migrator, MigratorTrait};
 use ractor::{Actor, ActorRef};
@@ -16,11 +20,14 @@ use supervisor::{
     SupervisorMsg, Tree,
 };
 
-use crate::Config;
+use crate::config::{BusKind, Config};
 use crate::credentials;
 
 /// The root of the tree.
 const ROOT: &str = "node";
+
+/// How long a starting node waits for an unreachable broker before giving up.
+const BUS_WAIT: Duration = Duration::from_secs(60);
 
 /// A running node.
 pub struct Node {
@@ -29,6 +36,39 @@ pub struct Node {
     stopped: tokio::task::JoinHandle<()>,
     bus: Arc<dyn Bus>,
     tree: Tree,
+    _lock: DataDirLock,
+}
+
+/// Opens the configured bus; nothing is created on the broker yet.
+pub async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
+    Ok(match config.bus {
+        BusKind::Embedded => {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            Arc::new(EmbeddedBus::open(&config.data_dir.join("bus.sqlite")).await?)
+        }
+        BusKind::Kafka => Arc::new(KafkaBus::connect(&config.kafka_brokers)?),
+        BusKind::Rabbitmq => Arc::new(RabbitBus::connect(&config.amqp_url)),
+    })
+}
+
+/// Creates the events topic, waiting (with a backoff) while the broker is unreachable.
+async fn create_events_topic(bus: &dyn Bus, partitions: u32) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + BUS_WAIT;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match bus.create_topic(schemas::EVENTS_TOPIC, partitions).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "waiting for the bus");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => {
+                return Err(error).context(format!("creating the topic {}", schemas::EVENTS_TOPIC));
+            }
+        }
+    }
 }
 
 impl Node {
@@ -36,10 +76,9 @@ impl Node {
     pub async fn start(config: &Config) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
-        let bus: Arc<dyn Bus> =
-            Arc::new(EmbeddedBus::open(&config.data_dir.join("bus.sqlite")).await?);
-        bus.create_topic(schemas::EVENTS_TOPIC, config.partitions)
-            .await?;
+        let lock = DataDirLock::take(&config.data_dir)?;
+        let bus = open_bus(config).await?;
+        create_events_topic(bus.as_ref(), config.partitions).await?;
         let store = Store::connect(&config.database_url())
             .await
             .context("connecting to the database")?;
@@ -64,6 +103,7 @@ impl Node {
             bus: bus.clone(),
             tree: tree.clone(),
             root: ROOT.into(),
+            node_id: config.node_id.clone(),
         };
         let addrs = ServerAddrs {
             http: config.http,
@@ -91,6 +131,7 @@ impl Node {
             stopped,
             bus,
             tree,
+            _lock: lock,
         })
     }
 
@@ -118,6 +159,7 @@ impl Node {
         let order = [
             names::SERVERS,
             names::INGRESS,
+            names::CLUSTER,
             names::NOTIFIER,
             names::AGENTS,
             names::TASKS,
@@ -143,6 +185,11 @@ fn children(
     gateway: GatewayContext,
     addrs: ServerAddrs,
 ) -> Vec<ChildSpec> {
+    let cluster = ClusterArgs {
+        ctx: ctx.clone(),
+        http: addrs.http.to_string(),
+        grpc: addrs.grpc.to_string(),
+    };
     let with_ctx = |ctx: &NodeContext| {
         let ctx = ctx.clone();
         move || ctx.clone()
@@ -185,10 +232,53 @@ fn children(
             with_ctx(ctx),
         ),
         ChildSpec::actor(
+            names::CLUSTER,
+            Restart::Permanent,
+            ClusterActor,
+            move || cluster.clone(),
+        ),
+        ChildSpec::actor(
             names::SERVERS,
             Restart::Permanent,
             ServersActor,
             move || (gateway.clone(), addrs),
         ),
     ]
+}
+
+/// An exclusive lock on a data directory, held while the node runs, so a second node cannot
+/// use the same embedded log and state.
+struct DataDirLock {
+    /// Held, not read: the lock lasts as long as the file is open.
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    const FILE: &str = "node.lock";
+
+    fn take(dir: &Path) -> anyhow::Result<DataDirLock> {
+        let path = dir.join(Self::FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if file.try_lock().is_err() {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "unknown" } else { holder };
+            anyhow::bail!(
+                "the data directory {} is in use by another switchyard node (process {holder}); \
+                 stop it, or give this node its own --data-dir",
+                dir.display()
+            );
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(DataDirLock { _file: file })
+    }
 }

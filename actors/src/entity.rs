@@ -21,7 +21,7 @@ use schemas::Envelope;
 use crate::NodeContext;
 use crate::domain::{Effect, Refusal, agent, task};
 use crate::ownership::mailbox_group;
-use crate::store::{Applied, Store, StoreError, now_ms};
+use crate::store::{Applied, Store, StoreError, TaskMessage, now_ms};
 
 /// Messages of an entity mailbox.
 pub enum MailboxMsg {
@@ -80,13 +80,13 @@ impl Kind for TaskMailbox {
         envelope: &Envelope,
     ) -> Result<(task::Task, Vec<Effect>, Applied), ApplyError> {
         let step = task::step(state, envelope, now_ms()).map_err(ApplyError::Refused)?;
+        let message = TaskMessage {
+            id: &envelope.id,
+            kind: envelope.type_name(),
+            time: envelope.time,
+        };
         let applied = store
-            .save_task(
-                &envelope.id,
-                &step.task,
-                state.is_none(),
-                &step.notifications,
-            )
+            .save_task(&message, &step.task, state.is_none(), &step.notifications)
             .await?;
         Ok((step.task, step.effects, applied))
     }

@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod domain;
 mod entity;
 mod ingress;
@@ -57,6 +58,8 @@ pub mod names {
     pub const TASKS: &str = "tasks";
     /// The supervisor of agent mailboxes.
     pub const AGENTS: &str = "agents";
+    /// This node's record in the cluster.
+    pub const CLUSTER: &str = "cluster";
     /// Notifications.
     pub const NOTIFIER: &str = "notifier";
     /// HTTP and gRPC.

@@ -1,5 +1,7 @@
-//! HTTP: `POST /v1/events` (CBOR or JSON envelopes), `GET /health`, `GET /ready`.
+//! HTTP: `POST /v1/events` (CBOR or JSON envelopes), `GET /health`, `GET /ready`,
+//! `GET /cluster/status` (admin).
 
+use actors::store::keys::Role;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -17,6 +19,7 @@ pub fn app(ctx: GatewayContext) -> Router {
         .route("/v1/events", post(post_event))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/cluster/status", get(cluster_status))
         .with_state(ctx)
 }
 
@@ -38,6 +41,57 @@ async fn ready(State(ctx): State<GatewayContext>) -> Response {
         Json(json!({ "bus": show(bus), "database": show(database) })),
     )
         .into_response()
+}
+
+/// The members this node sees (recorded within `MEMBER_TTL`) and the partitions each owns.
+async fn cluster_status(
+    State(ctx): State<GatewayContext>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = ctx.auth.principal(authorization).await?;
+    if principal.role != Role::Admin {
+        return Err(GatewayError::Forbidden(
+            "the cluster's status needs the admin key".into(),
+        ));
+    }
+    let now = actors::store::now_ms();
+    let since = now.saturating_sub(actors::cluster::MEMBER_TTL.as_millis() as u64);
+    let members = ctx.store.members(since).await?;
+    let partitions = ctx
+        .bus
+        .partitions(schemas::EVENTS_TOPIC)
+        .await
+        .map_err(|e| GatewayError::Unavailable(format!("bus: {e}")))?;
+    let owned: std::collections::BTreeSet<u32> = members
+        .iter()
+        .flat_map(|m| m.partitions.iter().copied())
+        .collect();
+    let unowned: Vec<u32> = (0..partitions).filter(|p| !owned.contains(p)).collect();
+    let members: Vec<_> = members
+        .iter()
+        .map(|m| {
+            json!({
+                "node_id": m.node_id,
+                "this_node": m.node_id == ctx.node_id,
+                "http": m.http,
+                "grpc": m.grpc,
+                "partitions": m.partitions,
+                "seen_ms_ago": now.saturating_sub(m.seen_at),
+                "up_ms": now.saturating_sub(m.started_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "node_id": ctx.node_id,
+        "topic": schemas::EVENTS_TOPIC,
+        "partitions": partitions,
+        "members": members,
+        "unowned": unowned,
+    }))
+    .into_response())
 }
 
 async fn post_event(

@@ -34,4 +34,6 @@ pub struct GatewayContext {
     pub tree: supervisor::Tree,
     /// The tree's root path (`node`).
     pub root: String,
+    /// This node's id.
+    pub node_id: String,
 }

@@ -138,3 +138,47 @@ pub mod api_keys {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod activity {
+    //! The `activity` table: one row per applied task message, with no unique key.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "activity")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub task_id: String,
+        pub message_id: String,
+        pub kind: String,
+        pub at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cluster_members {
+    //! The `cluster_members` table: each node, the partitions it owns, when last heard of.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cluster_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub node_id: String,
+        pub instance: String,
+        pub http: String,
+        pub grpc: String,
+        pub partitions: String,
+        pub started_at: i64,
+        pub seen_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -19,7 +19,9 @@ use sea_orm::{
 };
 
 pub use convert::cbor_to_json;
-use entities::{agents, notifications, processed_messages, task_dependencies, tasks};
+use entities::{
+    activity, agents, cluster_members, notifications, processed_messages, task_dependencies, tasks,
+};
 
 use crate::domain::agent::Agent;
 use crate::domain::assign::{Candidate, PendingTask};
@@ -43,6 +45,36 @@ pub enum Applied {
     Applied,
     /// The message had been applied before; nothing changed.
     Duplicate,
+}
+
+/// A node of the cluster as it last recorded itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The node's configured id.
+    pub node_id: String,
+    /// A random id of the running process, telling two nodes with one id apart.
+    pub instance: String,
+    /// Its HTTP address.
+    pub http: String,
+    /// Its gRPC address.
+    pub grpc: String,
+    /// The events topic's partitions it owns.
+    pub partitions: Vec<u32>,
+    /// When it started, ms since the Unix epoch.
+    pub started_at: u64,
+    /// When it last recorded itself.
+    pub seen_at: u64,
+}
+
+/// The message a task write applies, as the activity log records it.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskMessage<'a> {
+    /// The message's id.
+    pub id: &'a str,
+    /// Its type, e.g. `task.created`.
+    pub kind: &'a str,
+    /// Its time (the producer's clock), ms since the Unix epoch.
+    pub time: u64,
 }
 
 /// A page of tasks.
@@ -139,26 +171,63 @@ impl Store {
         Ok(Some(task_from_row(row, deps)))
     }
 
-    /// Persists `task` as the effect of message `message_id`, with the notifications it caused.
+    /// Persists `task` as the effect of `message`, with the notifications it caused and a
+    /// line in the task's activity log.
     pub async fn save_task(
         &self,
-        message_id: &str,
+        message: &TaskMessage<'_>,
         task: &Task,
         created: bool,
         notifications: &[NotificationDraft],
     ) -> Result<Applied, StoreError> {
-        let (cause, task, notifications) =
-            (message_id.to_owned(), task.clone(), notifications.to_vec());
-        self.save_once(message_id, move |txn| {
+        let (task, notifications) = (task.clone(), notifications.to_vec());
+        let activity = activity::ActiveModel {
+            task_id: Set(task.task_id.clone()),
+            message_id: Set(message.id.to_owned()),
+            kind: Set(message.kind.to_owned()),
+            at: Set(message.time as i64),
+            ..Default::default()
+        };
+        let cause = message.id.to_owned();
+        self.save_once(message.id, move |txn| {
             Box::pin(async move {
                 upsert_task(txn, &task, created).await?;
                 for draft in &notifications {
                     insert_notification(txn, &cause, draft).await?;
                 }
+                activity::Entity::insert(activity)
+                    .exec_without_returning(txn)
+                    .await?;
                 Ok(())
             })
         })
         .await
+    }
+
+    /// The message ids in a task's activity log, oldest first (a message applied twice would
+    /// show twice).
+    pub async fn activity(&self, task_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(activity::Entity::find()
+            .filter(activity::Column::TaskId.eq(task_id))
+            .order_by_asc(activity::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|a| a.message_id)
+            .collect())
+    }
+
+    /// Message ids that appear more than once in the activity log: messages applied twice.
+    pub async fn applied_twice(&self) -> Result<Vec<String>, StoreError> {
+        let rows = activity::Entity::find()
+            .select_only()
+            .column(activity::Column::MessageId)
+            .group_by(activity::Column::MessageId)
+            .having(Expr::cust("COUNT(*) > 1"))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?;
+        Ok(rows)
     }
 
     /// The agent `agent_id`, if registered.
@@ -225,6 +294,61 @@ impl Store {
                 })
             }))
             .await
+    }
+
+    /// Records (or refreshes) a cluster member.
+    pub async fn record_member(&self, member: &Member) -> Result<(), StoreError> {
+        let partitions: Vec<String> = member.partitions.iter().map(u32::to_string).collect();
+        let row = cluster_members::ActiveModel {
+            node_id: Set(member.node_id.clone()),
+            instance: Set(member.instance.clone()),
+            http: Set(member.http.clone()),
+            grpc: Set(member.grpc.clone()),
+            partitions: Set(partitions.join(",")),
+            started_at: Set(member.started_at as i64),
+            seen_at: Set(member.seen_at as i64),
+        };
+        cluster_members::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(cluster_members::Column::NodeId)
+                    .update_columns([
+                        cluster_members::Column::Instance,
+                        cluster_members::Column::Http,
+                        cluster_members::Column::Grpc,
+                        cluster_members::Column::Partitions,
+                        cluster_members::Column::StartedAt,
+                        cluster_members::Column::SeenAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The members seen at or after `since` (ms since the Unix epoch), by node id.
+    pub async fn members(&self, since: u64) -> Result<Vec<Member>, StoreError> {
+        let rows = cluster_members::Entity::find()
+            .filter(cluster_members::Column::SeenAt.gte(since as i64))
+            .order_by_asc(cluster_members::Column::NodeId)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Member {
+                node_id: r.node_id,
+                instance: r.instance,
+                http: r.http,
+                grpc: r.grpc,
+                partitions: r
+                    .partitions
+                    .split(',')
+                    .filter_map(|p| p.parse().ok())
+                    .collect(),
+                started_at: r.started_at.max(0) as u64,
+                seen_at: r.seen_at.max(0) as u64,
+            })
+            .collect())
     }
 
     /// Notifications in the order they were recorded, optionally only one user's.

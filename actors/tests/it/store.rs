@@ -3,7 +3,7 @@
 use actors::domain::agent::Agent;
 use actors::domain::task::{NotificationDraft, Task, TaskState};
 use actors::store::keys::Role;
-use actors::store::{Applied, Store};
+use actors::store::{Applied, Store, TaskMessage};
 use migrations::{Migrator, MigratorTrait};
 use schemas::{Capabilities, Priority};
 use sea_orm::ConnectionTrait;
@@ -69,6 +69,14 @@ fn task(id: &str, priority: Priority, created_at: u64) -> Task {
     }
 }
 
+fn msg(id: &str) -> TaskMessage<'_> {
+    TaskMessage {
+        id,
+        kind: "task.test",
+        time: 1,
+    }
+}
+
 fn draft(key: &str) -> NotificationDraft {
     NotificationDraft {
         user: "u1".into(),
@@ -85,7 +93,7 @@ async fn writes_are_idempotent_by_message_id() {
     on_every_database("idem", |store| async move {
         let t = task("t1", Priority::Normal, 1);
         assert_eq!(
-            store.save_task("m1", &t, true, &[]).await.unwrap(),
+            store.save_task(&msg("m1"), &t, true, &[]).await.unwrap(),
             Applied::Applied
         );
         assert!(store.is_processed("m1").await.unwrap());
@@ -95,7 +103,7 @@ async fn writes_are_idempotent_by_message_id() {
         };
         assert_eq!(
             store
-                .save_task("m1", &done, false, &[draft("n")])
+                .save_task(&msg("m1"), &done, false, &[draft("n")])
                 .await
                 .unwrap(),
             Applied::Duplicate
@@ -108,7 +116,7 @@ async fn writes_are_idempotent_by_message_id() {
         assert!(store.notifications(None).await.unwrap().is_empty());
         assert_eq!(
             store
-                .save_task("m2", &done, false, &[draft("n")])
+                .save_task(&msg("m2"), &done, false, &[draft("n")])
                 .await
                 .unwrap(),
             Applied::Applied
@@ -123,6 +131,12 @@ async fn writes_are_idempotent_by_message_id() {
             Applied::Applied
         );
         assert_eq!(store.notifications(Some("u1")).await.unwrap().len(), 1);
+        assert_eq!(
+            store.activity("t1").await.unwrap(),
+            ["m1", "m2"],
+            "the activity log has each applied message once"
+        );
+        assert!(store.applied_twice().await.unwrap().is_empty());
     })
     .await;
 }
@@ -140,7 +154,12 @@ async fn queries_order_filter_and_page() {
         .enumerate()
         {
             store
-                .save_task(&format!("m{id}"), &task(id, *priority, i as u64), true, &[])
+                .save_task(
+                    &msg(&format!("m{id}")),
+                    &task(id, *priority, i as u64),
+                    true,
+                    &[],
+                )
                 .await
                 .unwrap();
         }
@@ -169,7 +188,10 @@ async fn queries_order_filter_and_page() {
             agent_id: Some("a1".into()),
             ..task("b", Priority::Urgent, 1)
         };
-        store.save_task("mb2", &assigned, false, &[]).await.unwrap();
+        store
+            .save_task(&msg("mb2"), &assigned, false, &[])
+            .await
+            .unwrap();
         let candidates = store.candidates().await.unwrap();
         assert_eq!(
             (
@@ -262,7 +284,7 @@ async fn concurrent_writes_share_a_commit_but_fail_alone() {
             };
             tokio::spawn(async move {
                 store
-                    .save_task(&format!("batch{i}"), &task, true, &[])
+                    .save_task(&msg(&format!("batch{i}")), &task, true, &[])
                     .await
             })
         });

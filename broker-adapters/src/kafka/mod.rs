@@ -29,6 +29,9 @@ use crate::bus::{
 /// How long a metadata or admin request may take before the broker counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a health check may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long a publish may wait for the broker before it fails as unavailable.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -291,12 +294,13 @@ impl Bus for KafkaBus {
     }
 
     async fn ping(&self) -> Result<(), BusError> {
+        self.probe().await?;
         let bus = self.clone();
         tokio::task::spawn_blocking(move || {
             bus.inner
                 .producer
                 .client()
-                .fetch_metadata(None, REQUEST_TIMEOUT)
+                .fetch_metadata(None, PING_TIMEOUT)
         })
         .await
         .map_err(|e| BusError::Broker(e.to_string()))?
@@ -316,6 +320,24 @@ impl Bus for KafkaBus {
 }
 
 impl KafkaBus {
+    /// Connects to each bootstrap server over TCP, to name the exact problem when none
+    /// answers (librdkafka only says "transport failure").
+    async fn probe(&self) -> Result<(), BusError> {
+        let mut problems = Vec::new();
+        for address in self.brokers().split(',').map(str::trim) {
+            let connect = tokio::net::TcpStream::connect(address);
+            match tokio::time::timeout(PING_TIMEOUT, connect).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => problems.push(format!("{address}: {e}")),
+                Err(_) => problems.push(format!("{address}: no answer")),
+            }
+        }
+        Err(BusError::Unavailable(format!(
+            "kafka: no bootstrap server reachable ({})",
+            problems.join("; ")
+        )))
+    }
+
     /// Waits until a topic just created shows in the metadata; returns its partition count.
     async fn wait_for_topic(&self, topic: &str) -> Result<u32, BusError> {
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;

@@ -43,6 +43,7 @@ async fn fixture() -> Fixture {
         bus: Arc::new(bus),
         tree: supervisor::Tree::default(),
         root: "node".into(),
+        node_id: "n1".into(),
     };
     Fixture {
         _dir: dir,
@@ -151,4 +152,66 @@ async fn probes_answer_without_a_key() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
+}
+
+#[tokio::test]
+async fn cluster_status_lists_live_members_for_the_admin_key() {
+    let f = fixture().await;
+    let now = actors::store::now_ms();
+    let member = |node_id: &str, partitions: Vec<u32>, seen_at: u64| actors::store::Member {
+        node_id: node_id.into(),
+        instance: format!("{node_id}-instance"),
+        http: "127.0.0.1:1".into(),
+        grpc: "127.0.0.1:2".into(),
+        partitions,
+        started_at: now - 60_000,
+        seen_at,
+    };
+    let store = &f.ctx.store;
+    store
+        .record_member(&member("n1", vec![0, 1], now))
+        .await
+        .unwrap();
+    store
+        .record_member(&member("n2", vec![2], now))
+        .await
+        .unwrap();
+    store
+        .record_member(&member("gone", vec![3], now - 60_000))
+        .await
+        .unwrap();
+    let get = |token: &str| {
+        Request::get("/cluster/status")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let refused = app(f.ctx.clone()).oneshot(get(&f.user)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let response = app(f.ctx.clone()).oneshot(get(&f.admin)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let members: Vec<(&str, bool, Vec<u64>)> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let partitions = m["partitions"].as_array().unwrap();
+            (
+                m["node_id"].as_str().unwrap(),
+                m["this_node"].as_bool().unwrap(),
+                partitions.iter().map(|p| p.as_u64().unwrap()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(members, [("n1", true, vec![0, 1]), ("n2", false, vec![2])]);
+    assert_eq!(status["partitions"], 4);
+    assert_eq!(
+        status["unowned"],
+        serde_json::json!([3]),
+        "a stale member owns nothing"
+    );
 }
