@@ -34,6 +34,11 @@ pub struct Proc {
 impl Proc {
     /// Starts the binary on `dir` and waits until `/ready` answers 200.
     pub async fn start(dir: &Path) -> Proc {
+        Proc::start_with(dir, &[]).await
+    }
+
+    /// Starts the binary on `dir` with more flags (`--bus`, say) and waits until it is ready.
+    pub async fn start_with(dir: &Path, flags: &[String]) -> Proc {
         let (http, grpc) = (free_port(), free_port());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -49,6 +54,7 @@ impl Proc {
                 "--grpc",
                 &format!("127.0.0.1:{grpc}"),
             ])
+            .args(flags)
             .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -90,6 +96,22 @@ impl Proc {
     pub async fn client(&self) -> Client {
         Client::new(&self.dir, self.http, self.grpc).await
     }
+
+    /// A client of this node holding the admin key of `admin`'s data directory (the node that
+    /// created the shared database's key).
+    pub async fn client_of(&self, admin: &Proc) -> Client {
+        Client::new(&admin.dir, self.http, self.grpc).await
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The node's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
 }
 
 impl Drop for Proc {
@@ -97,6 +119,30 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A database URL on the shared test PostgreSQL whose search path is a fresh schema of its
+/// own, or `None` when PostgreSQL tests are opted out.
+pub async fn postgres_schema(name: &str) -> Option<String> {
+    let url = broker_adapters::testkit::postgres_url()?;
+    let schema = format!("sy_{name}_{}", std::process::id());
+    let admin = actors::Store::connect(&url).await.unwrap();
+    let reset = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
+    sea_orm::ConnectionTrait::execute_unprepared(admin.connection(), &reset)
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+/// The `/ready` status code, if the node answers at all.
+pub async fn ready_status(http: u16) -> Option<u16> {
+    let url = format!("http://127.0.0.1:{http}/ready");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    Some(client.get(&url).send().await.ok()?.status().as_u16())
 }
 
 /// Whether `/ready` answers 200 within `WAIT`.
@@ -161,6 +207,18 @@ impl Client {
         let response = request.send().await.ok()?;
         let status = response.status().as_u16();
         Some((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// `GET /cluster/status` with the admin key.
+    pub async fn cluster_status(&self) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/cluster/status", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
     }
 
     /// POSTs a JSON envelope with the admin key; returns the status.

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `switchyard` binary and of an in-process node, over real sockets.
 
 mod bad_input;
+mod brokers;
 mod crash;
 mod end_to_end;
 mod harness;
