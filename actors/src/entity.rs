@@ -21,7 +21,7 @@ use schemas::Envelope;
 use crate::NodeContext;
 use crate::domain::{Effect, Refusal, agent, task};
 use crate::ownership::mailbox_group;
-use crate::store::{Applied, Store, StoreError, TaskMessage, now_ms};
+use crate::store::{Applied, AppliedMessage, Store, StoreError, now_ms};
 
 /// Messages of an entity mailbox.
 pub enum MailboxMsg {
@@ -64,6 +64,16 @@ pub trait Kind: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(Self::State, Vec<Effect>, Applied), ApplyError>> + Send;
 }
 
+/// How the activity log records `envelope`.
+fn applied_message(envelope: &Envelope) -> AppliedMessage<'_> {
+    AppliedMessage {
+        id: &envelope.id,
+        key: &envelope.key,
+        kind: envelope.type_name(),
+        time: envelope.time,
+    }
+}
+
 /// Tasks: the state machine of `domain::task`.
 pub struct TaskMailbox;
 
@@ -80,13 +90,13 @@ impl Kind for TaskMailbox {
         envelope: &Envelope,
     ) -> Result<(task::Task, Vec<Effect>, Applied), ApplyError> {
         let step = task::step(state, envelope, now_ms()).map_err(ApplyError::Refused)?;
-        let message = TaskMessage {
-            id: &envelope.id,
-            kind: envelope.type_name(),
-            time: envelope.time,
-        };
         let applied = store
-            .save_task(&message, &step.task, state.is_none(), &step.notifications)
+            .save_task(
+                &applied_message(envelope),
+                &step.task,
+                state.is_none(),
+                &step.notifications,
+            )
             .await?;
         Ok((step.task, step.effects, applied))
     }
@@ -109,7 +119,7 @@ impl Kind for AgentMailbox {
     ) -> Result<(agent::Agent, Vec<Effect>, Applied), ApplyError> {
         let (agent, effects) =
             agent::step(state, envelope, now_ms()).map_err(ApplyError::Refused)?;
-        let applied = store.save_agent(&envelope.id, &agent).await?;
+        let applied = store.save_agent(&applied_message(envelope), &agent).await?;
         Ok((agent, effects, applied))
     }
 }

@@ -1,5 +1,5 @@
-//! The activity log (one row per applied task message, deliberately without a unique key, so
-//! a message applied twice shows as two rows) and the cluster's members.
+//! The activity log (one row per message applied to an entity, deliberately without a unique
+//! key, so a message applied twice shows as two rows) and the cluster's members.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -11,7 +11,7 @@ pub struct Migration;
 enum Activity {
     Table,
     Id,
-    TaskId,
+    Entity,
     MessageId,
     Kind,
     At,
@@ -38,7 +38,7 @@ impl MigrationTrait for Migration {
                     .table(Activity::Table)
                     .if_not_exists()
                     .col(big_pk_auto(Activity::Id))
-                    .col(text(Activity::TaskId))
+                    .col(text(Activity::Entity))
                     .col(text(Activity::MessageId))
                     .col(text(Activity::Kind))
                     .col(big_integer(Activity::At))
@@ -48,9 +48,9 @@ impl MigrationTrait for Migration {
         manager
             .create_index(
                 Index::create()
-                    .name("activity_by_task")
+                    .name("activity_by_entity")
                     .table(Activity::Table)
-                    .col(Activity::TaskId)
+                    .col(Activity::Entity)
                     .col(Activity::Id)
                     .to_owned(),
             )

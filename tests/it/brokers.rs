@@ -321,6 +321,31 @@ async fn failover(mut broker: Broker, name: &str) {
             }
         })
     };
+    // Heartbeats, each sent to both nodes as a retrying client would: the same message twice,
+    // which must be applied once.
+    let heartbeats = {
+        let (a, b) = (a.client().await, b.client_of(&a).await);
+        tokio::spawn(async move {
+            let mut accepted = BTreeSet::new();
+            for n in 0.. {
+                let beat = event(
+                    &format!("hb-{n}"),
+                    "agent.heartbeat",
+                    "agent/w",
+                    serde_json::json!({ "agent_id": "w" }),
+                );
+                let (to_a, to_b) = (a.post(&beat).await, b.post(&beat).await);
+                if to_a == Some(202) || to_b == Some(202) {
+                    accepted.insert(format!("hb-{n}"));
+                }
+                if n >= 200 {
+                    return accepted;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            accepted
+        })
+    };
     let mut killed_at = None;
     for i in 0..TASKS {
         let created = task_created(&format!("create-{i}"), &format!("t{i}"));
@@ -375,11 +400,27 @@ async fn failover(mut broker: Broker, name: &str) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     worker.abort();
+    let accepted = heartbeats.await.unwrap();
     // Exactly once, checked where no unique key would hide a second application.
     let store = actors::Store::connect(&database).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let beats = loop {
+        let beats: Vec<String> = store.activity("agent/w").await.unwrap();
+        let applied: BTreeSet<String> = beats.iter().cloned().collect();
+        if accepted.is_subset(&applied) || Instant::now() > deadline {
+            break beats;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let applied: BTreeSet<&String> = beats.iter().collect();
+    assert!(
+        accepted.iter().all(|id| applied.contains(id)),
+        "every accepted heartbeat applied"
+    );
+    assert_eq!(applied.len(), beats.len(), "a heartbeat applied twice");
     assert_eq!(store.applied_twice().await.unwrap(), Vec::<String>::new());
     for i in 0..TASKS {
-        let activity = store.activity(&format!("t{i}")).await.unwrap();
+        let activity = store.activity(&format!("task/t{i}")).await.unwrap();
         assert_eq!(activity.len(), 4, "t{i}: {activity:?}");
     }
     let status = client_a.cluster_status().await.unwrap();

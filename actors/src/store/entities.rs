@@ -140,7 +140,7 @@ pub mod api_keys {
 }
 
 pub mod activity {
-    //! The `activity` table: one row per applied task message, with no unique key.
+    //! The `activity` table: one row per message applied to an entity, with no unique key.
     use sea_orm::entity::prelude::*;
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -148,7 +148,7 @@ pub mod activity {
     pub struct Model {
         #[sea_orm(primary_key)]
         pub id: i64,
-        pub task_id: String,
+        pub entity: String,
         pub message_id: String,
         pub kind: String,
         pub at: i64,

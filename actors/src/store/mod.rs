@@ -66,15 +66,29 @@ pub struct Member {
     pub seen_at: u64,
 }
 
-/// The message a task write applies, as the activity log records it.
+/// The message a state write applies, as the activity log records it.
 #[derive(Debug, Clone, Copy)]
-pub struct TaskMessage<'a> {
+pub struct AppliedMessage<'a> {
     /// The message's id.
     pub id: &'a str,
+    /// The entity it applies to: its routing key, e.g. `task/t1`.
+    pub key: &'a str,
     /// Its type, e.g. `task.created`.
     pub kind: &'a str,
     /// Its time (the producer's clock), ms since the Unix epoch.
     pub time: u64,
+}
+
+impl AppliedMessage<'_> {
+    fn activity(&self) -> activity::ActiveModel {
+        activity::ActiveModel {
+            entity: Set(self.key.to_owned()),
+            message_id: Set(self.id.to_owned()),
+            kind: Set(self.kind.to_owned()),
+            at: Set(self.time as i64),
+            ..Default::default()
+        }
+    }
 }
 
 /// A page of tasks.
@@ -175,19 +189,13 @@ impl Store {
     /// line in the task's activity log.
     pub async fn save_task(
         &self,
-        message: &TaskMessage<'_>,
+        message: &AppliedMessage<'_>,
         task: &Task,
         created: bool,
         notifications: &[NotificationDraft],
     ) -> Result<Applied, StoreError> {
         let (task, notifications) = (task.clone(), notifications.to_vec());
-        let activity = activity::ActiveModel {
-            task_id: Set(task.task_id.clone()),
-            message_id: Set(message.id.to_owned()),
-            kind: Set(message.kind.to_owned()),
-            at: Set(message.time as i64),
-            ..Default::default()
-        };
+        let activity = message.activity();
         let cause = message.id.to_owned();
         self.save_once(message.id, move |txn| {
             Box::pin(async move {
@@ -204,11 +212,11 @@ impl Store {
         .await
     }
 
-    /// The message ids in a task's activity log, oldest first (a message applied twice would
-    /// show twice).
-    pub async fn activity(&self, task_id: &str) -> Result<Vec<String>, StoreError> {
+    /// The message ids in an entity's activity log (`task/t1`, say), oldest first; a message
+    /// applied twice would show twice.
+    pub async fn activity(&self, entity: &str) -> Result<Vec<String>, StoreError> {
         Ok(activity::Entity::find()
-            .filter(activity::Column::TaskId.eq(task_id))
+            .filter(activity::Column::Entity.eq(entity))
             .order_by_asc(activity::Column::Id)
             .all(&self.db)
             .await?
@@ -238,10 +246,15 @@ impl Store {
             .map(agent_from_row))
     }
 
-    /// Persists `agent` as the effect of message `message_id`.
-    pub async fn save_agent(&self, message_id: &str, agent: &Agent) -> Result<Applied, StoreError> {
+    /// Persists `agent` as the effect of `message`, with a line in its activity log.
+    pub async fn save_agent(
+        &self,
+        message: &AppliedMessage<'_>,
+        agent: &Agent,
+    ) -> Result<Applied, StoreError> {
         let row = agent_to_row(agent);
-        self.save_once(message_id, move |txn| {
+        let activity = message.activity();
+        self.save_once(message.id, move |txn| {
             Box::pin(async move {
                 agents::Entity::insert(row)
                     .on_conflict(
@@ -255,6 +268,9 @@ impl Store {
                             ])
                             .to_owned(),
                     )
+                    .exec_without_returning(txn)
+                    .await?;
+                activity::Entity::insert(activity)
                     .exec_without_returning(txn)
                     .await?;
                 Ok(())

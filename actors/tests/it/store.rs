@@ -3,7 +3,7 @@
 use actors::domain::agent::Agent;
 use actors::domain::task::{NotificationDraft, Task, TaskState};
 use actors::store::keys::Role;
-use actors::store::{Applied, Store, TaskMessage};
+use actors::store::{Applied, AppliedMessage, Store};
 use migrations::{Migrator, MigratorTrait};
 use schemas::{Capabilities, Priority};
 use sea_orm::ConnectionTrait;
@@ -69,9 +69,10 @@ fn task(id: &str, priority: Priority, created_at: u64) -> Task {
     }
 }
 
-fn msg(id: &str) -> TaskMessage<'_> {
-    TaskMessage {
+fn msg(id: &str) -> AppliedMessage<'_> {
+    AppliedMessage {
         id,
+        key: "task/t1",
         kind: "task.test",
         time: 1,
     }
@@ -132,7 +133,7 @@ async fn writes_are_idempotent_by_message_id() {
         );
         assert_eq!(store.notifications(Some("u1")).await.unwrap().len(), 1);
         assert_eq!(
-            store.activity("t1").await.unwrap(),
+            store.activity("task/t1").await.unwrap(),
             ["m1", "m2"],
             "the activity log has each applied message once"
         );
@@ -182,7 +183,13 @@ async fn queries_order_filter_and_page() {
             last_heartbeat: 0,
             registered_at: 0,
         };
-        store.save_agent("agent-msg", &agent).await.unwrap();
+        let registered = AppliedMessage {
+            id: "agent-msg",
+            key: "agent/a1",
+            kind: "agent.registered",
+            time: 1,
+        };
+        store.save_agent(&registered, &agent).await.unwrap();
         let assigned = Task {
             state: TaskState::Assigned,
             agent_id: Some("a1".into()),
