@@ -54,6 +54,9 @@ pub struct Config {
     pub kafka_brokers: String,
     /// RabbitMQ URL (with `bus = "rabbitmq"`).
     pub amqp_url: String,
+    /// How long a Kafka consumer may go unheard before its partitions move to another node:
+    /// the failover time. Brokers refuse less than their `group.min.session.timeout.ms`.
+    pub kafka_session_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             bus: BusKind::Embedded,
             kafka_brokers: "127.0.0.1:9092".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            kafka_session_timeout_ms: 6000,
         }
     }
 }

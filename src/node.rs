@@ -47,7 +47,10 @@ pub async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
                 .with_context(|| format!("creating {}", config.data_dir.display()))?;
             Arc::new(EmbeddedBus::open(&config.data_dir.join("bus.sqlite")).await?)
         }
-        BusKind::Kafka => Arc::new(KafkaBus::connect(&config.kafka_brokers)?),
+        BusKind::Kafka => {
+            let session = Duration::from_millis(config.kafka_session_timeout_ms);
+            Arc::new(KafkaBus::connect(&config.kafka_brokers, session)?)
+        }
         BusKind::Rabbitmq => Arc::new(RabbitBus::connect(&config.amqp_url)),
     })
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use broker_adapters::kafka::DEFAULT_SESSION_TIMEOUT;
 use broker_adapters::testkit::{RabbitNode, Tansu, TansuBuild, skipped};
 use broker_adapters::{Bus, KafkaBus, ReplayFrom};
 use serde_cbor::Value as Cbor;
@@ -154,7 +155,7 @@ async fn an_outside_kafka_producer_publishes_straight_onto_the_topic() {
     }
     let mut client = node.client().await;
     all_assigned(&mut client, 12).await;
-    let bus = KafkaBus::connect(&tansu.brokers()).unwrap();
+    let bus = KafkaBus::connect(&tansu.brokers(), DEFAULT_SESSION_TIMEOUT).unwrap();
     let mut replay = bus
         .replay(schemas::EVENTS_TOPIC, ReplayFrom::Start)
         .await
@@ -288,8 +289,24 @@ async fn failover(mut broker: Broker, name: &str) {
         flags
     };
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Proc::start_with(dir_a.path(), &flags("a")).await;
-    let mut b = Proc::start_with(dir_b.path(), &flags("b")).await;
+    // Faster Kafka failover than the 6 s default session timeout, which tansu allows.
+    for dir in [&dir_a, &dir_b] {
+        std::fs::write(
+            dir.path().join("node.toml"),
+            "kafka_session_timeout_ms = 3000\n",
+        )
+        .unwrap();
+    }
+    let with_config = |node: &str, dir: &tempfile::TempDir| {
+        let mut flags = flags(node);
+        flags.extend([
+            "--config".into(),
+            dir.path().join("node.toml").display().to_string(),
+        ]);
+        flags
+    };
+    let a = Proc::start_with(dir_a.path(), &with_config("a", &dir_a)).await;
+    let mut b = Proc::start_with(dir_b.path(), &with_config("b", &dir_b)).await;
     let mut client_a = a.client().await;
     let mut client_b = b.client_of(&a).await;
     wait_ownership(&client_a, |owned| {

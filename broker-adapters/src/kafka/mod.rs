@@ -29,6 +29,9 @@ use crate::bus::{
 /// How long a metadata or admin request may take before the broker counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Kafka's own default minimum for `session.timeout.ms`.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
 /// How long a health check may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -43,6 +46,8 @@ pub struct KafkaBus {
 
 struct Inner {
     brokers: String,
+    /// How long a consumer may go unheard before its group gives its partitions away.
+    session_timeout: Duration,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     /// Partition counts of topics known to exist.
@@ -50,8 +55,10 @@ struct Inner {
 }
 
 impl KafkaBus {
-    /// A bus on the Kafka cluster at `brokers` (`host:port,…`); connects lazily.
-    pub fn connect(brokers: &str) -> Result<KafkaBus, BusError> {
+    /// A bus on the Kafka cluster at `brokers` (`host:port,…`); connects lazily. Its consumers
+    /// count as gone after `session_timeout` without a heartbeat (the failover time); brokers
+    /// refuse values below their `group.min.session.timeout.ms` (6 s unless configured).
+    pub fn connect(brokers: &str, session_timeout: Duration) -> Result<KafkaBus, BusError> {
         let producer: FutureProducer = client_config(brokers)
             .set("acks", "all")
             .set("enable.idempotence", "true")
@@ -69,6 +76,7 @@ impl KafkaBus {
         Ok(KafkaBus {
             inner: Arc::new(Inner {
                 brokers: brokers.to_owned(),
+                session_timeout,
                 producer,
                 admin,
                 topics: Mutex::new(HashMap::new()),

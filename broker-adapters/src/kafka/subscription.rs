@@ -312,13 +312,17 @@ impl KafkaSubscription {
             StartAt::Earliest => "earliest",
             StartAt::Latest => "latest",
         };
+        let session = bus.inner.session_timeout;
         let consumer: BaseConsumer<Context> = client_config(bus.brokers())
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", reset)
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1000")
+            .set("session.timeout.ms", session.as_millis().to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (session / 6).as_millis().to_string(),
+            )
             .set("partition.assignment.strategy", "roundrobin")
             .set("fetch.wait.max.ms", "50")
             .create_with_context(context)

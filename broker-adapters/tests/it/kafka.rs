@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use broker_adapters::kafka::DEFAULT_SESSION_TIMEOUT;
 use broker_adapters::testkit::{Tansu, TansuBuild, skipped};
 use broker_adapters::{Bus, KafkaBus};
 
@@ -22,7 +23,7 @@ async fn fixture(build: TansuBuild) -> Option<Kafka> {
         return None;
     }
     let tansu = Tansu::start(build).await;
-    let bus = KafkaBus::connect(&tansu.brokers()).unwrap();
+    let bus = KafkaBus::connect(&tansu.brokers(), DEFAULT_SESSION_TIMEOUT).unwrap();
     Some(Kafka {
         tansu: tokio::sync::Mutex::new(tansu),
         bus: std::sync::Mutex::new(Arc::new(bus)),
@@ -38,7 +39,8 @@ impl Fixture for Kafka {
         let old = self.bus.lock().unwrap().clone();
         old.close().await.unwrap();
         let brokers = self.tansu.lock().await.brokers();
-        *self.bus.lock().unwrap() = Arc::new(KafkaBus::connect(&brokers).unwrap());
+        *self.bus.lock().unwrap() =
+            Arc::new(KafkaBus::connect(&brokers, DEFAULT_SESSION_TIMEOUT).unwrap());
     }
 
     async fn restart(&self) {
