@@ -1,191 +1,41 @@
-//! switchyard's load generator: publishes `task.created` events onto the embedded bus of an
-//! in-process node and measures how fast, and how soon after publishing, tasks are persisted.
+//! switchyard's load generator: drives a scenario and reports throughput and latency
+//! percentiles, beside the raw client doing the same work where the scenario has one.
+
+mod bus;
+mod report;
+mod tasks;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use actors::store::entities::tasks;
-use actors::store::now_ms;
-use anyhow::Context;
-use clap::Parser;
-use hdrhistogram::Histogram;
-use schemas::{Capabilities, Envelope, Message, Priority, TaskCreated};
-use sea_orm::{EntityTrait, PaginatorTrait};
-use switchyard::{Config, Node};
+use clap::{Parser, Subcommand};
 
-/// Publish N task.created events through an in-process node and report throughput and latency.
+/// Load scenarios for switchyard, reported as msgs/s and latency percentiles.
 #[derive(Parser)]
 #[command(version, about)]
-struct Args {
-    /// How many events to publish.
-    #[arg(long, default_value_t = 1000)]
-    events: u64,
-    /// Publishers running at once.
-    #[arg(long, default_value_t = 32)]
-    concurrency: u64,
-    /// Offered load in events/s (0: as fast as the publishers go). Below capacity, latency
-    /// shows the pipeline itself rather than a backlog.
-    #[arg(long, default_value_t = 0)]
-    rate: u64,
-    /// Partitions of the events topic (a fresh data directory takes any; an existing one keeps its own).
-    #[arg(long, default_value_t = Config::default().partitions)]
-    partitions: u32,
-    /// Node data directory (default: a fresh temporary one).
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
     /// Also write the results as JSON to this file.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Give up waiting for persistence after this many seconds.
-    #[arg(long, default_value_t = 600)]
-    timeout_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// task.created events through an in-process node, publish to persisted state.
+    Tasks(tasks::TasksArgs),
+    /// Publish and consume through a bus adapter, and through its raw client in the same run.
+    Bus(bus::BusArgs),
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tokio::runtime::Runtime::new()?.block_on(run(args))
-}
-
-fn envelope(run: &str, i: u64) -> Envelope {
-    Envelope::new(
-        format!("{run}-{i}"),
-        "loadtest",
-        now_ms(),
-        "loadtest",
-        Message::TaskCreated(TaskCreated {
-            task_id: format!("{run}-{i}"),
-            title: format!("load {i}"),
-            spec: "true".into(),
-            priority: Priority::Normal,
-            requirements: Capabilities::default(),
-            depends_on: Vec::new(),
-        }),
-    )
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    let temp = tempfile::tempdir()?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_owned());
-    let config = Config {
-        data_dir,
-        http: "127.0.0.1:0".parse()?,
-        grpc: "127.0.0.1:0".parse()?,
-        partitions: args.partitions,
-        ..Config::default()
-    };
-    let node = Node::start(&config).await?;
-    let store = actors::Store::connect(&config.database_url()).await?;
-    let bus = node.bus();
-    let run = format!("lt{}", now_ms());
-    let before = tasks::Entity::find().count(store.connection()).await?;
-
-    println!(
-        "publishing {} task.created events, {} at a time",
-        args.events, args.concurrency
-    );
-    let published_at = Arc::new(Mutex::new(vec![0u64; args.events as usize]));
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut publishers = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
-        let (bus, next, published_at, run) =
-            (bus.clone(), next.clone(), published_at.clone(), run.clone());
-        publishers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= args.events {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                if args.rate > 0 {
-                    let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let envelope = envelope(&run, i);
-                actors::publish(bus.as_ref(), &envelope)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e.error))?;
-                published_at.lock().expect("no publisher panics holding it")[i as usize] =
-                    envelope.time;
-            }
-        }));
-    }
-    for publisher in publishers {
-        publisher.await??;
-    }
-    let publish_time = start.elapsed();
-
-    let deadline = start + Duration::from_secs(args.timeout_secs);
-    let mut last_report = Instant::now();
-    loop {
-        let persisted = tasks::Entity::find().count(store.connection()).await? - before;
-        if persisted >= args.events {
-            break;
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(async {
+        match cli.scenario {
+            Scenario::Tasks(args) => tasks::run(args).await,
+            Scenario::Bus(args) => bus::run(args).await,
         }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            println!("  persisted {persisted}/{}", args.events);
-            last_report = Instant::now();
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {persisted} of {} persisted in time",
-            args.events
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let total_time = start.elapsed();
-
-    let published_at = published_at.lock().expect("publishers are done").clone();
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)?;
-    for row in tasks::Entity::find().all(store.connection()).await? {
-        let Some(i) = row
-            .task_id
-            .strip_prefix(&format!("{run}-"))
-            .and_then(|i| i.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let persisted_ms = u64::try_from(row.created_at).unwrap_or(0);
-        latency.record(persisted_ms.saturating_sub(published_at[i]).max(1))?;
-    }
-    node.shutdown().await.context("stopping the node")?;
-
-    let result = serde_json::json!({
-        "events": args.events,
-        "concurrency": args.concurrency,
-        "partitions": args.partitions,
-        "offered_rate": args.rate,
-        "publish_events_per_sec": args.events as f64 / publish_time.as_secs_f64(),
-        "end_to_end_events_per_sec": args.events as f64 / total_time.as_secs_f64(),
-        "latency_ms": {
-            "p50": latency.value_at_quantile(0.50),
-            "p90": latency.value_at_quantile(0.90),
-            "p99": latency.value_at_quantile(0.99),
-            "max": latency.max(),
-        },
-    });
-    println!(
-        "published:   {:>10.0} events/s ({:.2?})\npersisted:   {:>10.0} events/s ({:.2?})\nlatency ms:  p50 {}  p90 {}  p99 {}  max {}  (publish -> task persisted)",
-        result["publish_events_per_sec"]
-            .as_f64()
-            .unwrap_or_default(),
-        publish_time,
-        result["end_to_end_events_per_sec"]
-            .as_f64()
-            .unwrap_or_default(),
-        total_time,
-        latency.value_at_quantile(0.50),
-        latency.value_at_quantile(0.90),
-        latency.value_at_quantile(0.99),
-        latency.max(),
-    );
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&result)?)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    })?;
+    report::finish(&[report], cli.json.as_deref())
 }
