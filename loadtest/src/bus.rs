@@ -207,6 +207,7 @@ async fn through_adapter(bus: Arc<dyn Bus>, topic: &str, args: &BusArgs) -> anyh
         .buffer_unordered(args.window)
         .try_for_each(|_| async { Ok(()) })
         .await?;
+    println!("  switchyard published in {:.2?}", start.elapsed());
     let run = consumer.await??;
     bus.close().await?;
     Ok(run)
@@ -274,6 +275,7 @@ mod raw {
             }
             tx.commit().await?;
         }
+        println!("  raw client published in {:.2?}", start.elapsed());
         consumer.await?
     }
 
@@ -342,12 +344,14 @@ mod raw {
             .buffer_unordered(args.window)
             .try_for_each(|_| async { Ok(()) })
             .await?;
+        println!("  raw client published in {:.2?}", start.elapsed());
         reader.await?
     }
 
     /// lapin with the adapter's topology and durability: a fanout exchange feeding a stream
-    /// and a durable quorum queue, persistent messages, publisher confirms with the window in
-    /// flight, manual acks.
+    /// and a consistent-hash exchange over one durable quorum queue per partition, persistent
+    /// messages, publisher confirms with the window in flight, a consumer per queue acking
+    /// each message.
     pub async fn amqp(args: &BusArgs) -> anyhow::Result<Run> {
         use lapin::options::*;
         use lapin::types::{AMQPValue, FieldTable};
@@ -358,6 +362,7 @@ mod raw {
             durable: true,
             ..Default::default()
         };
+        let hash = format!("{name}.hash");
         setup
             .exchange_declare(
                 name.as_str().into(),
@@ -366,49 +371,87 @@ mod raw {
                 FieldTable::default(),
             )
             .await?;
+        setup
+            .exchange_declare(
+                hash.as_str().into(),
+                lapin::ExchangeKind::Custom("x-consistent-hash".into()),
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        setup
+            .exchange_bind(
+                hash.as_str().into(),
+                name.as_str().into(),
+                "".into(),
+                ExchangeBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()
         };
-        let (queue, log) = (format!("{name}.q"), format!("{name}.log"));
-        for (queue, kind) in [(&queue, "quorum"), (&log, "stream")] {
-            let mut arguments = FieldTable::default();
-            arguments.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
-            setup
-                .queue_declare(queue.as_str().into(), durable, arguments)
-                .await?;
-            setup
-                .queue_bind(
+        let log = format!("{name}.log");
+        let queues: Vec<String> = (0..args.partitions)
+            .map(|p| format!("{name}.p{p}"))
+            .collect();
+        let declare = |queue: String, kind: &'static str, exchange: String, key: &'static str| {
+            let setup = setup.clone();
+            async move {
+                let mut arguments = FieldTable::default();
+                arguments.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+                setup
+                    .queue_declare(queue.as_str().into(), durable, arguments)
+                    .await?;
+                setup
+                    .queue_bind(
+                        queue.as_str().into(),
+                        exchange.as_str().into(),
+                        key.into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+            }
+        };
+        declare(log.clone(), "stream", name.clone(), "").await?;
+        for queue in &queues {
+            declare(queue.clone(), "quorum", hash.clone(), "1").await?;
+        }
+        let (deliveries, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+        for queue in &queues {
+            let channel = connection.create_channel().await?;
+            channel.basic_qos(256, BasicQosOptions::default()).await?;
+            let mut consumer = channel
+                .basic_consume(
                     queue.as_str().into(),
-                    name.as_str().into(),
                     "".into(),
-                    QueueBindOptions::default(),
+                    BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
                 .await?;
+            let deliveries = deliveries.clone();
+            tokio::spawn(async move {
+                let _channel = channel;
+                while let Some(Ok(delivery)) = consumer.next().await {
+                    if deliveries.send(delivery).is_err() {
+                        break;
+                    }
+                }
+            });
         }
-        let consuming = connection.create_channel().await?;
-        consuming.basic_qos(256, BasicQosOptions::default()).await?;
-        let mut consumer = consuming
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
         let mut tally = Tally::new(args.messages)?;
         let start = Instant::now();
         let reader = tokio::spawn(async move {
-            while let Some(delivery) = consumer.next().await {
-                let delivery = delivery?;
+            while let Some(delivery) = delivered.recv().await {
                 let done = tally.note(&delivery.data)?;
                 delivery.acker.ack(BasicAckOptions::default()).await?;
                 if done {
                     return Ok::<_, anyhow::Error>(tally.run(start.elapsed()));
                 }
             }
-            anyhow::bail!("the raw consumer stopped")
+            anyhow::bail!("the raw consumers stopped")
         });
         let publishing = connection.create_channel().await?;
         publishing
@@ -442,15 +485,18 @@ mod raw {
                 "a publish was refused"
             );
         }
+        println!("  raw client published in {:.2?}", start.elapsed());
         let run = reader.await??;
-        for queue in [&queue, &log] {
+        for queue in queues.iter().chain([&log]) {
             setup
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
                 .await?;
         }
-        setup
-            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
-            .await?;
+        for exchange in [&hash, &name] {
+            setup
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
         Ok(run)
     }
 }

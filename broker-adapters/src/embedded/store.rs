@@ -46,7 +46,11 @@ const MAX_BATCH: usize = 1024;
 pub(crate) struct Store {
     pool: SqlitePool,
     writer: mpsc::Sender<Op>,
+    ends: Ends,
 }
+
+/// The next offset of every partition, as committed: readers skip partitions with nothing new.
+type Ends = std::sync::Arc<std::sync::RwLock<HashMap<(String, u32), u64>>>;
 
 /// A topic found on disk at open: name, partitions, append notifications.
 pub(crate) type OpenTopic = (String, u32, watch::Receiver<u64>);
@@ -109,10 +113,12 @@ impl Store {
             .await
             .map_err(storage)?;
 
+        let ends = Ends::default();
         let mut writer = Writer {
             conn,
             next: HashMap::new(),
             watches: HashMap::new(),
+            ends: ends.clone(),
         };
         let mut topics = Vec::new();
         for row in sqlx::query("SELECT name, partitions FROM topics")
@@ -136,9 +142,17 @@ impl Store {
             let next: i64 = row.get(2);
             writer.next.insert((topic, partition as u32), next as u64);
         }
+        writer.publish_ends();
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         tokio::spawn(writer.run(rx));
-        Ok((Store { pool, writer: tx }, topics))
+        Ok((
+            Store {
+                pool,
+                writer: tx,
+                ends,
+            },
+            topics,
+        ))
     }
 
     async fn request<T>(
@@ -244,6 +258,16 @@ impl Store {
             .iter()
             .map(|r| (r.get::<i64, _>(0) as u32, r.get::<i64, _>(1) as u64))
             .collect())
+    }
+
+    /// The next offset of a partition (0 if it has no records), as of the last commit.
+    pub(crate) fn end(&self, topic: &str, partition: u32) -> u64 {
+        self.ends
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Up to `limit` records of one partition from `from` on.
@@ -365,9 +389,18 @@ struct Writer {
     conn: SqliteConnection,
     next: HashMap<(String, u32), u64>,
     watches: HashMap<String, watch::Sender<u64>>,
+    ends: Ends,
 }
 
 impl Writer {
+    fn publish_ends(&self) {
+        let mut ends = self
+            .ends
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ends.extend(self.next.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+
     fn watch(&mut self, topic: &str) -> watch::Receiver<u64> {
         self.watches
             .entry(topic.to_owned())
@@ -388,6 +421,7 @@ impl Writer {
         let result = self.transact(&batch, &mut next).await;
         if result.is_ok() {
             self.next.extend(next);
+            self.publish_ends();
         }
         let mut touched = Vec::new();
         for (op, answer) in batch.into_iter().zip(match &result {

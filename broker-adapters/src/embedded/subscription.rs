@@ -14,6 +14,8 @@ use crate::inbox::{Done, Entry, Inbox, spawn_publish};
 
 /// Records fetched from disk at a time per partition.
 const PREFETCH: u32 = 256;
+/// Acked offsets are written this often (and at close).
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 pub(crate) struct EmbeddedSubscription {
     bus: EmbeddedBus,
@@ -27,6 +29,9 @@ pub(crate) struct EmbeddedSubscription {
     events: VecDeque<Event>,
     /// The last scan found nothing deliverable and nothing has changed since.
     quiet: bool,
+    /// Acked next offsets not yet written to the log's file, by partition.
+    unwritten: HashMap<u32, u64>,
+    written: Instant,
 }
 
 impl EmbeddedSubscription {
@@ -48,6 +53,8 @@ impl EmbeddedSubscription {
             fetch_from: HashMap::new(),
             events: VecDeque::new(),
             quiet: false,
+            unwritten: HashMap::new(),
+            written: Instant::now(),
         };
         sub.rebalance();
         sub
@@ -85,7 +92,7 @@ impl EmbeddedSubscription {
         }
     }
 
-    async fn settle(&mut self, done: Done<()>) -> Result<(), BusError> {
+    fn settle(&mut self, done: Done<()>) {
         let entry = match done {
             Done::Ack(entry) => entry,
             Done::DeadLetter(message, ticket) => {
@@ -102,33 +109,46 @@ impl EmbeddedSubscription {
                     self.inbox.retry_delay(),
                     Outcome::DeadLetter,
                 );
-                return Ok(());
+                return;
             }
         };
         let partition = entry.record.partition;
         let next = entry.record.offset.unwrap_or(0) + 1;
         self.member.commit(partition, next);
-        self.bus
-            .inner
-            .store
-            .commit(self.member.group(), &self.topic, partition, next)
-            .await
+        self.unwritten.insert(partition, next);
     }
 
-    async fn apply_reports(&mut self) -> Result<(), BusError> {
+    /// Writes the group's offsets moved since the last write, at most every `COMMIT_EVERY`
+    /// unless `now`: a crash in between means redeliveries, never a loss.
+    async fn write_commits(&mut self, now: bool) -> Result<(), BusError> {
+        if self.unwritten.is_empty() || (!now && self.written.elapsed() < COMMIT_EVERY) {
+            return Ok(());
+        }
+        for (partition, next) in std::mem::take(&mut self.unwritten) {
+            self.bus
+                .inner
+                .store
+                .commit(self.member.group(), &self.topic, partition, next)
+                .await?;
+        }
+        self.written = Instant::now();
+        Ok(())
+    }
+
+    fn apply_reports(&mut self) {
         while let Some(report) = self.inbox.try_report() {
             if let Some(done) = self.inbox.apply(report) {
-                self.settle(done).await?;
+                self.settle(done);
             }
             self.quiet = false;
         }
-        Ok(())
     }
 
     /// Reads the next records of every owned partition whose lane ran dry.
     async fn refill(&mut self) -> Result<(), BusError> {
         for (partition, from) in self.fetch_from.iter_mut() {
-            if self.inbox.queued(*partition) > 0 {
+            let store = &self.bus.inner.store;
+            if self.inbox.queued(*partition) > 0 || *from >= store.end(&self.topic, *partition) {
                 continue;
             }
             let records = self
@@ -152,8 +172,12 @@ impl EmbeddedSubscription {
 
     /// How long to wait for news: until the next nacked message is due, at most a second.
     fn idle_wait(&self) -> Duration {
+        let commits = (!self.unwritten.is_empty()).then(|| self.written + COMMIT_EVERY);
         self.inbox
             .next_due()
+            .into_iter()
+            .chain(commits)
+            .min()
             .map_or(Duration::from_secs(1), |t| {
                 t.saturating_duration_since(Instant::now())
             })
@@ -165,7 +189,8 @@ impl EmbeddedSubscription {
 impl Subscription for EmbeddedSubscription {
     async fn next(&mut self) -> Result<Event, BusError> {
         loop {
-            self.apply_reports().await?;
+            self.apply_reports();
+            self.write_commits(false).await?;
             if self.member.has_changed() {
                 self.rebalance();
             }
@@ -188,7 +213,7 @@ impl Subscription for EmbeddedSubscription {
             tokio::select! {
                 report = self.inbox.report() => {
                     if let Some(done) = self.inbox.apply(report) {
-                        self.settle(done).await?;
+                        self.settle(done);
                     }
                     self.quiet = false;
                 }
@@ -205,7 +230,8 @@ impl Subscription for EmbeddedSubscription {
     }
 
     async fn close(mut self: Box<Self>) -> Result<(), BusError> {
-        self.apply_reports().await?;
+        self.apply_reports();
+        self.write_commits(true).await?;
         self.bus.inner.store.flush().await
     }
 }

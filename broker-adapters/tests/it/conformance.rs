@@ -129,7 +129,9 @@ async fn receive_exactly(sub: &mut Sub, expected: &BTreeSet<String>) -> Vec<Reco
 
 /// Joins group `group` on `topic`.
 async fn join(bus: &dyn Bus, topic: &str, group: &str, options: SubscribeOptions) -> Sub {
-    bus.subscribe(topic, group, options).await.unwrap()
+    bus.subscribe(topic, group, options)
+        .await
+        .unwrap_or_else(|e| panic!("joining {group} on {topic}: {e}"))
 }
 
 /// Publishes `m<i>` under key `k<i>` for each i.
