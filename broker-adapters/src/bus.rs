@@ -143,6 +143,19 @@ pub enum BusError {
 }
 
 impl BusError {
+    /// `Ok` if a topic with `existing` partitions serves a request for `requested`.
+    pub fn check_partitions(topic: &str, existing: u32, requested: u32) -> Result<(), BusError> {
+        if existing == requested {
+            Ok(())
+        } else {
+            Err(BusError::PartitionMismatch {
+                topic: topic.to_owned(),
+                existing,
+                requested,
+            })
+        }
+    }
+
     /// Whether retrying later may succeed (the broker is down, say), as opposed to a fault
     /// that needs someone to act.
     pub fn is_transient(&self) -> bool {

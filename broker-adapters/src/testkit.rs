@@ -88,110 +88,134 @@ impl TansuBuild {
     }
 }
 
-/// A tansu broker process on its own port and data directory.
-pub struct Tansu {
-    build: TansuBuild,
-    binary: String,
+/// A server process of a test's own: its directory, its port, its log; killable and
+/// restartable with the same command.
+struct Server {
+    what: &'static str,
     port: u16,
     dir: tempfile::TempDir,
+    command: Box<dyn Fn(&Path) -> Command + Send + Sync>,
     child: Option<Child>,
 }
 
-impl Tansu {
-    /// Starts a broker and waits until it accepts connections.
-    pub async fn start(build: TansuBuild) -> Tansu {
-        let mut tansu = Tansu {
-            build,
-            binary: build.binary(),
-            port: free_port(),
-            dir: tempfile::tempdir().expect("a temporary directory"),
+impl Server {
+    async fn start(
+        what: &'static str,
+        port: u16,
+        dir: tempfile::TempDir,
+        command: impl Fn(&Path) -> Command + Send + Sync + 'static,
+    ) -> Server {
+        let mut server = Server {
+            what,
+            port,
+            dir,
+            command: Box::new(command),
             child: None,
         };
-        tansu.spawn().await;
-        tansu
+        server.spawn().await;
+        server
     }
 
-    /// `host:port` for clients.
-    pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The broker's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     async fn spawn(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let storage = match self.build {
-            TansuBuild::RegistrySqlite => "sqlite://tansu.db",
-            TansuBuild::CalfkitMemory => "memory://tansu/",
-        };
-        let log = log_file(self.dir.path(), "tansu.log");
-        let child = Command::new(&self.binary)
-            .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", storage])
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("a log file");
+        let child = (self.command)(self.dir.path())
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("log handle")))
             .stderr(Stdio::from(log))
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary));
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.what));
         self.child = Some(child);
         assert!(
             wait_for_port(self.port, START_TIMEOUT).await,
-            "tansu did not listen on {}; its log:\n{}",
+            "{} did not listen on {}; its log:\n{}",
+            self.what,
             self.port,
             self.log()
         );
     }
 
-    /// SIGKILL.
-    pub fn kill(&mut self) {
+    fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    /// SIGKILL, then the same broker again on the same port and data.
-    pub async fn restart(&mut self) {
+    async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
     }
 }
 
-impl Drop for Tansu {
+impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
 }
 
-fn log_file(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(name))
-        .expect("a log file")
+/// A tansu broker process on its own port and data directory.
+pub struct Tansu(Server);
+
+impl Tansu {
+    /// Starts a broker and waits until it accepts connections.
+    pub async fn start(build: TansuBuild) -> Tansu {
+        let (binary, port) = (build.binary(), free_port());
+        let url = format!("tcp://127.0.0.1:{port}");
+        let storage = match build {
+            TansuBuild::RegistrySqlite => "sqlite://tansu.db",
+            TansuBuild::CalfkitMemory => "memory://tansu/",
+        };
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let command = move |_: &Path| {
+            let mut command = Command::new(&binary);
+            command
+                .args(["broker", "--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", storage]);
+            command
+        };
+        Tansu(Server::start("tansu", port, dir, command).await)
+    }
+
+    /// `host:port` for clients.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.0.port)
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        self.0.log()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        self.0.kill();
+    }
+
+    /// SIGKILL, then the same broker again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.0.restart().await;
+    }
 }
 
 /// A RabbitMQ node of a test's own (its own ports, data and Erlang node name), with the
 /// plugins the adapter needs.
-pub struct RabbitNode {
-    server: PathBuf,
-    port: u16,
-    dist_port: u16,
-    name: String,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
+pub struct RabbitNode(Server);
 
 impl RabbitNode {
     /// Starts a node and waits until it accepts AMQP connections.
     pub async fn start() -> RabbitNode {
         // The script itself, not Debian's wrapper, which switches user through `su`.
-        let server = PathBuf::from(
+        let script = PathBuf::from(
             std::env::var("SWITCHYARD_TEST_RABBITMQ_SERVER")
                 .unwrap_or_else(|_| "/usr/lib/rabbitmq/bin/rabbitmq-server".into()),
         );
@@ -201,85 +225,49 @@ impl RabbitNode {
             "[rabbitmq_consistent_hash_exchange].\n",
         )
         .expect("writing enabled_plugins");
-        let port = free_port();
-        let mut node = RabbitNode {
-            server,
-            port,
-            dist_port: free_port(),
-            name: format!("switchyard-test-{port}@localhost"),
-            dir,
-            child: None,
+        let (port, dist_port) = (free_port(), free_port());
+        let command = move |base: &Path| {
+            let mut command = Command::new(&script);
+            command
+                .env(
+                    "RABBITMQ_NODENAME",
+                    format!("switchyard-test-{port}@localhost"),
+                )
+                .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+                .env("RABBITMQ_NODE_PORT", port.to_string())
+                .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+                .env("RABBITMQ_MNESIA_BASE", base.join("mnesia"))
+                .env("RABBITMQ_LOG_BASE", base.join("log"))
+                .env(
+                    "RABBITMQ_ENABLED_PLUGINS_FILE",
+                    base.join("enabled_plugins"),
+                )
+                .env("RABBITMQ_CONFIG_FILE", base.join("rabbitmq"))
+                .env("RABBITMQ_PID_FILE", base.join("rabbitmq.pid"))
+                // The script then execs the VM, so the child we kill is the broker itself.
+                .env("RUNNING_UNDER_SYSTEMD", "true");
+            command
         };
-        node.spawn().await;
-        node
+        RabbitNode(Server::start("RabbitMQ", port, dir, command).await)
     }
 
     /// The AMQP URL of this node.
     pub fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.0.port)
     }
 
     /// The node's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("rabbitmq.log")).unwrap_or_default()
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        let base = self.dir.path();
-        let mut command = Command::new(program);
-        command
-            .env("RABBITMQ_NODENAME", &self.name)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("RABBITMQ_MNESIA_BASE", base.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", base.join("log"))
-            .env(
-                "RABBITMQ_ENABLED_PLUGINS_FILE",
-                base.join("enabled_plugins"),
-            )
-            .env("RABBITMQ_CONFIG_FILE", base.join("rabbitmq"))
-            .env("RABBITMQ_PID_FILE", base.join("rabbitmq.pid"))
-            // The script then execs the VM, so the child we kill is the broker itself.
-            .env("RUNNING_UNDER_SYSTEMD", "true");
-        command
-    }
-
-    async fn spawn(&mut self) {
-        let log = log_file(self.dir.path(), "rabbitmq.log");
-        let child = self
-            .command(&self.server)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("log handle")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.server.display()));
-        self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, START_TIMEOUT).await,
-            "RabbitMQ did not listen on {}; its log:\n{}",
-            self.port,
-            self.log()
-        );
+        self.0.log()
     }
 
     /// SIGKILL of the Erlang VM.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.0.kill();
     }
 
     /// SIGKILL, then the same node again on the same port and data.
     pub async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
-    }
-}
-
-impl Drop for RabbitNode {
-    fn drop(&mut self) {
-        self.kill();
+        self.0.restart().await;
     }
 }

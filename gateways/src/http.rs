@@ -43,15 +43,19 @@ async fn ready(State(ctx): State<GatewayContext>) -> Response {
         .into_response()
 }
 
+/// The `Authorization` header's value, if it is text.
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// The members this node sees (recorded within `MEMBER_TTL`) and the partitions each owns.
 async fn cluster_status(
     State(ctx): State<GatewayContext>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = ctx.auth.principal(authorization).await?;
+    let principal = ctx.auth.principal(authorization(&headers)).await?;
     if principal.role != Role::Admin {
         return Err(GatewayError::Forbidden(
             "the cluster's status needs the admin key".into(),
@@ -99,10 +103,7 @@ async fn post_event(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = ctx.auth.principal(authorization).await?;
+    let principal = ctx.auth.principal(authorization(&headers)).await?;
     let bytes = axum::body::to_bytes(body, MAX_ENVELOPE_BYTES)
         .await
         .map_err(|_| {

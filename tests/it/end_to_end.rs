@@ -110,6 +110,7 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
         names,
         [
             "agents",
+            "cluster",
             "ingress",
             "notifier",
             "orchestrator",

@@ -86,10 +86,10 @@ impl Bus for EmbeddedBus {
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), BusError> {
         let partitions = partitions.max(1);
         if let Ok(existing) = self.topic(topic) {
-            return check_partitions(topic, existing.partitions, partitions);
+            return BusError::check_partitions(topic, existing.partitions, partitions);
         }
         let (existing, appended) = self.inner.store.create_topic(topic, partitions).await?;
-        check_partitions(topic, existing, partitions)?;
+        BusError::check_partitions(topic, existing, partitions)?;
         self.inner
             .topics
             .lock()
@@ -131,9 +131,10 @@ impl Bus for EmbeddedBus {
         let mut committed = self.inner.store.committed(group, topic).await?;
         if options.start == StartAt::Latest {
             // A new group starts at the end; remembering it keeps a restart from skipping ahead.
-            for (partition, end) in self.inner.store.ends(topic).await? {
+            for partition in 0..meta.partitions {
                 if let std::collections::hash_map::Entry::Vacant(slot) = committed.entry(partition)
                 {
+                    let end = self.inner.store.end(topic, partition);
                     slot.insert(end);
                     self.inner
                         .store
@@ -173,17 +174,5 @@ impl Bus for EmbeddedBus {
 
     async fn close(&self) -> Result<(), BusError> {
         self.inner.store.flush().await
-    }
-}
-
-fn check_partitions(topic: &str, existing: u32, requested: u32) -> Result<(), BusError> {
-    if existing == requested {
-        Ok(())
-    } else {
-        Err(BusError::PartitionMismatch {
-            topic: topic.to_owned(),
-            existing,
-            requested,
-        })
     }
 }

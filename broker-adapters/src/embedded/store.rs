@@ -333,21 +333,6 @@ impl Store {
         Ok((wanted, last))
     }
 
-    /// The next offset of every partition of `topic` that has records.
-    pub(crate) async fn ends(&self, topic: &str) -> Result<HashMap<u32, u64>, BusError> {
-        let rows = sqlx::query(
-            "SELECT partition, MAX(offset) + 1 FROM records WHERE topic = ? GROUP BY partition",
-        )
-        .bind(topic)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(storage)?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<i64, _>(0) as u32, r.get::<i64, _>(1) as u64))
-            .collect())
-    }
-
     /// The sequence number of the topic's newest record (0 when empty).
     pub(crate) async fn last_seq(&self, topic: &str) -> Result<i64, BusError> {
         sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records WHERE topic = ?")

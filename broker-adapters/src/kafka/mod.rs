@@ -228,15 +228,7 @@ impl Bus for KafkaBus {
             }
             Err(e) => return Err(e),
         };
-        if existing == partitions {
-            Ok(())
-        } else {
-            Err(BusError::PartitionMismatch {
-                topic: topic.to_owned(),
-                existing,
-                requested: partitions,
-            })
-        }
+        BusError::check_partitions(topic, existing, partitions)
     }
 
     async fn partitions(&self, topic: &str) -> Result<u32, BusError> {

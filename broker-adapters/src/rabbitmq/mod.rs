@@ -471,15 +471,7 @@ impl Bus for RabbitBus {
     async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), BusError> {
         let partitions = partitions.max(1);
         if let Some(existing) = self.cached(topic) {
-            return if existing == partitions {
-                Ok(())
-            } else {
-                Err(BusError::PartitionMismatch {
-                    topic: topic.to_owned(),
-                    existing,
-                    requested: partitions,
-                })
-            };
+            return BusError::check_partitions(topic, existing, partitions);
         }
         declare_partitions(&self.inner.link, topic, partitions).await?;
         declare_topic_exchange(&self.inner.link, topic).await?;
