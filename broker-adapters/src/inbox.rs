@@ -38,6 +38,9 @@ struct Lane<T> {
     not_before: Option<Instant>,
     /// Being handed over: settle what is out, deliver nothing more.
     held: bool,
+    /// Which opening of the lane this is: a partition revoked and assigned again gets a new
+    /// one, so late outcomes of the old opening can be told apart.
+    epoch: u64,
 }
 
 impl<T> Default for Lane<T> {
@@ -47,6 +50,7 @@ impl<T> Default for Lane<T> {
             in_flight: None,
             not_before: None,
             held: false,
+            epoch: 0,
         }
     }
 }
@@ -55,9 +59,9 @@ impl<T> Default for Lane<T> {
 type Report = (u32, u64, Outcome);
 
 /// Told of every outcome as the handler settles it, before the inbox hears of it; for an
-/// adapter that must act even while its subscription is not being polled.
-/// It is given the record's partition and offset.
-pub(crate) type Hook = std::sync::Arc<dyn Fn(u32, Option<u64>, &Outcome) + Send + Sync>;
+/// adapter that must act even while its subscription is not being polled. It is given the
+/// record's partition, the epoch of the lane it came from (see `Inbox::assign`) and offset.
+pub(crate) type Hook = std::sync::Arc<dyn Fn(u32, u64, Option<u64>, &Outcome) + Send + Sync>;
 
 /// Reports the outcome of the work on a lane's front record back to its inbox.
 pub(crate) struct Ticket {
@@ -76,36 +80,55 @@ impl Ticket {
 /// A delivery's ticket, which also tells the inbox's hook.
 struct DeliveryTicket {
     ticket: Ticket,
-    hook: Option<(Hook, Option<u64>)>,
+    hook: Option<(Hook, u64, Option<u64>)>,
 }
 
 impl Settle for DeliveryTicket {
     fn settle(self: Box<Self>, outcome: Outcome) {
-        if let Some((hook, offset)) = &self.hook {
-            hook(self.ticket.partition, *offset, &outcome);
+        if let Some((hook, epoch, offset)) = &self.hook {
+            hook(self.ticket.partition, *epoch, *offset, &outcome);
         }
         self.ticket.report(outcome);
     }
 }
 
-/// Publishes in a task of its own, then reports `Ack` to `ticket`, or, if the publish failed
-/// and after `retry_after`, `on_failure(reason)`, so the inbox has the work done again.
-pub(crate) fn spawn_publish<F>(
+/// The longest wait between two tries of a publish for a settled record.
+const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Publishes `message` to `topic` in a task of its own, trying again with a doubling wait
+/// until the broker takes it, then reports `Ack` to `ticket`. The record's partition waits
+/// meanwhile: a record is never skipped. A fault no retry fixes (a message too large, say) is
+/// logged as an error each time, for an operator to act on. The task ends early if the
+/// subscription is gone.
+pub(crate) fn spawn_publish<B: crate::bus::Bus + Clone>(
+    bus: &B,
+    topic: &str,
+    message: OutMessage,
     ticket: Ticket,
-    publish: F,
-    retry_after: std::time::Duration,
-    on_failure: fn(String) -> Outcome,
-) where
-    F: Future<Output = Result<(), crate::bus::BusError>> + Send + 'static,
-{
+    first_wait: std::time::Duration,
+) {
+    let (bus, topic) = (bus.clone(), topic.to_owned());
     tokio::spawn(async move {
-        match publish.await {
-            Ok(()) => ticket.report(Outcome::Ack),
-            Err(error) => {
-                tracing::warn!(%error, "publishing for a settled record failed; retrying");
-                tokio::time::sleep(retry_after).await;
-                ticket.report(on_failure(error.to_string()));
+        let mut wait = first_wait.max(std::time::Duration::from_millis(10));
+        loop {
+            match bus
+                .publish(&topic, message.clone())
+                .await
+                .map_err(|e| e.error)
+            {
+                Ok(_) => return ticket.report(Outcome::Ack),
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(%error, "publishing a settled record failed; retrying");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "publishing a settled record is refused; its partition waits until this is fixed");
+                }
             }
+            if ticket.reports.is_closed() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MAX_RETRY);
         }
     });
 }
@@ -144,9 +167,17 @@ impl<T> Inbox<T> {
         }
     }
 
-    /// Opens a lane for `partition` (if not open).
-    pub(crate) fn assign(&mut self, partition: u32) {
-        self.lanes.entry(partition).or_default();
+    /// Opens a lane for `partition` (if not open); returns its epoch.
+    pub(crate) fn assign(&mut self, partition: u32) -> u64 {
+        self.next_ticket += 1;
+        let epoch = self.next_ticket;
+        self.lanes
+            .entry(partition)
+            .or_insert_with(|| Lane {
+                epoch,
+                ..Lane::default()
+            })
+            .epoch
     }
 
     /// Closes the lane of `partition`; its entries (settled or not) are the next owner's.
@@ -224,11 +255,12 @@ impl<T> Inbox<T> {
         let lane = self.lanes.get_mut(&partition)?;
         lane.in_flight = Some(ticket.ticket);
         lane.not_before = None;
+        let epoch = lane.epoch;
         let entry = lane.queue.front_mut()?;
         entry.attempts += 1;
         let settle = DeliveryTicket {
             ticket,
-            hook: self.hook.clone().map(|h| (h, entry.record.offset)),
+            hook: self.hook.clone().map(|h| (h, epoch, entry.record.offset)),
         };
         Some(Delivery::new(
             entry.record.clone(),

@@ -210,9 +210,10 @@ async fn an_outside_amqp_producer_publishes_straight_onto_the_exchange() {
     all_assigned(&mut client, 12).await;
 }
 
-/// Retries a post until some node answers 202 (a killed node's posts go to the other).
+/// Retries a post until some node answers 202 (a killed node's posts go to the other; a
+/// restarted broker may take a while to take messages again, under a loaded machine).
 async fn post_until_accepted(clients: &[&Client], envelope: &Value) {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + WAIT * 3;
     loop {
         for client in clients {
             if client.post(envelope).await == Some(202) {

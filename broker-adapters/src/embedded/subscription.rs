@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::group::Member;
 use super::{EmbeddedBus, Topic};
-use crate::bus::{Bus, BusError, Event, Outcome, Revocation, SubscribeOptions, Subscription};
+use crate::bus::{BusError, Event, Revocation, SubscribeOptions, Subscription};
 use crate::inbox::{Done, Entry, Inbox, spawn_publish};
 
 /// Records fetched from disk at a time per partition.
@@ -96,19 +96,8 @@ impl EmbeddedSubscription {
         let entry = match done {
             Done::Ack(entry) => entry,
             Done::DeadLetter(message, ticket) => {
-                let (bus, dlq) = (self.bus.clone(), self.dlq.clone());
-                let publish = async move {
-                    bus.publish(&dlq, message)
-                        .await
-                        .map(drop)
-                        .map_err(|e| e.error)
-                };
-                spawn_publish(
-                    ticket,
-                    publish,
-                    self.inbox.retry_delay(),
-                    Outcome::DeadLetter,
-                );
+                let retry = self.inbox.retry_delay();
+                spawn_publish(&self.bus, &self.dlq, message, ticket, retry);
                 return;
             }
         };
@@ -124,12 +113,17 @@ impl EmbeddedSubscription {
         if self.unwritten.is_empty() || (!now && self.written.elapsed() < COMMIT_EVERY) {
             return Ok(());
         }
-        for (partition, next) in std::mem::take(&mut self.unwritten) {
+        let unwritten: Vec<(u32, u64)> = self.unwritten.iter().map(|(p, n)| (*p, *n)).collect();
+        for (partition, next) in unwritten {
             self.bus
                 .inner
                 .store
                 .commit(self.member.group(), &self.topic, partition, next)
                 .await?;
+            // Forgotten only once handed to the writer, so a cancelled call loses nothing.
+            if self.unwritten.get(&partition) == Some(&next) {
+                self.unwritten.remove(&partition);
+            }
         }
         self.written = Instant::now();
         Ok(())

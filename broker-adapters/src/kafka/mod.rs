@@ -127,8 +127,19 @@ impl KafkaBus {
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Err(BusError::UnknownTopic(topic.to_owned()));
         };
-        if found.error().is_some() || found.partitions().is_empty() {
-            return Err(BusError::UnknownTopic(topic.to_owned()));
+        match found.error() {
+            None if !found.partitions().is_empty() => {}
+            None
+            | Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+                return Err(BusError::UnknownTopic(topic.to_owned()));
+            }
+            // A leader election, say: the topic is there, the broker not ready.
+            Some(error) => {
+                return Err(BusError::Unavailable(format!(
+                    "kafka at {}: topic `{topic}`: {error:?}",
+                    self.brokers()
+                )));
+            }
         }
         Ok(found.partitions().len() as u32)
     }

@@ -23,10 +23,10 @@ use tokio::sync::mpsc;
 
 use super::{KafkaBus, client_config, from_kafka_headers, unavailable};
 use crate::bus::{
-    Bus, BusError, Event, OutMessage, Outcome, Record, Revocation, StartAt, SubscribeOptions,
+    BusError, Event, OutMessage, Outcome, Record, Revocation, StartAt, SubscribeOptions,
     Subscription,
 };
-use crate::inbox::{Done, Entry, Inbox, Ticket, dead_letter_message, spawn_publish};
+use crate::inbox::{Done, Entry, Inbox, dead_letter_message, spawn_publish};
 use crate::partition::partition_for;
 
 /// How long a revocation may be held before the rebalance goes on without it.
@@ -67,14 +67,19 @@ enum Command {
 #[derive(Default)]
 struct Acked {
     owned: HashSet<u32>,
+    /// The epoch of each partition's lane (`Inbox::assign`): a late ack from a lane of an
+    /// earlier assignment must not move the offset.
+    epochs: HashMap<u32, u64>,
     next: HashMap<u32, i64>,
     dirty: bool,
 }
 
 impl Acked {
-    fn advance(&mut self, partition: u32, offset: Option<u64>) {
-        // A partition revoked meanwhile is not ours to commit.
-        if let (true, Some(offset)) = (self.owned.contains(&partition), offset) {
+    /// Moves `partition`'s next offset past `offset`, if the partition is still ours in the
+    /// same assignment (`epoch`; `None`: the current one).
+    fn advance(&mut self, partition: u32, epoch: Option<u64>, offset: Option<u64>) {
+        let current = epoch.is_none_or(|e| self.epochs.get(&partition) == Some(&e));
+        if let (true, true, Some(offset)) = (current, self.owned.contains(&partition), offset) {
             let next = self.next.entry(partition).or_insert(0);
             *next = (*next).max(offset as i64 + 1);
             self.dirty = true;
@@ -156,14 +161,17 @@ impl ConsumerContext for Context {
         let mut acked = lock(&self.acked);
         for partition in &partitions {
             acked.owned.remove(partition);
+            acked.epochs.remove(partition);
             acked.next.remove(partition);
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Context>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Context>, rebalance: &Rebalance<'_>) {
         let Rebalance::Assign(tpl) = rebalance else {
             return;
         };
+        // librdkafka keeps a partition paused across revocation; a fresh lane starts empty.
+        let _ = consumer.resume(tpl);
         let partitions = self.partitions(tpl);
         lock(&self.acked).owned.extend(&partitions);
         if !partitions.is_empty() {
@@ -268,10 +276,17 @@ pub(super) fn start_new_group_at_end(
         ends.add_partition_offset(topic, element.partition(), Offset::Offset(high))
             .map_err(|e| BusError::Broker(e.to_string()))?;
     }
-    if ends.count() > 0 {
-        consumer
-            .commit(&ends, CommitMode::Sync)
-            .map_err(|e| unavailable(brokers, &e))?;
+    if ends.count() > 0
+        && let Err(error) = consumer.commit(&ends, CommitMode::Sync)
+    {
+        use rdkafka::error::RDKafkaErrorCode::{
+            IllegalGeneration, RebalanceInProgress, UnknownMemberId,
+        };
+        match error.rdkafka_error_code() {
+            // The group has live members, so it is not new: its positions stand.
+            Some(UnknownMemberId | IllegalGeneration | RebalanceInProgress) => {}
+            _ => return Err(unavailable(brokers, &error)),
+        }
     }
     Ok(())
 }
@@ -341,9 +356,9 @@ impl KafkaSubscription {
         };
         let hook_acked = acked.clone();
         let hook = Arc::new(
-            move |partition: u32, offset: Option<u64>, outcome: &Outcome| {
+            move |partition: u32, epoch: u64, offset: Option<u64>, outcome: &Outcome| {
                 if *outcome == Outcome::Ack {
-                    lock(&hook_acked).advance(partition, offset);
+                    lock(&hook_acked).advance(partition, Some(epoch), offset);
                 }
             },
         );
@@ -389,7 +404,8 @@ impl KafkaSubscription {
             }
             Incoming::Assigned(partitions) => {
                 for partition in &partitions {
-                    self.inbox.assign(*partition);
+                    let epoch = self.inbox.assign(*partition);
+                    lock(&self.acked).epochs.insert(*partition, epoch);
                 }
                 self.events.push_back(Event::Assigned(partitions));
             }
@@ -411,31 +427,14 @@ impl KafkaSubscription {
         match done {
             Done::Ack(entry) => {
                 let partition = entry.record.partition;
-                lock(&self.acked).advance(partition, entry.record.offset);
+                lock(&self.acked).advance(partition, None, entry.record.offset);
                 self.maybe_resume(partition);
             }
             Done::DeadLetter(message, ticket) => {
-                let topic = self.dlq.clone();
-                self.spawn_publish(ticket, topic, message, Outcome::DeadLetter);
+                let retry = self.inbox.retry_delay();
+                spawn_publish(&self.bus, &self.dlq, message, ticket, retry);
             }
         }
-    }
-
-    fn spawn_publish(
-        &self,
-        ticket: Ticket,
-        topic: String,
-        message: OutMessage,
-        on_failure: fn(String) -> Outcome,
-    ) {
-        let bus = self.bus.clone();
-        let publish = async move {
-            bus.publish(&topic, message)
-                .await
-                .map(drop)
-                .map_err(|e| e.error)
-        };
-        spawn_publish(ticket, publish, self.inbox.retry_delay(), on_failure);
     }
 
     fn maybe_resume(&mut self, partition: u32) {
@@ -452,7 +451,13 @@ impl KafkaSubscription {
         {
             if record.key.is_empty() {
                 let message = dead_letter_message(&record, "record has no key, so no owner", 1);
-                self.spawn_publish(ticket, self.dlq.clone(), message, Outcome::DeadLetter);
+                spawn_publish(
+                    &self.bus,
+                    &self.dlq,
+                    message,
+                    ticket,
+                    self.inbox.retry_delay(),
+                );
                 continue;
             }
             let mut headers = record.headers.clone();
@@ -465,7 +470,13 @@ impl KafkaSubscription {
                 payload: record.payload,
                 headers,
             };
-            self.spawn_publish(ticket, self.topic.clone(), message, Outcome::Nack);
+            spawn_publish(
+                &self.bus,
+                &self.topic,
+                message,
+                ticket,
+                self.inbox.retry_delay(),
+            );
         }
     }
 

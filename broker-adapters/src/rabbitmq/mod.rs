@@ -36,6 +36,8 @@ use link::Link;
 
 /// The header that carries the publish time in ms (AMQP's own timestamp has whole seconds).
 const PUBLISHED_MS: &str = "x-switchyard-published-ms";
+/// How long a publish may wait for its confirm.
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The consistent-hash exchange type.
 const CONSISTENT_HASH: &str = "x-consistent-hash";
 
@@ -228,29 +230,59 @@ async fn declare_log(link: &Link, topic: &str) -> Result<(), BusError> {
         .map_err(fail)
 }
 
+/// The queue whose existence says `group` was set up completely (bound, backfilled).
+fn ready_queue(topic: &str, group: &str) -> String {
+    format!("{topic}.group.{group}.ready")
+}
+
+/// Whether `group` was set up completely before.
+async fn group_ready(link: &Link, topic: &str, group: &str) -> Result<bool, BusError> {
+    let channel = link.scratch_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let found = channel
+        .queue_declare(
+            short(&ready_queue(topic, group))?,
+            passive,
+            FieldTable::default(),
+        )
+        .await;
+    match found {
+        Ok(_) => Ok(true),
+        Err(error) if link::reply_code(&error).is_some_and(|(code, _)| code == 404) => Ok(false),
+        Err(error) => Err(link::classify(link.url(), topic, &error)),
+    }
+}
+
+/// Records that `group` is set up completely.
+async fn mark_group_ready(link: &Link, topic: &str, group: &str) -> Result<(), BusError> {
+    let channel = link.scratch_channel().await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(
+            short(&ready_queue(topic, group))?,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| link::classify(link.url(), topic, &e))
+}
+
 /// Declares `group`'s consistent-hash exchange and partition queues (not yet bound to the
-/// topic); returns whether the group is new.
+/// topic).
 async fn declare_group(
     link: &Link,
     topic: &str,
     group: &str,
     partitions: u32,
-) -> Result<bool, BusError> {
+) -> Result<(), BusError> {
     let exchange = group_exchange(topic, group);
-    let channel = link.scratch_channel().await?;
-    let passive = ExchangeDeclareOptions {
-        passive: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    let exists = channel
-        .exchange_declare(
-            short(&exchange)?,
-            ExchangeKind::Custom(CONSISTENT_HASH.into()),
-            passive,
-            FieldTable::default(),
-        )
-        .await
-        .is_ok();
     let channel = link.scratch_channel().await?;
     let fail = |e: lapin::Error| link::classify(link.url(), topic, &e);
     let durable = ExchangeDeclareOptions {
@@ -294,7 +326,7 @@ async fn declare_group(
             .await
             .map_err(fail)?;
     }
-    Ok(!exists)
+    Ok(())
 }
 
 /// Binds `group`'s exchange to the topic: from now on it receives every message.
@@ -419,10 +451,22 @@ impl RabbitBus {
         link::classify(self.url(), exchange, error)
     }
 
-    /// Publishes to `exchange` and waits for the confirm.
+    /// Publishes to `exchange` and waits for the confirm, at most `PUBLISH_TIMEOUT` (a
+    /// broker under a resource alarm blocks publishers rather than refusing them).
     async fn publish_to(&self, exchange: &str, message: &OutMessage) -> Result<(), BusError> {
-        let confirm = self.send(exchange, &message.key, message).await?;
-        self.confirmed(exchange, confirm).await
+        let publish = async {
+            let confirm = self.send(exchange, &message.key, message).await?;
+            self.confirmed(exchange, confirm).await
+        };
+        tokio::time::timeout(PUBLISH_TIMEOUT, publish)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::Unavailable(format!(
+                    "rabbitmq at {}: no publisher confirm within {} s",
+                    link::redacted(self.url()),
+                    PUBLISH_TIMEOUT.as_secs()
+                )))
+            })
     }
 }
 
@@ -434,6 +478,13 @@ impl RabbitBus {
         let fail = |e: lapin::Error| link::classify(self.url(), topic, &e);
         let partitions = self.topic(topic).await.unwrap_or(0);
         for group in groups {
+            channel
+                .queue_delete(
+                    short(&ready_queue(topic, group))?,
+                    QueueDeleteOptions::default(),
+                )
+                .await
+                .map_err(fail)?;
             for partition in 0..partitions {
                 let queue = short(&partition_queue(topic, group, partition))?;
                 channel
@@ -505,7 +556,8 @@ impl Bus for RabbitBus {
         let dlq = dlq_topic(topic);
         self.create_topic(&dlq, 1).await?;
         let link = &self.inner.link;
-        let new = declare_group(link, topic, group, partitions).await?;
+        let new = !group_ready(link, topic, group).await?;
+        declare_group(link, topic, group, partitions).await?;
         if new && options.start == crate::StartAt::Earliest {
             // What the topic holds reaches the new group before anything newer. What is
             // published while the group is bound is copied by a second pass: the group may
@@ -518,6 +570,8 @@ impl Bus for RabbitBus {
         } else {
             bind_group(link, topic, group).await?;
         }
+        // Only now: set-up cut short is done again (a few messages twice, none missed).
+        mark_group_ready(link, topic, group).await?;
         let subscription = subscription::RabbitSubscription::start(
             self.clone(),
             topic,

@@ -11,9 +11,11 @@
 //! becomes active, so `Assigned` means registered; until the previous owner lets go, the
 //! broker keeps delivering to it alone.
 //!
-//! A nack is held here and redelivered after its backoff, keeping the queue's order; a
-//! message's earlier deliveries by the broker (`x-delivery-count` of quorum queues) count as
-//! attempts. Each partition has a channel of its own, so closing it returns only its messages.
+//! A nack is held here and redelivered after its backoff, keeping the queue's order; attempts
+//! are counted here (the broker's `x-delivery-count` also counts the prefetched messages a
+//! handover returns, which were never tried). Each partition has a channel of its own, so
+//! closing it returns only its messages. Connecting, registering and announcing run in tasks
+//! of their own, so `next` can be cancelled at any point.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use lapin::{Acker, BasicProperties, Channel, Connection, ExchangeKind};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{RabbitBus, from_table, group_exchange, link, partition_queue, short};
-use crate::bus::{BusError, Event, Outcome, Record, Revocation, SubscribeOptions, Subscription};
+use crate::bus::{BusError, Event, Record, Revocation, SubscribeOptions, Subscription};
 use crate::inbox::{Done, Entry, Inbox, spawn_publish};
 
 /// How often a member announces itself.
@@ -46,9 +48,10 @@ const PREFETCH: u16 = 256;
 
 /// From the consumer tasks to the subscription.
 enum Incoming {
-    /// This member is now registered on the partition, through this channel.
-    Registered(u32, Channel),
-    Message(u32, Box<lapin::message::Delivery>),
+    /// This member is now registered on the partition (registration `.1`) through a channel.
+    Registered(u32, u64, Channel),
+    /// A message of a partition, from registration `.1`.
+    Message(u32, u64, Box<lapin::message::Delivery>),
     Member {
         id: String,
         leaving: bool,
@@ -61,15 +64,172 @@ struct Session {
     connection: Arc<Connection>,
     control: Channel,
     members_exchange: String,
-    /// The consuming channel of each partition this member is registered on.
-    partitions: BTreeMap<u32, Channel>,
-    /// Partitions whose registration is under way.
-    registering: BTreeSet<u32>,
+    /// The registration and consuming channel of each partition this member is registered on.
+    partitions: BTreeMap<u32, (u64, Channel)>,
+    /// Partitions whose registration is under way, with its id.
+    registering: BTreeMap<u32, u64>,
+    next_registration: u64,
     incoming_tx: mpsc::UnboundedSender<Incoming>,
     incoming: mpsc::UnboundedReceiver<Incoming>,
     heard: HashMap<String, Instant>,
     started: Instant,
-    heartbeat: tokio::time::Interval,
+    /// Announces this member every `HEARTBEAT`, whether or not `next` is being called.
+    announcer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.announcer.abort();
+        let connection = self.connection.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            // Unacked messages return to their queues with the connection.
+            runtime.spawn(async move {
+                let _ = connection.close(200, "closed".into()).await;
+            });
+        }
+    }
+}
+
+/// Announces `id` (or its leaving) on the group's members exchange.
+async fn announce(
+    control: &Channel,
+    exchange: &str,
+    id: &str,
+    leaving: bool,
+) -> Result<(), lapin::Error> {
+    let mut properties = BasicProperties::default();
+    if leaving {
+        let mut headers = FieldTable::default();
+        headers.insert("leaving".into(), AMQPValue::Boolean(true));
+        properties = properties.with_headers(headers);
+    }
+    control
+        .basic_publish(
+            exchange.into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            id.as_bytes(),
+            properties,
+        )
+        .await
+        .map(drop)
+}
+
+impl Session {
+    /// Opens a connection of the member's own and joins the group's membership; a failure
+    /// part-way closes what was opened.
+    async fn open(
+        bus: RabbitBus,
+        topic: String,
+        group: String,
+        id: String,
+    ) -> Result<Session, BusError> {
+        let connection = bus.inner.link.dedicated().await?;
+        let members_exchange = format!("{}.members", group_exchange(&topic, &group));
+        match Session::join(&connection, &members_exchange).await {
+            Ok((control, incoming_tx, incoming)) => {
+                let announcer = {
+                    let (control, exchange) = (control.clone(), members_exchange.clone());
+                    tokio::spawn(async move {
+                        let mut beat = tokio::time::interval(HEARTBEAT);
+                        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        loop {
+                            beat.tick().await;
+                            if announce(&control, &exchange, &id, false).await.is_err() {
+                                return; // the connection is gone; the consumers notice it too
+                            }
+                        }
+                    })
+                };
+                Ok(Session {
+                    connection: Arc::new(connection),
+                    control,
+                    members_exchange,
+                    partitions: BTreeMap::new(),
+                    registering: BTreeMap::new(),
+                    next_registration: 0,
+                    incoming_tx,
+                    incoming,
+                    heard: HashMap::new(),
+                    started: Instant::now(),
+                    announcer,
+                })
+            }
+            Err(error) => {
+                let _ = connection.close(200, "failed to join".into()).await;
+                Err(link::classify(bus.url(), &topic, &error))
+            }
+        }
+    }
+
+    /// Declares the members exchange and this member's queue on it, and forwards what it
+    /// hears.
+    async fn join(
+        connection: &Connection,
+        members_exchange: &str,
+    ) -> Result<
+        (
+            Channel,
+            mpsc::UnboundedSender<Incoming>,
+            mpsc::UnboundedReceiver<Incoming>,
+        ),
+        lapin::Error,
+    > {
+        let control = connection.create_channel().await?;
+        let transient = ExchangeDeclareOptions {
+            auto_delete: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        control
+            .exchange_declare(
+                members_exchange.into(),
+                ExchangeKind::Fanout,
+                transient,
+                FieldTable::default(),
+            )
+            .await?;
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        let queue = control
+            .queue_declare("".into(), exclusive, FieldTable::default())
+            .await?;
+        control
+            .queue_bind(
+                queue.name().clone(),
+                members_exchange.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let consumer = control
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await?;
+        let (incoming_tx, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(forward(consumer, incoming_tx.clone(), |d| {
+            Incoming::Member {
+                id: String::from_utf8_lossy(&d.data).into_owned(),
+                leaving: d
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .is_some_and(|h| h.inner().contains_key("leaving")),
+            }
+        }));
+        Ok((control, incoming_tx, incoming))
+    }
 }
 
 /// Partitions being handed over: released when the consumer drops their `Revocation`.
@@ -88,6 +248,8 @@ pub(crate) struct RabbitSubscription {
     id: String,
     inbox: Inbox<Acker>,
     session: Option<Session>,
+    /// A connection being opened, while there is no session.
+    connecting: Option<tokio::task::JoinHandle<Result<Session, BusError>>>,
     handovers: Vec<Handover>,
     events: VecDeque<Event>,
 }
@@ -127,6 +289,7 @@ impl RabbitSubscription {
             id: super::stream::new_marker(),
             inbox: Inbox::new(options),
             session: None,
+            connecting: None,
             handovers: Vec::new(),
             events: VecDeque::new(),
         };
@@ -134,114 +297,24 @@ impl RabbitSubscription {
         Ok(subscription)
     }
 
-    fn fail(&self, error: &lapin::Error) -> BusError {
-        link::classify(self.bus.url(), &self.topic, error)
-    }
-
-    /// Opens a connection of this member's own and joins the group's membership.
+    /// Opens a session, in a task of its own so that a cancelled call leaves nothing half
+    /// open: a later call finds the task and waits for it again.
     async fn connect(&mut self) -> Result<(), BusError> {
-        let connection = self.bus.inner.link.dedicated().await?;
-        let control = connection
-            .create_channel()
+        let (bus, topic, group, id) = (
+            self.bus.clone(),
+            self.topic.clone(),
+            self.group.clone(),
+            self.id.clone(),
+        );
+        let connecting = self
+            .connecting
+            .get_or_insert_with(|| tokio::spawn(Session::open(bus, topic, group, id)));
+        let opened = connecting
             .await
-            .map_err(|e| self.fail(&e))?;
-        let members_exchange = format!("{}.members", group_exchange(&self.topic, &self.group));
-        let transient = ExchangeDeclareOptions {
-            auto_delete: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        control
-            .exchange_declare(
-                short(&members_exchange)?,
-                ExchangeKind::Fanout,
-                transient,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| self.fail(&e))?;
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        };
-        let inbox_queue = control
-            .queue_declare("".into(), exclusive, FieldTable::default())
-            .await
-            .map_err(|e| self.fail(&e))?;
-        control
-            .queue_bind(
-                inbox_queue.name().clone(),
-                short(&members_exchange)?,
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| self.fail(&e))?;
-        let no_ack = BasicConsumeOptions {
-            no_ack: true,
-            ..BasicConsumeOptions::default()
-        };
-        let consumer = control
-            .basic_consume(
-                inbox_queue.name().clone(),
-                "".into(),
-                no_ack,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| self.fail(&e))?;
-        let (incoming_tx, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(forward(consumer, incoming_tx.clone(), |d| {
-            Incoming::Member {
-                id: String::from_utf8_lossy(&d.data).into_owned(),
-                leaving: d
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .is_some_and(|h| h.inner().contains_key("leaving")),
-            }
-        }));
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.session = Some(Session {
-            connection: Arc::new(connection),
-            control,
-            members_exchange,
-            partitions: BTreeMap::new(),
-            registering: BTreeSet::new(),
-            incoming_tx,
-            incoming,
-            heard: HashMap::new(),
-            started: Instant::now(),
-            heartbeat,
-        });
+            .map_err(|e| BusError::Broker(format!("connecting to rabbitmq: {e}")));
+        self.connecting = None;
+        self.session = Some(opened??);
         Ok(())
-    }
-
-    /// Announces this member (or its leaving) to the group.
-    async fn announce(&self, leaving: bool) -> Result<(), BusError> {
-        let Some(session) = &self.session else {
-            return Ok(());
-        };
-        let mut properties = BasicProperties::default();
-        if leaving {
-            let mut headers = FieldTable::default();
-            headers.insert("leaving".into(), AMQPValue::Boolean(true));
-            properties = properties.with_headers(headers);
-        }
-        session
-            .control
-            .basic_publish(
-                short(&session.members_exchange)?,
-                "".into(),
-                BasicPublishOptions::default(),
-                self.id.as_bytes(),
-                properties,
-            )
-            .await
-            .map(drop)
-            .map_err(|e| self.fail(&e))
     }
 
     /// The partitions that fall to this member among the members it hears now.
@@ -280,7 +353,7 @@ impl RabbitSubscription {
         let registered: BTreeSet<u32> = session
             .partitions
             .keys()
-            .chain(&session.registering)
+            .chain(session.registering.keys())
             .copied()
             .collect();
         let released: Vec<u32> = registered
@@ -313,7 +386,9 @@ impl RabbitSubscription {
         let Some(session) = self.session.as_mut() else {
             return Ok(());
         };
-        session.registering.insert(partition);
+        session.next_registration += 1;
+        let registration = session.next_registration;
+        session.registering.insert(partition, registration);
         let (connection, tx) = (session.connection.clone(), session.incoming_tx.clone());
         tokio::spawn(async move {
             let consumer = async {
@@ -333,9 +408,12 @@ impl RabbitSubscription {
             };
             match consumer.await {
                 Ok((channel, consumer)) => {
-                    if tx.send(Incoming::Registered(partition, channel)).is_ok() {
+                    if tx
+                        .send(Incoming::Registered(partition, registration, channel))
+                        .is_ok()
+                    {
                         forward(consumer, tx, move |d| {
-                            Incoming::Message(partition, Box::new(d))
+                            Incoming::Message(partition, registration, Box::new(d))
                         })
                         .await;
                     }
@@ -350,6 +428,8 @@ impl RabbitSubscription {
 
     /// Lets go of handed-over partitions whose revocation was released or ran out of time.
     async fn finish_handovers(&mut self) -> Result<(), BusError> {
+        // Acks of the last deliveries reach the broker before their channel closes.
+        self.apply_reports().await?;
         let now = Instant::now();
         let mut done = Vec::new();
         self.handovers.retain_mut(|h| {
@@ -362,14 +442,9 @@ impl RabbitSubscription {
             }
             !finished
         });
-        if done.is_empty() {
-            return Ok(());
-        }
-        // Acks of the last deliveries reach the broker before their channel closes.
-        self.apply_reports().await?;
         for partition in done {
             self.inbox.revoke(partition);
-            if let Some(channel) = self
+            if let Some((_, channel)) = self
                 .session
                 .as_mut()
                 .and_then(|s| s.partitions.remove(&partition))
@@ -384,21 +459,27 @@ impl RabbitSubscription {
 
     fn receive(&mut self, incoming: Incoming) -> Result<(), BusError> {
         match incoming {
-            Incoming::Registered(partition, channel) => {
+            Incoming::Registered(partition, registration, channel) => {
                 if let Some(session) = self.session.as_mut() {
                     session.registering.remove(&partition);
-                    session.partitions.insert(partition, channel);
+                    session
+                        .partitions
+                        .insert(partition, (registration, channel));
                     self.inbox.assign(partition);
                     self.events.push_back(Event::Assigned(vec![partition]));
                 }
             }
-            Incoming::Message(partition, delivery) => {
+            Incoming::Message(partition, registration, delivery) => {
+                let current = self
+                    .session
+                    .as_ref()
+                    .and_then(|s| s.partitions.get(&partition))
+                    .is_some_and(|(r, _)| *r == registration);
+                if !current {
+                    // From a registration let go meanwhile: its channel returns it.
+                    return Ok(());
+                }
                 let table = delivery.properties.headers().as_ref();
-                let attempts = match table.and_then(|t| t.inner().get("x-delivery-count")) {
-                    Some(AMQPValue::LongLongInt(n)) => (*n).max(0) as u32,
-                    Some(AMQPValue::LongInt(n)) => (*n).max(0) as u32,
-                    _ => 0,
-                };
                 let (mut headers, timestamp) = from_table(table, *delivery.properties.timestamp());
                 headers.retain(|(k, _)| k != "x-delivery-count");
                 let delivery = *delivery;
@@ -414,7 +495,7 @@ impl RabbitSubscription {
                 let entry = Entry {
                     record,
                     token: delivery.acker,
-                    attempts,
+                    attempts: 0,
                 };
                 // A message of a partition let go meanwhile returns to the queue with its
                 // channel.
@@ -449,9 +530,7 @@ impl RabbitSubscription {
                 self.events
                     .push_back(Event::Revoked(Revocation::new(partitions).0));
             }
-            tokio::spawn(async move {
-                let _ = session.connection.close(200, "lost".into()).await;
-            });
+            drop(session);
         }
         BusError::Unavailable(format!(
             "rabbitmq at {}: {reason}",
@@ -471,14 +550,8 @@ impl RabbitSubscription {
                 }
             }
             Done::DeadLetter(message, ticket) => {
-                let (bus, dlq) = (self.bus.clone(), self.dlq.clone());
-                let publish = async move { bus.publish_to(&dlq, &message).await };
-                spawn_publish(
-                    ticket,
-                    publish,
-                    self.inbox.retry_delay(),
-                    Outcome::DeadLetter,
-                );
+                let retry = self.inbox.retry_delay();
+                spawn_publish(&self.bus, &self.dlq, message, ticket, retry);
             }
         }
         Ok(())
@@ -531,6 +604,7 @@ impl Subscription for RabbitSubscription {
                 continue;
             };
             let handing_over = !self.handovers.is_empty();
+            let wake = wake.min(HEARTBEAT);
             tokio::select! {
                 report = self.inbox.report() => {
                     if let Some(done) = self.inbox.apply(report) {
@@ -542,7 +616,6 @@ impl Subscription for RabbitSubscription {
                         self.receive(incoming)?;
                     }
                 }
-                _ = session.heartbeat.tick() => self.announce(false).await?,
                 // A released revocation is noticed within a few ms.
                 () = tokio::time::sleep(if handing_over { Duration::from_millis(5) } else { wake }) => {}
             }
@@ -551,23 +624,13 @@ impl Subscription for RabbitSubscription {
 
     async fn close(mut self: Box<Self>) -> Result<(), BusError> {
         self.apply_reports().await?;
-        let _ = self.announce(true).await;
         if let Some(session) = self.session.take() {
+            let exchange = &session.members_exchange;
+            let _ = announce(&session.control, exchange, &self.id, true).await;
+            session.announcer.abort();
             // Unacked messages return to their queues with the connection.
             let _ = session.connection.close(200, "closed".into()).await;
         }
         Ok(())
-    }
-}
-
-impl Drop for RabbitSubscription {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move {
-                let _ = session.connection.close(200, "dropped".into()).await;
-            });
-        }
     }
 }
