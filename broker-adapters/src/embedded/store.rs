@@ -453,34 +453,29 @@ impl Writer {
         let now = now_ms() as i64;
         let mut tx = self.conn.begin().await.map_err(storage)?;
         let mut answers = Vec::with_capacity(batch.len());
+        let mut appends = Vec::with_capacity(ROWS_PER_INSERT);
         for op in batch {
-            let answer = match op {
-                Op::Append {
-                    topic,
-                    partition,
-                    message,
-                    ..
-                } => {
-                    let position = (topic.clone(), *partition);
-                    let stored = self.next.get(&position).copied().unwrap_or(0);
-                    let offset = next.entry(position).or_insert(stored);
-                    sqlx::query(
-                        "INSERT INTO records (topic, partition, offset, key, payload, headers, ts)
-                         VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(topic)
-                    .bind(i64::from(*partition))
-                    .bind(*offset as i64)
-                    .bind(&message.key)
-                    .bind(&message.payload)
-                    .bind(headers::encode(&message.headers))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(storage)?;
-                    *offset += 1;
-                    *offset - 1
+            // Appends wait to be written many to a statement; anything else writes them first.
+            if let Op::Append {
+                topic,
+                partition,
+                message,
+                ..
+            } = op
+            {
+                let position = (topic.clone(), *partition);
+                let stored = self.next.get(&position).copied().unwrap_or(0);
+                let offset = next.entry(position).or_insert(stored);
+                appends.push((topic, *partition, *offset, message));
+                answers.push(*offset);
+                *offset += 1;
+                if appends.len() == ROWS_PER_INSERT {
+                    insert_records(&mut tx, &mut appends, now).await?;
                 }
+                continue;
+            }
+            insert_records(&mut tx, &mut appends, now).await?;
+            let answer = match op {
                 Op::Commit {
                     group,
                     topic,
@@ -518,11 +513,51 @@ impl Writer {
                         .map_err(storage)?
                         .get::<i64, _>(0) as u64
                 }
-                Op::Flush { .. } => 0,
+                Op::Flush { .. } | Op::Append { .. } => 0,
             };
             answers.push(answer);
         }
+        insert_records(&mut tx, &mut appends, now).await?;
         tx.commit().await.map_err(storage)?;
         Ok(answers)
     }
+}
+
+/// Rows one INSERT statement writes at most: fewer statements per batch, far below SQLite's
+/// limit on bound values.
+const ROWS_PER_INSERT: usize = 64;
+
+/// An append waiting for its INSERT: topic, partition, offset, message.
+type Append<'a> = (&'a String, u32, u64, &'a OutMessage);
+
+/// Writes the waiting appends in one multi-row INSERT and empties the list.
+async fn insert_records(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    appends: &mut Vec<Append<'_>>,
+    now: i64,
+) -> Result<(), BusError> {
+    if appends.is_empty() {
+        return Ok(());
+    }
+    let mut insert = sqlx::QueryBuilder::new(
+        "INSERT INTO records (topic, partition, offset, key, payload, headers, ts) ",
+    );
+    insert.push_values(
+        appends.drain(..),
+        |mut row, (topic, partition, offset, message)| {
+            row.push_bind(topic.as_str())
+                .push_bind(i64::from(partition))
+                .push_bind(offset as i64)
+                .push_bind(message.key.as_str())
+                .push_bind(message.payload.as_slice())
+                .push_bind(headers::encode(&message.headers))
+                .push_bind(now);
+        },
+    );
+    insert
+        .build()
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+        .map_err(storage)
 }
