@@ -37,8 +37,17 @@ impl Proc {
         Proc::start_with(dir, &[]).await
     }
 
+    /// Starts the binary on `dir` with more variables and waits until it is ready.
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Proc {
+        Proc::launch(dir, &[], env).await
+    }
+
     /// Starts the binary on `dir` with more flags (`--bus`, say) and waits until it is ready.
     pub async fn start_with(dir: &Path, flags: &[String]) -> Proc {
+        Proc::launch(dir, flags, &[]).await
+    }
+
+    async fn launch(dir: &Path, flags: &[String], env: &[(&str, &str)]) -> Proc {
         let (http, grpc) = (free_port(), free_port());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -55,6 +64,7 @@ impl Proc {
                 &format!("127.0.0.1:{grpc}"),
             ])
             .args(flags)
+            .envs(env.iter().copied())
             .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -101,6 +111,11 @@ impl Proc {
     /// created the shared database's key).
     pub async fn client_of(&self, admin: &Proc) -> Client {
         Client::new(&admin.dir, self.http, self.grpc).await
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod brokers;
+mod cli;
 mod crash;
 mod end_to_end;
 mod harness;
