@@ -57,6 +57,9 @@ pub struct Config {
     /// How long a Kafka consumer may go unheard before its partitions move to another node:
     /// the failover time. Brokers refuse less than their `group.min.session.timeout.ms`.
     pub kafka_session_timeout_ms: u64,
+    /// How long an agent may go without a heartbeat before it counts as offline and its
+    /// work is requeued; its worker is asked for a heartbeat every third of it.
+    pub agent_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             kafka_brokers: "127.0.0.1:9092".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             kafka_session_timeout_ms: 6000,
+            agent_timeout_ms: 30_000,
         }
     }
 }

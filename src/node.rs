@@ -8,7 +8,7 @@ use std::path::Path;
 
 use actors::cluster::{ClusterActor, ClusterArgs};
 use actors::{
-    IngressActor, NodeContext, NotifierActor, OrchestratorActor, Ownership, Store, names,
+    IngressActor, NodeApi, NodeContext, NotifierActor, OrchestratorActor, Ownership, Store, names,
 };
 use anyhow::Context;
 use broker_adapters::{Bus, EmbeddedBus, KafkaBus, RabbitBus};
@@ -91,19 +91,21 @@ impl Node {
         credentials::ensure_admin_key(&store, &config.data_dir).await?;
 
         let tree = Tree::default();
+        let agent_timeout = Duration::from_millis(config.agent_timeout_ms.max(300));
         let ctx = NodeContext {
             store: store.clone(),
             bus: bus.clone(),
             node_id: config.node_id.clone(),
             root: ROOT.into(),
             passivate_after: Duration::from_secs(config.passivate_after_secs),
-            assign_interval: Duration::from_secs(5),
+            assign_interval: Duration::from_secs(5).min(agent_timeout / 3),
             ownership: Ownership::default(),
+            agent_timeout,
+            agent_signals: tokio::sync::broadcast::channel(1024).0,
         };
         let gateway = GatewayContext {
             auth: Auth::new(store.clone()),
-            store,
-            bus: bus.clone(),
+            node: NodeApi::new(&ctx),
             tree: tree.clone(),
             root: ROOT.into(),
             node_id: config.node_id.clone(),

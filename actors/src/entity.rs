@@ -18,10 +18,11 @@ use broker_adapters::Delivery;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::Envelope;
 
-use crate::NodeContext;
 use crate::domain::{Effect, Refusal, agent, task};
+use crate::edge::{self, Routed};
 use crate::ownership::mailbox_group;
-use crate::store::{Applied, AppliedMessage, Store, StoreError, now_ms};
+use crate::store::{Applied, AppliedMessage, Store, StoreError};
+use crate::{NodeContext, relay};
 
 /// Messages of an entity mailbox.
 pub enum MailboxMsg {
@@ -62,6 +63,9 @@ pub trait Kind: Send + Sync + 'static {
         state: Option<&Self::State>,
         envelope: &Envelope,
     ) -> impl Future<Output = Result<(Self::State, Vec<Effect>, Applied), ApplyError>> + Send;
+
+    /// Carries out, once persisted, what applying a message to `state` asked for.
+    fn carry_out(ctx: &NodeContext, state: &Self::State, effects: Vec<Effect>);
 }
 
 /// How the activity log records `envelope`.
@@ -71,7 +75,16 @@ fn applied_message(envelope: &Envelope) -> AppliedMessage<'_> {
         key: &envelope.key,
         kind: envelope.type_name(),
         time: envelope.time,
+        user: &envelope.user,
     }
+}
+
+fn misrouted(envelope: &Envelope) -> ApplyError {
+    ApplyError::Refused(Refusal(format!(
+        "`{}` does not apply to `{}`",
+        envelope.type_name(),
+        envelope.key
+    )))
 }
 
 /// Tasks: the state machine of `domain::task`.
@@ -89,20 +102,37 @@ impl Kind for TaskMailbox {
         state: Option<&task::Task>,
         envelope: &Envelope,
     ) -> Result<(task::Task, Vec<Effect>, Applied), ApplyError> {
-        let step = task::step(state, envelope, now_ms()).map_err(ApplyError::Refused)?;
+        let Routed::Task(task_id, command) = edge::command(envelope) else {
+            return Err(misrouted(envelope));
+        };
+        if state.is_none() && !matches!(command, task::Command::Create(_)) {
+            let refusal = format!("{}: no task `{task_id}`", command.name());
+            return Err(ApplyError::Refused(Refusal(refusal)));
+        }
+        let step = task::step(state, &envelope.user, &command, envelope.time)
+            .map_err(ApplyError::Refused)?;
+        let output = match &command {
+            task::Command::Output { lines, .. } => lines.as_slice(),
+            _ => &[],
+        };
         let applied = store
             .save_task(
                 &applied_message(envelope),
+                state,
                 &step.task,
-                state.is_none(),
                 &step.notifications,
+                output,
             )
             .await?;
         Ok((step.task, step.effects, applied))
     }
+
+    fn carry_out(ctx: &NodeContext, task: &task::Task, effects: Vec<Effect>) {
+        relay::carry_out(ctx, Some(task), effects);
+    }
 }
 
-/// Agents: registration and heartbeats of `domain::agent`.
+/// Agents: registration, heartbeats and going offline, of `domain::agent`.
 pub struct AgentMailbox;
 
 impl Kind for AgentMailbox {
@@ -117,10 +147,17 @@ impl Kind for AgentMailbox {
         state: Option<&agent::Agent>,
         envelope: &Envelope,
     ) -> Result<(agent::Agent, Vec<Effect>, Applied), ApplyError> {
-        let (agent, effects) =
-            agent::step(state, envelope, now_ms()).map_err(ApplyError::Refused)?;
+        let Routed::Agent(_, command) = edge::command(envelope) else {
+            return Err(misrouted(envelope));
+        };
+        let (agent, effects) = agent::step(state, &envelope.user, &command, envelope.time)
+            .map_err(ApplyError::Refused)?;
         let applied = store.save_agent(&applied_message(envelope), &agent).await?;
         Ok((agent, effects, applied))
+    }
+
+    fn carry_out(ctx: &NodeContext, _agent: &agent::Agent, effects: Vec<Effect>) {
+        relay::carry_out(ctx, None, effects);
     }
 }
 
@@ -212,8 +249,8 @@ impl<K: Kind> Actor for EntityActor<K> {
                 match K::apply(&state.ctx.store, state.entity.as_ref(), &envelope).await {
                     Ok((entity, effects, Applied::Applied)) => {
                         delivery.ack();
+                        K::carry_out(&state.ctx, &entity, effects);
                         state.entity = Some(entity);
-                        run_effects(&state.ctx, &effects);
                     }
                     Ok((_, _, Applied::Duplicate)) => {
                         state.entity = K::load(&state.ctx.store, &state.id).await?;
@@ -221,6 +258,16 @@ impl<K: Kind> Actor for EntityActor<K> {
                     }
                     Err(ApplyError::Refused(refusal)) => {
                         tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");
+                        // Recorded for a caller waiting on the outcome; the dead letter keeps it too.
+                        if let Err(error) = state
+                            .ctx
+                            .store
+                            .record_refusal(&envelope.id, &refusal.0)
+                            .await
+                        {
+                            delivery.nack(error.to_string());
+                            return Err(error.into());
+                        }
                         delivery.dead_letter(refusal.0);
                     }
                     Err(ApplyError::Store(error)) => {
@@ -232,13 +279,5 @@ impl<K: Kind> Actor for EntityActor<K> {
             }
         }
         Ok(())
-    }
-}
-
-fn run_effects(ctx: &NodeContext, effects: &[Effect]) {
-    for effect in effects {
-        match effect {
-            Effect::Assign => crate::orchestrator::poke(ctx),
-        }
     }
 }

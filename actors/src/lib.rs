@@ -5,22 +5,28 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cluster;
 pub mod domain;
+pub mod edge;
 mod entity;
 mod ingress;
 mod notifier;
 mod orchestrator;
 mod outbound;
 mod ownership;
+mod relay;
 mod router;
 pub mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use broker_adapters::Bus;
 
+pub use api::{ApiError, NodeApi};
 pub use entity::{AgentMailbox, EntityActor, MailboxMsg, TaskMailbox};
 pub use ingress::{INGRESS_GROUP, IngressActor};
 pub use notifier::NotifierActor;
@@ -46,6 +52,10 @@ pub struct NodeContext {
     pub assign_interval: Duration,
     /// The partitions of the events topic this node owns now.
     pub ownership: Ownership,
+    /// How long an agent may go without a heartbeat before it counts as offline.
+    pub agent_timeout: Duration,
+    /// Ids of agents whose tasks changed, for their workers' links on this node.
+    pub agent_signals: tokio::sync::broadcast::Sender<String>,
 }
 
 /// Child names of the node's tree (DESIGN §4).

@@ -6,12 +6,11 @@
 //! Delivery through channels (webhook, SMTP, SMS) with rate limits comes with its own issue;
 //! until then notifications stay `pending` in the outbox table.
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use schemas::Message;
-
 use crate::NodeContext;
-use crate::domain::task::NotificationDraft;
+use crate::edge::{self, Routed};
 use crate::entity::MailboxMsg;
+use crate::store::AppliedMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 /// The notifier actor.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,22 +38,18 @@ impl Actor for NotifierActor {
         let MailboxMsg::Handle(envelope, delivery) = message else {
             return Ok(());
         };
-        let Message::NotificationRequested(request) = &envelope.message else {
+        let Routed::Notify(draft) = edge::command(&envelope) else {
             delivery.dead_letter(format!("`{}` is not a notification", envelope.type_name()));
             return Ok(());
         };
-        let draft = NotificationDraft {
-            user: envelope.user.clone(),
-            channel: request.channel.clone(),
-            to: request.to.clone(),
-            subject: request.subject.clone(),
-            text: request.text.clone(),
-            dedupe_key: request
-                .dedupe_key
-                .clone()
-                .unwrap_or_else(|| envelope.id.clone()),
+        let message = AppliedMessage {
+            id: &envelope.id,
+            key: &envelope.key,
+            kind: envelope.type_name(),
+            time: envelope.time,
+            user: &envelope.user,
         };
-        match ctx.store.save_notification(&envelope.id, &draft).await {
+        match ctx.store.save_notification(&message, &draft).await {
             Ok(_) => delivery.ack(),
             Err(error) => {
                 delivery.nack(error.to_string());

@@ -1,30 +1,38 @@
-//! The orchestrator: finds pending tasks an agent can take and publishes `task.assigned`.
+//! The orchestrator: gives pending tasks to the best agents with room (scored assignment of
+//! `domain::assign`), and sweeps for what a crash or a silent agent left undone.
 //!
 //! Leadership: every node runs one, but only the node that owns partition 0 of the events topic
-//! assigns, so agents' capacity is counted in one place across the cluster.
-//! Supervision: a permanent child of the node. Its only state is the assignments it published
-//! that the tasks have not applied yet; a restart loses them, and the start-up pass finds the
-//! still-pending tasks again (a second `task.assigned` for one task is refused by the task).
-//! Ordering: assignment requests are coalesced into one pass every few milliseconds.
+//! acts, so agents' capacity is counted in one place across the cluster.
+//! Supervision: a permanent child of the node. Its decisions are recorded in the store before
+//! they are published, under ids derived from task and generation, so a restarted orchestrator
+//! finds its unapplied decisions again, counts them against capacity and republishes them
+//! without deciding twice.
+//! Ordering: assignment requests are coalesced into one pass every few milliseconds; the sweep
+//! (silent agents, orphaned work, unheard cascades) runs every `assign_interval`.
 //! Shutdown: nothing to flush; publishes are durable when they return.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use schemas::{Envelope, Message, TaskAssigned};
+use schemas::{AgentOffline, Message};
 
 use crate::NodeContext;
-use crate::domain::assign;
+use crate::domain::{agent, assign, task};
+use crate::edge;
+use crate::relay::{self, derived_id};
 use crate::store::now_ms;
 
 /// Pending tasks looked at per pass.
 const PASS_LIMIT: u64 = 500;
 /// Requests arriving within this window share one pass.
-const COALESCE: Duration = Duration::from_millis(5);
+const COALESCE: Duration = Duration::from_millis(2);
+/// Unheard cascades repaired per sweep.
+const SWEEP_LIMIT: u64 = 500;
 
 /// The partition whose owner assigns for the whole cluster.
 pub(crate) const LEADER_PARTITION: u32 = 0;
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 /// Asks the node's orchestrator for a pass; if it is restarting, its start-up pass runs anyway.
 pub(crate) fn poke(ctx: &NodeContext) {
@@ -39,6 +47,8 @@ pub enum OrchestratorMsg {
     Assign,
     /// Run the assignment pass now (sent to itself).
     Run,
+    /// Look for silent agents, orphaned tasks and unheard cascades (sent to itself).
+    Sweep,
 }
 
 /// The orchestrator actor.
@@ -48,9 +58,9 @@ pub struct OrchestratorActor;
 #[doc(hidden)]
 pub struct OrchestratorState {
     ctx: NodeContext,
-    /// task id → agent id of published assignments not yet applied.
-    reserved: HashMap<String, String>,
     scheduled: bool,
+    /// Whether decisions recorded by an earlier run still need publishing.
+    republish: bool,
 }
 
 impl Actor for OrchestratorActor {
@@ -63,12 +73,12 @@ impl Actor for OrchestratorActor {
         myself: ActorRef<OrchestratorMsg>,
         ctx: NodeContext,
     ) -> Result<OrchestratorState, ActorProcessingErr> {
-        myself.send_message(OrchestratorMsg::Assign)?;
-        myself.send_interval(ctx.assign_interval, || OrchestratorMsg::Assign);
+        myself.send_message(OrchestratorMsg::Sweep)?;
+        myself.send_interval(ctx.assign_interval, || OrchestratorMsg::Sweep);
         Ok(OrchestratorState {
             ctx,
-            reserved: HashMap::new(),
             scheduled: false,
+            republish: true,
         })
     }
 
@@ -88,7 +98,15 @@ impl Actor for OrchestratorActor {
             OrchestratorMsg::Run => {
                 state.scheduled = false;
                 if let Err(error) = pass(state).await {
-                    // The next request or the periodic pass tries again.
+                    // The next request or the periodic sweep tries again.
+                    tracing::warn!(%error, "assignment pass failed");
+                }
+            }
+            OrchestratorMsg::Sweep => {
+                if let Err(error) = sweep(&state.ctx).await {
+                    tracing::warn!(%error, "sweep failed");
+                }
+                if let Err(error) = pass(state).await {
                     tracing::warn!(%error, "assignment pass failed");
                 }
             }
@@ -97,52 +115,123 @@ impl Actor for OrchestratorActor {
     }
 }
 
-async fn pass(
-    state: &mut OrchestratorState,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    if !state.ctx.ownership.owns(LEADER_PARTITION) {
-        // Another node leads; what this one reserved is that node's to find again.
-        state.reserved.clear();
+fn leads(ctx: &NodeContext) -> bool {
+    ctx.ownership.owns(LEADER_PARTITION)
+}
+
+async fn publish_assignment(
+    ctx: &NodeContext,
+    decision: &assign::Decision,
+    user: &str,
+) -> Result<(), Failure> {
+    let id = derived_id(
+        "assign",
+        &[&decision.task_id, &decision.generation.to_string()],
+    );
+    let command = task::Command::Assign {
+        agent_id: decision.agent_id.clone(),
+    };
+    relay::publish(
+        ctx,
+        id,
+        user,
+        edge::task_message(&decision.task_id, &command),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn pass(state: &mut OrchestratorState) -> Result<(), Failure> {
+    let ctx = &state.ctx;
+    if !leads(ctx) {
+        // Another node leads; what this one decided is in the store for that node to find.
+        state.republish = true;
         return Ok(());
     }
-    let store = &state.ctx.store;
-    let mut candidates = store.candidates().await?;
-    if candidates.iter().all(|c| c.load >= c.max_concurrent) {
+    let store = &ctx.store;
+    let reserved = store.reservations().await?;
+    if state.republish {
+        for decision in &reserved {
+            let task = store.task(&decision.task_id).await?;
+            if let Some(task) = task {
+                publish_assignment(ctx, decision, &task.user).await?;
+            }
+        }
+        state.republish = false;
+    }
+    let slots = store.agent_slots().await?;
+    if slots.iter().all(|s| s.load >= s.max_concurrent) {
         // Nobody has room (counting only applied assignments): skip the pending-task scan.
         return Ok(());
     }
     let pending = store.pending_tasks(PASS_LIMIT).await?;
-    state
-        .reserved
-        .retain(|task, _| pending.iter().any(|p| &p.task_id == task));
-    for agent in state.reserved.values() {
-        if let Some(c) = candidates.iter_mut().find(|c| &c.agent_id == agent) {
-            c.load += 1;
-        }
-    }
-    let open: Vec<_> = pending
-        .into_iter()
-        .filter(|p| !state.reserved.contains_key(&p.task_id))
-        .collect();
-    for (task_id, agent_id) in assign::first_fit(&open, &mut candidates) {
-        let user = open
+    let decisions = assign::plan(&pending, &slots, &reserved);
+    store.record_decisions(&decisions, now_ms()).await?;
+    for decision in &decisions {
+        let user = pending
             .iter()
-            .find(|p| p.task_id == task_id)
-            .map(|p| p.user.clone())
-            .unwrap_or_default();
-        let envelope = Envelope::new(
-            crate::new_message_id(),
-            format!("node/{}/orchestrator", state.ctx.node_id),
-            now_ms(),
-            user,
-            Message::TaskAssigned(TaskAssigned {
-                task_id: task_id.clone(),
-                agent_id: agent_id.clone(),
-            }),
+            .find(|p| p.task_id == decision.task_id)
+            .map_or("", |p| p.user.as_str());
+        publish_assignment(ctx, decision, user).await?;
+        tracing::debug!(task = %decision.task_id, agent = %decision.agent_id, "assigned");
+    }
+    Ok(())
+}
+
+/// Publishes what nobody else will: agents that fell silent go offline, tasks of offline agents
+/// are requeued, and dependencies still waiting on finished upstream tasks are told.
+async fn sweep(ctx: &NodeContext) -> Result<(), Failure> {
+    if !leads(ctx) {
+        return Ok(());
+    }
+    let store = &ctx.store;
+    let timeout = ctx.agent_timeout.as_millis() as u64;
+    let now = now_ms();
+    for gone in store.silent_agents(now.saturating_sub(timeout)).await? {
+        if !agent::silent(gone.last_heartbeat, now, timeout) {
+            continue;
+        }
+        let id = derived_id(
+            "offline",
+            &[&gone.agent_id, &gone.last_heartbeat.to_string()],
         );
-        crate::publish(state.ctx.bus.as_ref(), &envelope).await?;
-        tracing::info!(task = %task_id, agent = %agent_id, "assigned");
-        state.reserved.insert(task_id, agent_id);
+        let reason = format!("no heartbeat for {} ms", now - gone.last_heartbeat);
+        let message = Message::AgentOffline(AgentOffline {
+            agent_id: gone.agent_id.clone(),
+            reason,
+        });
+        relay::publish(ctx, id, &gone.user, message).await?;
+        tracing::info!(agent = %gone.agent_id, "offline: heartbeats stopped");
+    }
+    for orphan in store.orphaned_tasks().await? {
+        let Some(agent_id) = orphan.agent_id.clone() else {
+            continue;
+        };
+        let id = derived_id(
+            "requeue",
+            &[&orphan.task_id, &orphan.generation.to_string()],
+        );
+        let command = task::Command::Requeue {
+            agent_id,
+            reason: "its agent went offline".into(),
+        };
+        relay::publish(
+            ctx,
+            id,
+            &orphan.user,
+            edge::task_message(&orphan.task_id, &command),
+        )
+        .await?;
+    }
+    for unheard in store.unheard_cascades(SWEEP_LIMIT).await? {
+        relay::tell_dependent(
+            ctx,
+            &unheard.downstream,
+            &unheard.user,
+            &unheard.dependency,
+            &unheard.upstream,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -46,4 +46,9 @@ impl Auth {
         self.cache.insert(token.to_owned(), principal.clone()).await;
         Ok(principal)
     }
+
+    /// Drops every cached check, so a revoked key stops working at once on this node.
+    pub async fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
 }

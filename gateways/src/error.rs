@@ -20,6 +20,9 @@ pub enum GatewayError {
     /// No such thing (or not the caller's).
     #[error("{0}")]
     NotFound(String),
+    /// The thing is not in a state that allows this (an invalid transition); the text names both.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A dependency (bus, database) is down; retry.
     #[error("{0}")]
     Unavailable(String),
@@ -44,6 +47,7 @@ impl IntoResponse for GatewayError {
             GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::FailedPrecondition(_) => StatusCode::CONFLICT,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -71,6 +75,7 @@ impl From<GatewayError> for tonic::Status {
             GatewayError::Unauthenticated => tonic::Status::unauthenticated(message),
             GatewayError::Forbidden(_) => tonic::Status::permission_denied(message),
             GatewayError::NotFound(_) => tonic::Status::not_found(message),
+            GatewayError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             GatewayError::Unavailable(_) => tonic::Status::unavailable(message),
             GatewayError::Internal(_) => tonic::Status::internal(message),
         }
@@ -80,5 +85,20 @@ impl From<GatewayError> for tonic::Status {
 impl From<actors::store::StoreError> for GatewayError {
     fn from(error: actors::store::StoreError) -> Self {
         GatewayError::Internal(error.to_string())
+    }
+}
+
+impl From<actors::ApiError> for GatewayError {
+    fn from(error: actors::ApiError) -> Self {
+        match error {
+            actors::ApiError::Bus(e) => GatewayError::Unavailable(format!("bus: {e}")),
+            actors::ApiError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<actors::domain::Refusal> for GatewayError {
+    fn from(refusal: actors::domain::Refusal) -> Self {
+        GatewayError::FailedPrecondition(refusal.0)
     }
 }

@@ -28,8 +28,8 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(ctx): State<GatewayContext>) -> Response {
-    let bus = ctx.bus.ping().await.err().map(|e| e.to_string());
-    let database = ctx.store.ping().await.err().map(|e| e.to_string());
+    let bus = ctx.node.bus().ping().await.err().map(|e| e.to_string());
+    let database = ctx.node.store().ping().await.err().map(|e| e.to_string());
     let status = if bus.is_none() && database.is_none() {
         StatusCode::OK
     } else {
@@ -63,9 +63,10 @@ async fn cluster_status(
     }
     let now = actors::store::now_ms();
     let since = now.saturating_sub(actors::cluster::MEMBER_TTL.as_millis() as u64);
-    let members = ctx.store.members(since).await?;
+    let members = ctx.node.store().members(since).await?;
     let partitions = ctx
-        .bus
+        .node
+        .bus()
         .partitions(schemas::EVENTS_TOPIC)
         .await
         .map_err(|e| GatewayError::Unavailable(format!("bus: {e}")))?;
@@ -120,9 +121,7 @@ async fn post_event(
             envelope.user
         )));
     }
-    actors::publish(ctx.bus.as_ref(), &envelope)
-        .await
-        .map_err(|e| GatewayError::Unavailable(format!("bus: {}", e.error)))?;
+    ctx.node.publish(&envelope).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": envelope.id }))).into_response())
 }
 

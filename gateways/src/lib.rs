@@ -10,24 +10,21 @@ mod grpc;
 mod http;
 mod servers;
 
-use std::sync::Arc;
-
-use actors::Store;
-use broker_adapters::Bus;
+use actors::NodeApi;
 
 pub use auth::Auth;
 pub use error::GatewayError;
-pub use grpc::{ClusterService, TasksService, grpc_routes};
+pub use grpc::{
+    AgentsService, ClusterService, KeysService, TasksService, WorkerService, grpc_routes,
+};
 pub use http::app;
 pub use servers::{ServerAddrs, ServersActor};
 
 /// What the gateways need from the node.
 #[derive(Clone)]
 pub struct GatewayContext {
-    /// The state database, for reads and key checks.
-    pub store: Store,
-    /// The bus that accepted events are published on.
-    pub bus: Arc<dyn Bus>,
+    /// The node: publishing, outcomes, reads.
+    pub node: NodeApi,
     /// Bearer-key checks, cached.
     pub auth: Auth,
     /// The live supervision tree.

@@ -52,6 +52,7 @@ fn envelope(run: &str, i: u64) -> Envelope {
             priority: Priority::Normal,
             requirements: Capabilities::default(),
             depends_on: Vec::new(),
+            ..Default::default()
         }),
     )
 }

@@ -4,6 +4,7 @@
 
 mod m0001_core;
 mod m0002_activity_and_members;
+mod m0003_orchestration;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_core::Migration),
             Box::new(m0002_activity_and_members::Migration),
+            Box::new(m0003_orchestration::Migration),
         ]
     }
 }

@@ -25,6 +25,7 @@ fn task_created() -> Envelope {
                 kind: DependencyKind::Input,
                 contract_key: Some("api".into()),
             }],
+            ..Default::default()
         }),
     );
     envelope.trace = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());

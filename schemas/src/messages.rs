@@ -99,7 +99,7 @@ pub struct Dependency {
 }
 
 /// `task.created`: a new unit of work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskCreated {
     /// The task's id.
     pub task_id: String,
@@ -116,6 +116,18 @@ pub struct TaskCreated {
     /// Upstream tasks; optional.
     #[serde(default)]
     pub depends_on: Vec<Dependency>,
+    /// Keys the result promises to carry, for downstream `input` dependencies; optional.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contracts: Vec<String>,
+    /// Whether the agent must have a plan approved before it runs; optional.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_plan_approval: bool,
+    /// How many times it may be tried in all (a failed task may be retried until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// An agent to prefer when one qualifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_agent: Option<String>,
 }
 
 /// `task.assigned`: the orchestrator gave a task to an agent.
@@ -154,6 +166,161 @@ pub struct TaskFailed {
     pub error: String,
 }
 
+/// `task.plan_submitted`: the agent proposes how it will do the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPlanSubmitted {
+    /// The task's id.
+    pub task_id: String,
+    /// The agent's id.
+    pub agent_id: String,
+    /// The plan.
+    pub plan: String,
+}
+
+/// `task.plan_approved`: a person accepts the plan; the agent runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPlanApproved {
+    /// The task's id.
+    pub task_id: String,
+}
+
+/// `task.plan_rejected`: a person sends the plan back with feedback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPlanRejected {
+    /// The task's id.
+    pub task_id: String,
+    /// What to change.
+    pub feedback: String,
+}
+
+/// `task.help_requested`: the agent needs a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskHelpRequested {
+    /// The task's id.
+    pub task_id: String,
+    /// The agent's id.
+    pub agent_id: String,
+    /// What it asks.
+    pub question: String,
+}
+
+/// `task.answered`: a person answered the agent; it carries on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAnswered {
+    /// The task's id.
+    pub task_id: String,
+    /// The answer.
+    pub answer: String,
+}
+
+/// `task.review_requested`: the agent submits its result for review.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReviewRequested {
+    /// The task's id.
+    pub task_id: String,
+    /// The agent's id.
+    pub agent_id: String,
+    /// The result to review.
+    pub result: BTreeMap<String, Value>,
+}
+
+/// `task.approved`: the reviewer accepts the result; the task is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskApproved {
+    /// The task's id.
+    pub task_id: String,
+}
+
+/// `task.revision_requested`: the reviewer wants changes; the agent carries on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRevisionRequested {
+    /// The task's id.
+    pub task_id: String,
+    /// What to change.
+    pub feedback: String,
+}
+
+/// `task.cancelled`: the task is called off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCancelled {
+    /// The task's id.
+    pub task_id: String,
+    /// Why, if said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `task.retried`: a failed task goes back to the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRetried {
+    /// The task's id.
+    pub task_id: String,
+}
+
+/// `task.requeued`: the task's agent went away; it goes back to the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRequeued {
+    /// The task's id.
+    pub task_id: String,
+    /// The agent that had it.
+    pub agent_id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// `task.dependency_added`: the task gets another upstream task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDependencyAdded {
+    /// The task's id.
+    pub task_id: String,
+    /// The new upstream.
+    pub dependency: Dependency,
+}
+
+/// `task.dependency_resolved`: an upstream task completed; with the contract value an
+/// `input` dependency receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDependencyResolved {
+    /// The task's id.
+    pub task_id: String,
+    /// The upstream task's id.
+    pub upstream: String,
+    /// For `input`: the value under the dependency's contract key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+}
+
+/// `task.dependency_failed`: an upstream task failed or was cancelled, or lacks a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDependencyFailed {
+    /// The task's id.
+    pub task_id: String,
+    /// The upstream task's id.
+    pub upstream: String,
+    /// What went wrong upstream.
+    pub reason: String,
+}
+
+/// `task.output`: lines the agent's work printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskOutput {
+    /// The task's id.
+    pub task_id: String,
+    /// The agent's id.
+    pub agent_id: String,
+    /// The lines, in order.
+    pub lines: Vec<String>,
+}
+
+/// `agent.offline`: the agent missed its heartbeats; its work is requeued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentOffline {
+    /// The agent's id.
+    pub agent_id: String,
+    /// Why it counts as gone.
+    pub reason: String,
+}
+
 /// `notification.requested`: send a message to a person on a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationRequested {
@@ -189,27 +356,89 @@ pub enum Message {
     TaskFailed(TaskFailed),
     /// `notification.requested`.
     NotificationRequested(NotificationRequested),
+    /// `task.plan_submitted`.
+    TaskPlanSubmitted(TaskPlanSubmitted),
+    /// `task.plan_approved`.
+    TaskPlanApproved(TaskPlanApproved),
+    /// `task.plan_rejected`.
+    TaskPlanRejected(TaskPlanRejected),
+    /// `task.help_requested`.
+    TaskHelpRequested(TaskHelpRequested),
+    /// `task.answered`.
+    TaskAnswered(TaskAnswered),
+    /// `task.review_requested`.
+    TaskReviewRequested(TaskReviewRequested),
+    /// `task.approved`.
+    TaskApproved(TaskApproved),
+    /// `task.revision_requested`.
+    TaskRevisionRequested(TaskRevisionRequested),
+    /// `task.cancelled`.
+    TaskCancelled(TaskCancelled),
+    /// `task.retried`.
+    TaskRetried(TaskRetried),
+    /// `task.requeued`.
+    TaskRequeued(TaskRequeued),
+    /// `task.dependency_added`.
+    TaskDependencyAdded(TaskDependencyAdded),
+    /// `task.dependency_resolved`.
+    TaskDependencyResolved(TaskDependencyResolved),
+    /// `task.dependency_failed`.
+    TaskDependencyFailed(TaskDependencyFailed),
+    /// `task.output`.
+    TaskOutput(TaskOutput),
+    /// `agent.offline`.
+    AgentOffline(AgentOffline),
 }
 
-/// Expands `$apply` once per variant with its type name and payload type, so the
-/// name table, the decoder and the encoder cannot drift apart.
+/// Expands `$apply` once per variant with its type name and the entity kind its routing key
+/// names (`task/<task_id>`, `agent/<agent_id>`, `notify/<user>`), so the name table, the
+/// decoder, the encoder and the routing cannot drift apart.
 macro_rules! for_each_message {
     ($apply:ident) => {
         $apply! {
-            AgentRegistered => "agent.registered",
-            AgentHeartbeat => "agent.heartbeat",
-            TaskCreated => "task.created",
-            TaskAssigned => "task.assigned",
-            TaskStarted => "task.started",
-            TaskCompleted => "task.completed",
-            TaskFailed => "task.failed",
-            NotificationRequested => "notification.requested",
+            AgentRegistered => "agent.registered", agent,
+            AgentHeartbeat => "agent.heartbeat", agent,
+            TaskCreated => "task.created", task,
+            TaskAssigned => "task.assigned", task,
+            TaskStarted => "task.started", task,
+            TaskCompleted => "task.completed", task,
+            TaskFailed => "task.failed", task,
+            NotificationRequested => "notification.requested", notify,
+            TaskPlanSubmitted => "task.plan_submitted", task,
+            TaskPlanApproved => "task.plan_approved", task,
+            TaskPlanRejected => "task.plan_rejected", task,
+            TaskHelpRequested => "task.help_requested", task,
+            TaskAnswered => "task.answered", task,
+            TaskReviewRequested => "task.review_requested", task,
+            TaskApproved => "task.approved", task,
+            TaskRevisionRequested => "task.revision_requested", task,
+            TaskCancelled => "task.cancelled", task,
+            TaskRetried => "task.retried", task,
+            TaskRequeued => "task.requeued", task,
+            TaskDependencyAdded => "task.dependency_added", task,
+            TaskDependencyResolved => "task.dependency_resolved", task,
+            TaskDependencyFailed => "task.dependency_failed", task,
+            TaskOutput => "task.output", task,
+            AgentOffline => "agent.offline", agent,
         }
     };
 }
 
+/// The routing key of a body whose entity kind is `$kind`.
+macro_rules! routing_key {
+    (task, $m:expr, $user:expr) => {
+        format!("task/{}", $m.task_id)
+    };
+    (agent, $m:expr, $user:expr) => {
+        format!("agent/{}", $m.agent_id)
+    };
+    (notify, $m:expr, $user:expr) => {
+        format!("notify/{}", $user)
+    };
+}
+
 macro_rules! message_impl {
-    ($($variant:ident => $name:literal,)*) => {
+    ($($variant:ident => $name:literal, $kind:ident,)*) => {
         impl Message {
             /// Every message type this build knows.
             pub const TYPES: &'static [&'static str] = &[$($name),*];
@@ -234,23 +463,14 @@ macro_rules! message_impl {
                 };
                 value.expect("message bodies are plain data and always serialize")
             }
+
+            /// The routing key this message must travel under; `user` is the envelope's owner.
+            pub fn routing_key(&self, user: &str) -> String {
+                match self {
+                    $(Message::$variant(m) => { let _ = &m; routing_key!($kind, m, user) })*
+                }
+            }
         }
     };
 }
 for_each_message!(message_impl);
-
-impl Message {
-    /// The routing key this message must travel under; `user` is the envelope's owner.
-    pub fn routing_key(&self, user: &str) -> String {
-        match self {
-            Message::AgentRegistered(m) => format!("agent/{}", m.agent_id),
-            Message::AgentHeartbeat(m) => format!("agent/{}", m.agent_id),
-            Message::TaskCreated(m) => format!("task/{}", m.task_id),
-            Message::TaskAssigned(m) => format!("task/{}", m.task_id),
-            Message::TaskStarted(m) => format!("task/{}", m.task_id),
-            Message::TaskCompleted(m) => format!("task/{}", m.task_id),
-            Message::TaskFailed(m) => format!("task/{}", m.task_id),
-            Message::NotificationRequested(_) => format!("notify/{user}"),
-        }
-    }
-}

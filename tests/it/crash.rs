@@ -127,7 +127,7 @@ async fn stop_mid_stream(how: Stop) {
                 ),
                 "d" => {
                     tasks.get(&task).map(String::as_str) == Some("done")
-                        && notes.get(&format!("task/{task}/finished")) == Some(&1)
+                        && notes.get(&format!("task/{task}/finished/1")) == Some(&1)
                 }
                 _ => notes.get(&format!("n{i}")) == Some(&1),
             }

@@ -60,7 +60,7 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
     assert_eq!(c.post(&task_completed("e4", "t1")).await, Some(202));
     let task = c.wait_task("t1", |t| t.state == "done").await;
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&task.result).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&task.result_json).unwrap(),
         json!({"ok": true})
     );
 
@@ -72,7 +72,7 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
             notifications[0].subject.as_str(),
             notifications[0].dedupe_key.as_str()
         ),
-        ("task t1 done", "task/t1/finished")
+        ("task t1 done", "task/t1/finished/1")
     );
 
     // Resent events (same ids) change nothing.

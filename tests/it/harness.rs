@@ -284,6 +284,7 @@ impl Client {
                 state: state.map(str::to_owned),
                 page_size: 100,
                 page_token,
+                agent_id: None,
             });
             let page = self.tasks.list_tasks(request).await.unwrap().into_inner();
             out.extend(page.tasks);

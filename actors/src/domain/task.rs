@@ -1,16 +1,20 @@
-//! The task state machine (DESIGN §5): which message moves a task from which state to which.
+//! The task state machine (DESIGN §5, seed 003's table): which command moves a task from which
+//! state to which, and what that asks of the rest of the node.
 
-use std::collections::BTreeMap;
+use super::{
+    Capabilities, Dependency, DependencyState, Effect, Finished, Map, Priority, Refusal, Value,
+};
 
-use schemas::{Capabilities, CborValue, Dependency, Envelope, Message, Priority};
-
-use super::{Effect, Refusal};
+/// Attempts a task gets unless it says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TaskState {
-    /// Waiting for an agent (or for its dependencies).
+    /// Waiting for an agent.
     Pending,
+    /// Waiting for upstream tasks.
+    Blocked,
     /// Given to an agent that has not started.
     Assigned,
     /// Being worked on.
@@ -25,7 +29,7 @@ pub enum TaskState {
     NeedsHuman,
     /// Finished with a result.
     Done,
-    /// Finished with an error.
+    /// Finished with an error (retried while attempts last).
     Failed,
     /// Called off.
     Cancelled,
@@ -33,8 +37,9 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state, for parsing and listing.
-    pub const ALL: [TaskState; 10] = [
+    pub const ALL: [TaskState; 11] = [
         TaskState::Pending,
+        TaskState::Blocked,
         TaskState::Assigned,
         TaskState::Running,
         TaskState::Planning,
@@ -50,6 +55,7 @@ impl TaskState {
     pub fn as_str(self) -> &'static str {
         match self {
             TaskState::Pending => "pending",
+            TaskState::Blocked => "blocked",
             TaskState::Assigned => "assigned",
             TaskState::Running => "running",
             TaskState::Planning => "planning",
@@ -67,12 +73,30 @@ impl TaskState {
         TaskState::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
-    /// Whether an agent is working on a task in this state (it counts against capacity).
+    /// Whether an agent holds a task in this state (it counts against the agent's capacity).
     pub fn occupies_agent(self) -> bool {
         matches!(
             self,
-            TaskState::Assigned | TaskState::Running | TaskState::Planning | TaskState::PlanReview
+            TaskState::Assigned
+                | TaskState::Running
+                | TaskState::Planning
+                | TaskState::PlanReview
+                | TaskState::Review
+                | TaskState::NeedsHuman
         )
+    }
+
+    /// Whether the agent is working (so a dead agent's task goes back to the queue).
+    pub fn worked_on(self) -> bool {
+        matches!(
+            self,
+            TaskState::Assigned | TaskState::Running | TaskState::Planning
+        )
+    }
+
+    /// Whether nothing moves a task on from here (a failed task may still be retried).
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskState::Done | TaskState::Cancelled)
     }
 }
 
@@ -89,22 +113,197 @@ pub struct Task {
     pub spec: String,
     /// Urgency.
     pub priority: Priority,
-    /// What an agent must offer.
+    /// What an agent must (or should) offer.
     pub requirements: Capabilities,
-    /// Upstream tasks.
-    pub depends_on: Vec<Dependency>,
+    /// Upstream tasks and where each stands.
+    pub dependencies: Vec<Dependency>,
+    /// Keys its result promises, for downstream `input` dependencies.
+    pub contracts: Vec<String>,
+    /// Whether a plan must be approved before it runs.
+    pub require_plan_approval: bool,
+    /// An agent to prefer when one qualifies.
+    pub preferred_agent: Option<String>,
+    /// Times it was started.
+    pub attempts: u32,
+    /// Times it may be started in all.
+    pub max_attempts: u32,
     /// Where it is in its life.
     pub state: TaskState,
-    /// The agent it is assigned to, if any.
+    /// The agent holding it, if any.
     pub agent_id: Option<String>,
-    /// The result, once done.
-    pub result: Option<BTreeMap<String, CborValue>>,
+    /// Values received from `input` dependencies, by contract key.
+    pub inputs: Map,
+    /// The result, once done (or submitted for review).
+    pub result: Option<Map>,
     /// The error, once failed.
     pub error: Option<String>,
-    /// When it was created, ms since the Unix epoch.
+    /// Why it is blocked, while it is.
+    pub blocked_reason: Option<String>,
+    /// The last plan, question, answer or feedback exchanged about it.
+    pub note: Option<String>,
+    /// Times it became pending: names its assignment, so a decision resent is recognised.
+    pub generation: u32,
+    /// When it was created, ms since the Unix epoch (the creating message's time).
     pub created_at: u64,
-    /// When it last changed, ms since the Unix epoch.
+    /// When it last changed (the changing message's time).
     pub updated_at: u64,
+}
+
+/// A task as created, before any state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// Client-chosen id.
+    pub task_id: String,
+    /// Short title.
+    pub title: String,
+    /// What to do.
+    pub spec: String,
+    /// Urgency.
+    pub priority: Priority,
+    /// What an agent must (or should) offer.
+    pub requirements: Capabilities,
+    /// Upstream tasks (their state is ignored: every one starts waiting).
+    pub dependencies: Vec<Dependency>,
+    /// Keys its result promises.
+    pub contracts: Vec<String>,
+    /// Whether a plan must be approved before it runs.
+    pub require_plan_approval: bool,
+    /// An agent to prefer.
+    pub preferred_agent: Option<String>,
+    /// Times it may be started in all (`DEFAULT_MAX_ATTEMPTS` when unset).
+    pub max_attempts: Option<u32>,
+}
+
+/// What can happen to a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// A new task.
+    Create(NewTask),
+    /// The orchestrator gives it to an agent.
+    Assign {
+        /// The agent.
+        agent_id: String,
+    },
+    /// The agent begins (planning first, if a plan must be approved).
+    Start {
+        /// The agent.
+        agent_id: String,
+    },
+    /// The agent proposes a plan.
+    SubmitPlan {
+        /// The agent.
+        agent_id: String,
+        /// The plan.
+        plan: String,
+    },
+    /// A person accepts the plan.
+    ApprovePlan,
+    /// A person sends the plan back.
+    RejectPlan {
+        /// What to change.
+        feedback: String,
+    },
+    /// The agent asks a person for help.
+    RequestHelp {
+        /// The agent.
+        agent_id: String,
+        /// The question.
+        question: String,
+    },
+    /// A person answers.
+    Answer {
+        /// The answer.
+        answer: String,
+    },
+    /// The agent submits its result for review.
+    RequestReview {
+        /// The agent.
+        agent_id: String,
+        /// The result.
+        result: Map,
+    },
+    /// The reviewer accepts the result.
+    Approve,
+    /// The reviewer wants changes.
+    RequestRevision {
+        /// What to change.
+        feedback: String,
+    },
+    /// The agent finishes with a result.
+    Complete {
+        /// The result.
+        result: Map,
+    },
+    /// The work failed.
+    Fail {
+        /// Why.
+        error: String,
+    },
+    /// Call it off.
+    Cancel {
+        /// Why, if said.
+        reason: Option<String>,
+    },
+    /// Try a failed task again.
+    Retry,
+    /// Its agent went away: back to the queue.
+    Requeue {
+        /// The agent that had it.
+        agent_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Another upstream task.
+    AddDependency(Dependency),
+    /// An upstream task completed, with the contract value an `input` dependency receives.
+    ResolveDependency {
+        /// The upstream task.
+        upstream: String,
+        /// The contract value, if the dependency has a contract key and the result had it.
+        value: Option<Value>,
+    },
+    /// An upstream task failed, was cancelled, or lacked a contract value.
+    FailDependency {
+        /// The upstream task.
+        upstream: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Lines the agent's work printed (they do not change the task's state).
+    Output {
+        /// The agent.
+        agent_id: String,
+        /// The lines, in order.
+        lines: Vec<String>,
+    },
+}
+
+impl Command {
+    /// The command's name in refusals: its message type.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Create(_) => "task.created",
+            Command::Assign { .. } => "task.assigned",
+            Command::Start { .. } => "task.started",
+            Command::SubmitPlan { .. } => "task.plan_submitted",
+            Command::ApprovePlan => "task.plan_approved",
+            Command::RejectPlan { .. } => "task.plan_rejected",
+            Command::RequestHelp { .. } => "task.help_requested",
+            Command::Answer { .. } => "task.answered",
+            Command::RequestReview { .. } => "task.review_requested",
+            Command::Approve => "task.approved",
+            Command::RequestRevision { .. } => "task.revision_requested",
+            Command::Complete { .. } => "task.completed",
+            Command::Fail { .. } => "task.failed",
+            Command::Cancel { .. } => "task.cancelled",
+            Command::Retry => "task.retried",
+            Command::Requeue { .. } => "task.requeued",
+            Command::AddDependency(_) => "task.dependency_added",
+            Command::ResolveDependency { .. } => "task.dependency_resolved",
+            Command::FailDependency { .. } => "task.dependency_failed",
+            Command::Output { .. } => "task.output",
+        }
+    }
 }
 
 /// A notification to record because of a transition (an outbox row, written with the task).
@@ -124,10 +323,10 @@ pub struct NotificationDraft {
     pub dedupe_key: String,
 }
 
-/// The outcome of applying one message to a task.
+/// The outcome of applying one command to a task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskStep {
-    /// The task after the message.
+    /// The task after the command.
     pub task: Task,
     /// Notifications to record with it.
     pub notifications: Vec<NotificationDraft>,
@@ -135,99 +334,332 @@ pub struct TaskStep {
     pub effects: Vec<Effect>,
 }
 
-/// Applies `envelope` (a `task.*` message) to `task` (`None` if it does not exist yet).
-pub fn step(task: Option<&Task>, envelope: &Envelope, now: u64) -> Result<TaskStep, Refusal> {
-    if let Some(task) = task
-        && task.user != envelope.user
-    {
+/// A task built from `new` for `user` at `now`: blocked while any blocking dependency waits.
+fn create(new: &NewTask, user: &str, now: u64) -> Task {
+    let dependencies: Vec<Dependency> = new
+        .dependencies
+        .iter()
+        .map(|d| Dependency {
+            state: DependencyState::Waiting,
+            ..d.clone()
+        })
+        .collect();
+    let mut task = Task {
+        task_id: new.task_id.clone(),
+        user: user.to_owned(),
+        title: new.title.clone(),
+        spec: new.spec.clone(),
+        priority: new.priority,
+        requirements: new.requirements.clone(),
+        dependencies,
+        contracts: new.contracts.clone(),
+        require_plan_approval: new.require_plan_approval,
+        preferred_agent: new.preferred_agent.clone(),
+        attempts: 0,
+        max_attempts: new.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1),
+        state: TaskState::Blocked,
+        agent_id: None,
+        inputs: Map::new(),
+        result: None,
+        error: None,
+        blocked_reason: None,
+        note: None,
+        generation: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    unblock_if_ready(&mut task);
+    task
+}
+
+/// Moves a blocked task to pending once every blocking dependency is resolved; otherwise
+/// says why it waits.
+fn unblock_if_ready(task: &mut Task) -> bool {
+    if task.state != TaskState::Blocked {
+        return false;
+    }
+    let blocking: Vec<&Dependency> = task
+        .dependencies
+        .iter()
+        .filter(|d| d.kind.blocks() && d.state != DependencyState::Resolved)
+        .collect();
+    if blocking.is_empty() {
+        task.state = TaskState::Pending;
+        task.blocked_reason = None;
+        task.generation += 1;
+        return true;
+    }
+    let failed: Vec<String> = blocking
+        .iter()
+        .filter_map(|d| match &d.state {
+            DependencyState::Failed(reason) => Some(format!("upstream `{}` {reason}", d.upstream)),
+            _ => None,
+        })
+        .collect();
+    task.blocked_reason = Some(if failed.is_empty() {
+        let waiting: Vec<String> = blocking
+            .iter()
+            .map(|d| format!("`{}`", d.upstream))
+            .collect();
+        format!("waiting for {}", waiting.join(", "))
+    } else {
+        failed.join("; ")
+    });
+    false
+}
+
+/// Applies `command` from `user` at `now` (the message's time) to `task` (`None` if it does
+/// not exist yet).
+pub fn step(
+    task: Option<&Task>,
+    user: &str,
+    command: &Command,
+    now: u64,
+) -> Result<TaskStep, Refusal> {
+    let kind = command.name();
+    let Some(task) = task else {
+        let Command::Create(new) = command else {
+            return Err(Refusal(format!("{kind}: no such task")));
+        };
+        let task = create(new, user, now);
+        let mut effects = Vec::new();
+        if !task.dependencies.is_empty() {
+            effects.push(Effect::CheckUpstreams);
+        }
+        if task.state == TaskState::Pending {
+            effects.push(Effect::Assign);
+        }
+        return Ok(TaskStep {
+            task,
+            notifications: Vec::new(),
+            effects,
+        });
+    };
+    if task.user != user {
         return Err(Refusal(format!(
-            "task `{}` belongs to another user",
+            "{kind}: task `{}` belongs to another user",
             task.task_id
         )));
     }
-    let kind = envelope.type_name();
-    let unknown = || Refusal(format!("{kind}: no task `{}`", task_key(envelope)));
-    let mut notifications = Vec::new();
-    let mut effects = Vec::new();
-    let next = match (&envelope.message, task) {
-        (Message::TaskCreated(created), None) => {
-            effects.push(Effect::Assign);
-            Task {
-                task_id: created.task_id.clone(),
-                user: envelope.user.clone(),
-                title: created.title.clone(),
-                spec: created.spec.clone(),
-                priority: created.priority,
-                requirements: created.requirements.clone(),
-                depends_on: created.depends_on.clone(),
-                state: TaskState::Pending,
-                agent_id: None,
-                result: None,
-                error: None,
-                created_at: now,
-                updated_at: now,
-            }
-        }
-        (Message::TaskCreated(created), Some(_)) => {
-            return Err(Refusal(format!(
-                "task.created: task `{}` already exists",
-                created.task_id
-            )));
-        }
-        (Message::TaskAssigned(assigned), Some(task)) => {
-            expect_state(task, kind, &[TaskState::Pending])?;
-            Task {
-                state: TaskState::Assigned,
-                agent_id: Some(assigned.agent_id.clone()),
-                updated_at: now,
-                ..task.clone()
-            }
-        }
-        (Message::TaskStarted(started), Some(task)) => {
-            expect_state(task, kind, &[TaskState::Assigned])?;
-            expect_agent(task, kind, &started.agent_id)?;
-            Task {
-                state: TaskState::Running,
-                updated_at: now,
-                ..task.clone()
-            }
-        }
-        (Message::TaskCompleted(completed), Some(task)) => {
-            expect_state(task, kind, &[TaskState::Running])?;
-            effects.push(Effect::Assign);
-            notifications.push(finished(task, "done"));
-            Task {
-                state: TaskState::Done,
-                result: Some(completed.result.clone()),
-                updated_at: now,
-                ..task.clone()
-            }
-        }
-        (Message::TaskFailed(failed), Some(task)) => {
-            expect_state(task, kind, &[TaskState::Assigned, TaskState::Running])?;
-            effects.push(Effect::Assign);
-            notifications.push(finished(task, "failed"));
-            Task {
-                state: TaskState::Failed,
-                error: Some(failed.error.clone()),
-                updated_at: now,
-                ..task.clone()
-            }
-        }
-        (
-            Message::TaskAssigned(_)
-            | Message::TaskStarted(_)
-            | Message::TaskCompleted(_)
-            | Message::TaskFailed(_),
-            None,
-        ) => return Err(unknown()),
-        (other, _) => {
-            return Err(Refusal(format!(
-                "`{}` is not a task message",
-                other.type_name()
-            )));
-        }
+    let mut next = Task {
+        updated_at: now,
+        ..task.clone()
     };
+    let mut effects = Vec::new();
+    let mut notifications = Vec::new();
+    let expect = |allowed: &[TaskState]| expect_state(task, kind, allowed);
+    let expect_agent = |agent_id: &str| expect_agent(task, kind, agent_id);
+    match command {
+        Command::Create(_) => {
+            return Err(Refusal(format!(
+                "{kind}: task `{}` already exists",
+                task.task_id
+            )));
+        }
+        Command::Assign { agent_id } => {
+            expect(&[TaskState::Pending])?;
+            next.state = TaskState::Assigned;
+            next.agent_id = Some(agent_id.clone());
+            effects.push(Effect::NotifyAgent(agent_id.clone()));
+        }
+        Command::Start { agent_id } => {
+            expect(&[TaskState::Assigned])?;
+            expect_agent(agent_id)?;
+            next.attempts += 1;
+            next.state = if task.require_plan_approval {
+                TaskState::Planning
+            } else {
+                TaskState::Running
+            };
+        }
+        Command::SubmitPlan { agent_id, plan } => {
+            expect(&[TaskState::Planning])?;
+            expect_agent(agent_id)?;
+            next.state = TaskState::PlanReview;
+            next.note = Some(plan.clone());
+        }
+        Command::ApprovePlan => {
+            expect(&[TaskState::PlanReview])?;
+            next.state = TaskState::Running;
+            effects.extend(task.agent_id.clone().map(Effect::NotifyAgent));
+        }
+        Command::RejectPlan { feedback } => {
+            expect(&[TaskState::PlanReview])?;
+            next.state = TaskState::Planning;
+            next.note = Some(feedback.clone());
+            effects.extend(task.agent_id.clone().map(Effect::NotifyAgent));
+        }
+        Command::RequestHelp { agent_id, question } => {
+            expect(&[TaskState::Running])?;
+            expect_agent(agent_id)?;
+            next.state = TaskState::NeedsHuman;
+            next.note = Some(question.clone());
+            notifications.push(notice(task, "needs help", "needs_human", now));
+        }
+        Command::Answer { answer } => {
+            expect(&[TaskState::NeedsHuman])?;
+            next.state = TaskState::Running;
+            next.note = Some(answer.clone());
+            effects.extend(task.agent_id.clone().map(Effect::NotifyAgent));
+        }
+        Command::RequestReview { agent_id, result } => {
+            expect(&[TaskState::Running])?;
+            expect_agent(agent_id)?;
+            check_contracts(task, kind, result)?;
+            next.state = TaskState::Review;
+            next.result = Some(result.clone());
+        }
+        Command::Approve => {
+            expect(&[TaskState::Review])?;
+            next.state = TaskState::Done;
+            let result = task.result.clone().unwrap_or_default();
+            finish(
+                &mut effects,
+                &mut notifications,
+                task,
+                "done",
+                Finished::Completed(result),
+                now,
+            );
+        }
+        Command::RequestRevision { feedback } => {
+            expect(&[TaskState::Review])?;
+            next.state = TaskState::Running;
+            next.note = Some(feedback.clone());
+            effects.extend(task.agent_id.clone().map(Effect::NotifyAgent));
+        }
+        Command::Complete { result } => {
+            expect(&[TaskState::Running])?;
+            check_contracts(task, kind, result)?;
+            next.state = TaskState::Done;
+            next.result = Some(result.clone());
+            finish(
+                &mut effects,
+                &mut notifications,
+                task,
+                "done",
+                Finished::Completed(result.clone()),
+                now,
+            );
+        }
+        Command::Fail { error } => {
+            expect(&[TaskState::Assigned, TaskState::Running, TaskState::Planning])?;
+            next.state = TaskState::Failed;
+            next.error = Some(error.clone());
+            finish(
+                &mut effects,
+                &mut notifications,
+                task,
+                "failed",
+                Finished::Failed(error.clone()),
+                now,
+            );
+        }
+        Command::Cancel { reason } => {
+            if task.state.is_final() {
+                return Err(Refusal(format!(
+                    "{kind}: task `{}` is {}, which is final",
+                    task.task_id,
+                    task.state.as_str()
+                )));
+            }
+            next.state = TaskState::Cancelled;
+            next.error = reason.clone();
+            effects.extend(task.agent_id.clone().map(Effect::NotifyAgent));
+            finish(
+                &mut effects,
+                &mut notifications,
+                task,
+                "cancelled",
+                Finished::Cancelled,
+                now,
+            );
+        }
+        Command::Retry => {
+            expect(&[TaskState::Failed])?;
+            if task.attempts >= task.max_attempts {
+                return Err(Refusal(format!(
+                    "{kind}: task `{}` used all {} attempts",
+                    task.task_id, task.max_attempts
+                )));
+            }
+            next.state = TaskState::Pending;
+            next.agent_id = None;
+            next.error = None;
+            next.generation += 1;
+            effects.push(Effect::Assign);
+        }
+        Command::Requeue { agent_id, reason } => {
+            if !task.state.worked_on() || task.agent_id.as_deref() != Some(agent_id) {
+                return Err(Refusal(format!(
+                    "{kind}: task `{}` is {} with `{}`, not being worked on by `{agent_id}`",
+                    task.task_id,
+                    task.state.as_str(),
+                    task.agent_id.as_deref().unwrap_or("nobody")
+                )));
+            }
+            next.state = TaskState::Pending;
+            next.agent_id = None;
+            next.note = Some(reason.clone());
+            next.generation += 1;
+            effects.push(Effect::Assign);
+        }
+        Command::AddDependency(dependency) => {
+            expect(&[TaskState::Pending, TaskState::Blocked])?;
+            if dependency.upstream == task.task_id {
+                return Err(Refusal(format!(
+                    "{kind}: task `{}` cannot depend on itself",
+                    task.task_id
+                )));
+            }
+            if task
+                .dependencies
+                .iter()
+                .any(|d| d.upstream == dependency.upstream)
+            {
+                return Err(Refusal(format!(
+                    "{kind}: task `{}` already depends on `{}`",
+                    task.task_id, dependency.upstream
+                )));
+            }
+            next.dependencies.push(Dependency {
+                state: DependencyState::Waiting,
+                ..dependency.clone()
+            });
+            if dependency.kind.blocks() {
+                next.state = TaskState::Blocked;
+                unblock_if_ready(&mut next);
+            }
+            effects.push(Effect::CheckUpstreams);
+        }
+        Command::ResolveDependency { upstream, value } => {
+            let dependency = dependency_mut(&mut next, kind, upstream)?;
+            match (&dependency.contract_key, value) {
+                (Some(key), None) => {
+                    dependency.state =
+                        DependencyState::Failed(format!("completed without contract `{key}`"));
+                }
+                (Some(key), Some(value)) => {
+                    dependency.state = DependencyState::Resolved;
+                    let key = key.clone();
+                    next.inputs.insert(key, value.clone());
+                }
+                (None, _) => dependency.state = DependencyState::Resolved,
+            }
+            if unblock_if_ready(&mut next) {
+                effects.push(Effect::Assign);
+            }
+        }
+        Command::FailDependency { upstream, reason } => {
+            dependency_mut(&mut next, kind, upstream)?.state =
+                DependencyState::Failed(reason.clone());
+            unblock_if_ready(&mut next);
+        }
+        Command::Output { agent_id, .. } => {
+            expect_agent(agent_id)?;
+            next.updated_at = task.updated_at;
+        }
+    }
     Ok(TaskStep {
         task: next,
         notifications,
@@ -235,8 +667,57 @@ pub fn step(task: Option<&Task>, envelope: &Envelope, now: u64) -> Result<TaskSt
     })
 }
 
-fn task_key(envelope: &Envelope) -> &str {
-    envelope.key.strip_prefix("task/").unwrap_or(&envelope.key)
+fn dependency_mut<'t>(
+    task: &'t mut Task,
+    kind: &str,
+    upstream: &str,
+) -> Result<&'t mut Dependency, Refusal> {
+    let id = task.task_id.clone();
+    task.dependencies
+        .iter_mut()
+        .find(|d| d.upstream == upstream)
+        .ok_or_else(|| {
+            Refusal(format!(
+                "{kind}: task `{id}` does not depend on `{upstream}`"
+            ))
+        })
+}
+
+/// Refuses a result that lacks a promised contract key.
+fn check_contracts(task: &Task, kind: &str, result: &Map) -> Result<(), Refusal> {
+    match task.contracts.iter().find(|key| !result.contains_key(*key)) {
+        None => Ok(()),
+        Some(key) => Err(Refusal(format!(
+            "{kind}: task `{}` promised contract `{key}`, which the result lacks",
+            task.task_id
+        ))),
+    }
+}
+
+/// The effects of a task finishing: its dependents hear of it, its agent has room again, and
+/// its owner is told.
+fn finish(
+    effects: &mut Vec<Effect>,
+    notifications: &mut Vec<NotificationDraft>,
+    task: &Task,
+    outcome: &str,
+    finished: Finished,
+    now: u64,
+) {
+    effects.push(Effect::Cascade(finished));
+    effects.push(Effect::Assign);
+    notifications.push(notice(task, outcome, "finished", now));
+}
+
+fn notice(task: &Task, outcome: &str, topic: &str, _now: u64) -> NotificationDraft {
+    NotificationDraft {
+        user: task.user.clone(),
+        channel: "default".into(),
+        to: task.user.clone(),
+        subject: format!("task {} {outcome}", task.task_id),
+        text: format!("{} ({outcome})", task.title),
+        dedupe_key: format!("task/{}/{topic}/{}", task.task_id, task.generation),
+    }
 }
 
 fn expect_state(task: &Task, kind: &str, allowed: &[TaskState]) -> Result<(), Refusal> {
@@ -263,130 +744,44 @@ fn expect_agent(task: &Task, kind: &str, agent_id: &str) -> Result<(), Refusal> 
     )))
 }
 
-fn finished(task: &Task, outcome: &str) -> NotificationDraft {
-    NotificationDraft {
-        user: task.user.clone(),
-        channel: "default".into(),
-        to: task.user.clone(),
-        subject: format!("task {} {outcome}", task.task_id),
-        text: format!("{} ({outcome})", task.title),
-        dedupe_key: format!("task/{}/finished", task.task_id),
+impl Task {
+    /// How it finished, if it has.
+    pub fn finished(&self) -> Option<Finished> {
+        match self.state {
+            TaskState::Done => Some(Finished::Completed(self.result.clone().unwrap_or_default())),
+            TaskState::Failed => Some(Finished::Failed(
+                self.error
+                    .clone()
+                    .unwrap_or_else(|| "no reason given".into()),
+            )),
+            TaskState::Cancelled => Some(Finished::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// What an upstream task's finishing means for one dependency on it: the command the
+/// dependent task applies.
+pub fn resolution(dependency: &Dependency, upstream: &str, finished: &Finished) -> Command {
+    let upstream = upstream.to_owned();
+    match finished {
+        Finished::Completed(result) => Command::ResolveDependency {
+            value: dependency
+                .contract_key
+                .as_ref()
+                .and_then(|key| result.get(key).cloned()),
+            upstream,
+        },
+        Finished::Failed(error) => Command::FailDependency {
+            upstream,
+            reason: format!("failed: {error}"),
+        },
+        Finished::Cancelled => Command::FailDependency {
+            upstream,
+            reason: "was cancelled".into(),
+        },
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use schemas::{TaskAssigned, TaskCompleted, TaskCreated, TaskFailed, TaskStarted};
-
-    fn env(message: Message) -> Envelope {
-        Envelope::new("m", "test", 0, "u1", message)
-    }
-
-    fn created() -> Message {
-        Message::TaskCreated(TaskCreated {
-            task_id: "t1".into(),
-            title: "compile".into(),
-            spec: "cargo build".into(),
-            priority: Priority::Normal,
-            requirements: Capabilities::default(),
-            depends_on: vec![],
-        })
-    }
-
-    fn assigned(agent: &str) -> Message {
-        Message::TaskAssigned(TaskAssigned {
-            task_id: "t1".into(),
-            agent_id: agent.into(),
-        })
-    }
-
-    fn started(agent: &str) -> Message {
-        Message::TaskStarted(TaskStarted {
-            task_id: "t1".into(),
-            agent_id: agent.into(),
-        })
-    }
-
-    /// Runs `messages` from nothing; returns the final task or the first refusal.
-    fn run(messages: Vec<Message>) -> Result<TaskStep, String> {
-        let mut task: Option<Task> = None;
-        let mut last = None;
-        for (i, m) in messages.into_iter().enumerate() {
-            let s = step(task.as_ref(), &env(m), i as u64).map_err(|r| r.0)?;
-            task = Some(s.task.clone());
-            last = Some(s);
-        }
-        last.ok_or_else(|| "no messages".into())
-    }
-
-    #[test]
-    fn happy_path_ends_done_with_a_notification() {
-        let completed = Message::TaskCompleted(TaskCompleted {
-            task_id: "t1".into(),
-            result: BTreeMap::new(),
-        });
-        let s = run(vec![created(), assigned("a1"), started("a1"), completed]).unwrap();
-        assert_eq!(s.task.state, TaskState::Done);
-        assert_eq!(s.task.agent_id.as_deref(), Some("a1"));
-        assert_eq!(s.notifications.len(), 1);
-        assert_eq!(s.notifications[0].dedupe_key, "task/t1/finished");
-        assert_eq!(s.effects, vec![Effect::Assign]);
-    }
-
-    #[test]
-    fn failure_records_the_error() {
-        let failed = Message::TaskFailed(TaskFailed {
-            task_id: "t1".into(),
-            error: "exit 2".into(),
-        });
-        let s = run(vec![created(), assigned("a1"), failed]).unwrap();
-        assert_eq!(
-            (s.task.state, s.task.error.as_deref()),
-            (TaskState::Failed, Some("exit 2"))
-        );
-    }
-
-    #[test]
-    fn refusals_name_the_states() {
-        assert_eq!(
-            run(vec![created(), started("a1")]).unwrap_err(),
-            "task.started: task `t1` is pending, but must be assigned"
-        );
-        assert_eq!(
-            run(vec![created(), assigned("a1"), started("a2")]).unwrap_err(),
-            "task.started: task `t1` is assigned to `a1`, not `a2`"
-        );
-        assert_eq!(
-            run(vec![created(), created()]).unwrap_err(),
-            "task.created: task `t1` already exists"
-        );
-        assert_eq!(
-            run(vec![assigned("a1")]).unwrap_err(),
-            "task.assigned: no task `t1`"
-        );
-        assert_eq!(
-            run(vec![created(), assigned("a1"), assigned("a1")]).unwrap_err(),
-            "task.assigned: task `t1` is assigned, but must be pending"
-        );
-    }
-
-    #[test]
-    fn another_users_message_is_refused() {
-        let task = step(None, &env(created()), 0).unwrap().task;
-        let foreign = Envelope::new("m2", "test", 0, "u2", assigned("a1"));
-        assert!(
-            step(Some(&task), &foreign, 1)
-                .unwrap_err()
-                .0
-                .contains("another user")
-        );
-    }
-
-    #[test]
-    fn state_names_round_trip() {
-        for s in TaskState::ALL {
-            assert_eq!(TaskState::parse(s.as_str()), Some(s));
-        }
-    }
-}
+mod tests;

@@ -1,9 +1,8 @@
 //! Conversions between domain values and their stored text forms.
 
-use std::collections::BTreeMap;
+use serde_json::{Value as Json, json};
 
-use schemas::{Capabilities, CborValue, Dependency, DependencyKind, Priority};
-use serde_json::{Map, Value as Json, json};
+use crate::domain::{Capabilities, DependencyState, Map};
 
 /// Capabilities as a JSON object of lists.
 pub(crate) fn capabilities_to_text(caps: &Capabilities) -> String {
@@ -20,17 +19,7 @@ pub(crate) fn capabilities_to_text(caps: &Capabilities) -> String {
 /// Reads what `capabilities_to_text` wrote; missing or damaged lists read as empty.
 pub(crate) fn capabilities_from_text(text: &str) -> Capabilities {
     let json: Json = serde_json::from_str(text).unwrap_or(Json::Null);
-    let list = |name: &str| -> Vec<String> {
-        json.get(name)
-            .and_then(Json::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let list = |name: &str| list_from_json(json.get(name));
     Capabilities {
         repos: list("repos"),
         languages: list("languages"),
@@ -40,82 +29,52 @@ pub(crate) fn capabilities_from_text(text: &str) -> Capabilities {
     }
 }
 
-/// The JSON form of a CBOR value: byte strings become hex text, tags are dropped.
-pub fn cbor_to_json(value: &CborValue) -> Json {
-    match value {
-        CborValue::Null => Json::Null,
-        CborValue::Bool(b) => Json::Bool(*b),
-        CborValue::Integer(i) => i64::try_from(*i)
-            .map(Json::from)
-            .or_else(|_| u64::try_from(*i).map(Json::from))
-            .unwrap_or_else(|_| Json::String(i.to_string())),
-        CborValue::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-        CborValue::Bytes(b) => Json::String(hex::encode(b)),
-        CborValue::Text(t) => Json::String(t.clone()),
-        CborValue::Array(items) => Json::Array(items.iter().map(cbor_to_json).collect()),
-        CborValue::Map(map) => Json::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        CborValue::Text(t) => t.clone(),
-                        other => cbor_to_json(other).to_string(),
-                    };
-                    (key, cbor_to_json(v))
-                })
-                .collect(),
-        ),
-        CborValue::Tag(_, inner) => cbor_to_json(inner),
-        _ => Json::Null,
-    }
+fn list_from_json(json: Option<&Json>) -> Vec<String> {
+    json.and_then(Json::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
-/// A task result as JSON text.
-pub(crate) fn result_to_text(result: &BTreeMap<String, CborValue>) -> String {
-    Json::Object(
-        result
-            .iter()
-            .map(|(k, v)| (k.clone(), cbor_to_json(v)))
-            .collect::<Map<_, _>>(),
-    )
-    .to_string()
+/// A list of names as JSON text.
+pub(crate) fn list_to_text(list: &[String]) -> String {
+    json!(list).to_string()
 }
 
-/// Reads a stored task result back (as CBOR values, through JSON).
-pub(crate) fn result_from_text(text: &str) -> BTreeMap<String, CborValue> {
+/// Reads what `list_to_text` wrote.
+pub(crate) fn list_from_text(text: &str) -> Vec<String> {
+    list_from_json(serde_json::from_str::<Json>(text).ok().as_ref())
+}
+
+/// A map of values as JSON text.
+pub(crate) fn map_to_text(map: &Map) -> String {
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
+}
+
+/// Reads what `map_to_text` wrote; damaged text reads as empty.
+pub(crate) fn map_from_text(text: &str) -> Map {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-pub(crate) fn priority_from_text(text: &str) -> Priority {
-    match text {
-        "low" => Priority::Low,
-        "high" => Priority::High,
-        "urgent" => Priority::Urgent,
-        _ => Priority::Normal,
+/// A dependency's state as its stored name and reason.
+pub(crate) fn dependency_state_to_text(state: &DependencyState) -> (&'static str, Option<String>) {
+    match state {
+        DependencyState::Waiting => ("waiting", None),
+        DependencyState::Resolved => ("resolved", None),
+        DependencyState::Failed(reason) => ("failed", Some(reason.clone())),
     }
 }
 
-pub(crate) fn dependency_kind_to_text(kind: DependencyKind) -> &'static str {
-    match kind {
-        DependencyKind::Blocks => "blocks",
-        DependencyKind::Input => "input",
-        DependencyKind::Related => "related",
-    }
-}
-
-pub(crate) fn dependency_from_row(
-    task_id: String,
-    kind: &str,
-    contract_key: Option<String>,
-) -> Dependency {
-    let kind = match kind {
-        "input" => DependencyKind::Input,
-        "related" => DependencyKind::Related,
-        _ => DependencyKind::Blocks,
-    };
-    Dependency {
-        task_id,
-        kind,
-        contract_key,
+/// Reads what `dependency_state_to_text` wrote.
+pub(crate) fn dependency_state_from_text(state: &str, reason: Option<String>) -> DependencyState {
+    match state {
+        "resolved" => DependencyState::Resolved,
+        "failed" => DependencyState::Failed(reason.unwrap_or_default()),
+        _ => DependencyState::Waiting,
     }
 }
 
@@ -124,7 +83,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capabilities_survive_storage() {
+    fn values_survive_storage() {
         let caps = Capabilities {
             languages: vec!["rust".into()],
             tags: vec!["x".into()],
@@ -132,21 +91,11 @@ mod tests {
         };
         assert_eq!(capabilities_from_text(&capabilities_to_text(&caps)), caps);
         assert_eq!(capabilities_from_text("garbage"), Capabilities::default());
-    }
-
-    #[test]
-    fn cbor_becomes_plain_json() {
-        let value = CborValue::Map(BTreeMap::from([
-            (
-                CborValue::Text("b".into()),
-                CborValue::Bytes(vec![0xab, 0x01]),
-            ),
-            (CborValue::Text("n".into()), CborValue::Integer(-3)),
-            (CborValue::Text("f".into()), CborValue::Float(f64::NAN)),
-        ]));
-        assert_eq!(
-            cbor_to_json(&value),
-            json!({"b": "ab01", "n": -3, "f": null})
-        );
+        let map = Map::from([("k".into(), json!([1, {"a": null}]))]);
+        assert_eq!(map_from_text(&map_to_text(&map)), map);
+        assert_eq!(list_from_text(&list_to_text(&["a".into()])), ["a"]);
+        let failed = DependencyState::Failed("why".into());
+        let (name, reason) = dependency_state_to_text(&failed);
+        assert_eq!(dependency_state_from_text(name, reason), failed);
     }
 }

@@ -20,6 +20,15 @@ pub mod tasks {
         pub error: Option<String>,
         pub created_at: i64,
         pub updated_at: i64,
+        pub contracts: String,
+        pub require_plan_approval: bool,
+        pub preferred_agent: Option<String>,
+        pub attempts: i32,
+        pub max_attempts: i32,
+        pub inputs: String,
+        pub blocked_reason: Option<String>,
+        pub note: Option<String>,
+        pub generation: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -41,6 +50,8 @@ pub mod task_dependencies {
         pub depends_on: String,
         pub kind: String,
         pub contract_key: Option<String>,
+        pub state: String,
+        pub reason: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -152,6 +163,7 @@ pub mod activity {
         pub message_id: String,
         pub kind: String,
         pub at: i64,
+        pub user: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -175,6 +187,67 @@ pub mod cluster_members {
         pub partitions: String,
         pub started_at: i64,
         pub seen_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod assignments {
+    //! The `assignments` table: the orchestrator's decisions, one per task and generation.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "assignments")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub task_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub generation: i32,
+        pub agent_id: String,
+        pub decided_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod refusals {
+    //! The `refusals` table: why the domain refused a message, for the caller waiting on it.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "refusals")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: String,
+        pub reason: String,
+        pub at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod task_output {
+    //! The `task_output` table: lines a worker printed while on a task.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task_output")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub task_id: String,
+        pub agent_id: String,
+        pub line: String,
+        pub at: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

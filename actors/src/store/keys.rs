@@ -2,6 +2,9 @@
 
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+/// Hex digits of a key's hash that name it (for revoking), without revealing it.
+const KEY_ID_LEN: usize = 16;
 use sha2::{Digest, Sha256};
 
 use super::entities::api_keys;
@@ -19,7 +22,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// The role's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::User => "user",
@@ -27,7 +31,8 @@ impl Role {
         }
     }
 
-    fn parse(text: &str) -> Option<Role> {
+    /// The role named `text`, if any.
+    pub fn parse(text: &str) -> Option<Role> {
         [Role::Admin, Role::User, Role::Agent]
             .into_iter()
             .find(|r| r.as_str() == text)
@@ -64,16 +69,18 @@ pub fn new_token() -> Result<String, StoreError> {
 }
 
 impl Store {
-    /// Stores the hash of `token` as a key for `user` with `role`.
+    /// Stores the hash of `token` as a key for `user` with `role`; returns the key's id.
     pub async fn add_key(
         &self,
         token: &str,
         user: &str,
         role: Role,
         agent_id: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<String, StoreError> {
+        let key_hash = hash(token);
+        let key_id = key_hash[..KEY_ID_LEN].to_owned();
         api_keys::Entity::insert(api_keys::ActiveModel {
-            key_hash: Set(hash(token)),
+            key_hash: Set(key_hash),
             user: Set(user.to_owned()),
             role: Set(role.as_str().to_owned()),
             agent_id: Set(agent_id.map(str::to_owned)),
@@ -81,7 +88,19 @@ impl Store {
         })
         .exec_without_returning(self.connection())
         .await?;
-        Ok(())
+        Ok(key_id)
+    }
+
+    /// Deletes the key whose id is `key_id`; whether there was one.
+    pub async fn revoke_key(&self, key_id: &str) -> Result<bool, StoreError> {
+        if key_id.len() != KEY_ID_LEN || !key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(false);
+        }
+        let deleted = api_keys::Entity::delete_many()
+            .filter(api_keys::Column::KeyHash.starts_with(key_id.to_ascii_lowercase()))
+            .exec(self.connection())
+            .await?;
+        Ok(deleted.rows_affected > 0)
     }
 
     /// Whether any admin key exists.

@@ -1,31 +1,35 @@
 //! Persistence: the current state of tasks, agents and notifications, on SQLite or PostgreSQL.
 //!
 //! Every applied message is written in one transaction together with its id in
-//! `processed_messages`, so a redelivered message is recognised and changes nothing.
+//! `processed_messages` and a row of the activity log, so a redelivered message is recognised
+//! and changes nothing, and one applied twice would show.
 
+mod agents;
 mod batch;
 mod convert;
 #[allow(missing_docs)] // sea-orm derives the columns, relations and active models
 pub mod entities;
 pub mod keys;
+mod members;
+mod orchestration;
+mod tasks;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TryInsertResult,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TryInsertResult,
 };
 
-pub use convert::cbor_to_json;
-use entities::{
-    activity, agents, cluster_members, notifications, processed_messages, task_dependencies, tasks,
-};
+use entities::{activity, notifications, processed_messages, refusals};
 
-use crate::domain::agent::Agent;
-use crate::domain::assign::{Candidate, PendingTask};
-use crate::domain::task::{NotificationDraft, Task, TaskState};
+use crate::domain::task::NotificationDraft;
+
+pub use members::Member;
+pub use orchestration::{Cascade, Outcome};
+pub use tasks::{TaskFilter, TaskPage};
 
 /// A database failure; transient as far as callers can tell, so the message is retried.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -47,25 +51,6 @@ pub enum Applied {
     Duplicate,
 }
 
-/// A node of the cluster as it last recorded itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    /// The node's configured id.
-    pub node_id: String,
-    /// A random id of the running process, telling two nodes with one id apart.
-    pub instance: String,
-    /// Its HTTP address.
-    pub http: String,
-    /// Its gRPC address.
-    pub grpc: String,
-    /// The events topic's partitions it owns.
-    pub partitions: Vec<u32>,
-    /// When it started, ms since the Unix epoch.
-    pub started_at: u64,
-    /// When it last recorded itself.
-    pub seen_at: u64,
-}
-
 /// The message a state write applies, as the activity log records it.
 #[derive(Debug, Clone, Copy)]
 pub struct AppliedMessage<'a> {
@@ -77,6 +62,8 @@ pub struct AppliedMessage<'a> {
     pub kind: &'a str,
     /// Its time (the producer's clock), ms since the Unix epoch.
     pub time: u64,
+    /// The user it acts for.
+    pub user: &'a str,
 }
 
 impl AppliedMessage<'_> {
@@ -86,18 +73,27 @@ impl AppliedMessage<'_> {
             message_id: Set(self.id.to_owned()),
             kind: Set(self.kind.to_owned()),
             at: Set(self.time as i64),
+            user: Set(self.user.to_owned()),
             ..Default::default()
         }
     }
 }
 
-/// A page of tasks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskPage {
-    /// The tasks of this page.
-    pub tasks: Vec<Task>,
-    /// Pass back to get the next page; `None` on the last.
-    pub next: Option<String>,
+/// One row of the activity log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityRow {
+    /// Its position in the log.
+    pub id: i64,
+    /// The entity (routing key).
+    pub entity: String,
+    /// The applied message's id.
+    pub message_id: String,
+    /// The applied message's type.
+    pub kind: String,
+    /// The message's time, ms since the Unix epoch.
+    pub at: u64,
+    /// The user it acted for.
+    pub user: String,
 }
 
 /// A recorded notification, as listed.
@@ -170,48 +166,6 @@ impl Store {
         )
     }
 
-    /// The task `task_id`, if it exists.
-    pub async fn task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
-        let Some(row) = tasks::Entity::find_by_id(task_id.to_owned())
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let deps = task_dependencies::Entity::find()
-            .filter(task_dependencies::Column::TaskId.eq(task_id))
-            .all(&self.db)
-            .await?;
-        Ok(Some(task_from_row(row, deps)))
-    }
-
-    /// Persists `task` as the effect of `message`, with the notifications it caused and a
-    /// line in the task's activity log.
-    pub async fn save_task(
-        &self,
-        message: &AppliedMessage<'_>,
-        task: &Task,
-        created: bool,
-        notifications: &[NotificationDraft],
-    ) -> Result<Applied, StoreError> {
-        let (task, notifications) = (task.clone(), notifications.to_vec());
-        let activity = message.activity();
-        let cause = message.id.to_owned();
-        self.save_once(message.id, move |txn| {
-            Box::pin(async move {
-                upsert_task(txn, &task, created).await?;
-                for draft in &notifications {
-                    insert_notification(txn, &cause, draft).await?;
-                }
-                activity::Entity::insert(activity)
-                    .exec_without_returning(txn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
     /// The message ids in an entity's activity log (`task/t1`, say), oldest first; a message
     /// applied twice would show twice.
     pub async fn activity(&self, entity: &str) -> Result<Vec<String>, StoreError> {
@@ -223,6 +177,50 @@ impl Store {
             .into_iter()
             .map(|a| a.message_id)
             .collect())
+    }
+
+    /// Up to `limit` activity rows after position `after`, of one entity or one user (or all).
+    pub async fn activity_after(
+        &self,
+        after: i64,
+        entity: Option<&str>,
+        user: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<ActivityRow>, StoreError> {
+        let mut query = activity::Entity::find()
+            .filter(activity::Column::Id.gt(after))
+            .order_by_asc(activity::Column::Id)
+            .limit(limit);
+        if let Some(entity) = entity {
+            query = query.filter(activity::Column::Entity.eq(entity));
+        }
+        if let Some(user) = user {
+            query = query.filter(activity::Column::User.eq(user));
+        }
+        Ok(query
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|a| ActivityRow {
+                id: a.id,
+                entity: a.entity,
+                message_id: a.message_id,
+                kind: a.kind,
+                at: a.at.max(0) as u64,
+                user: a.user,
+            })
+            .collect())
+    }
+
+    /// The last position of the activity log (0 when empty).
+    pub async fn activity_end(&self) -> Result<i64, StoreError> {
+        let last = activity::Entity::find()
+            .select_only()
+            .column_as(activity::Column::Id.max(), "last")
+            .into_tuple::<Option<i64>>()
+            .one(&self.db)
+            .await?;
+        Ok(last.flatten().unwrap_or(0))
     }
 
     /// Message ids that appear more than once in the activity log: messages applied twice.
@@ -238,58 +236,46 @@ impl Store {
         Ok(rows)
     }
 
-    /// The agent `agent_id`, if registered.
-    pub async fn agent(&self, agent_id: &str) -> Result<Option<Agent>, StoreError> {
-        Ok(agents::Entity::find_by_id(agent_id.to_owned())
-            .one(&self.db)
-            .await?
-            .map(agent_from_row))
-    }
-
-    /// Persists `agent` as the effect of `message`, with a line in its activity log.
-    pub async fn save_agent(
+    /// Records a requested notification as the effect of `message`.
+    pub async fn save_notification(
         &self,
         message: &AppliedMessage<'_>,
-        agent: &Agent,
+        draft: &NotificationDraft,
     ) -> Result<Applied, StoreError> {
-        let row = agent_to_row(agent);
-        let activity = message.activity();
+        let (cause, draft) = (message.id.to_owned(), draft.clone());
+        let (activity, at) = (message.activity(), message.time);
         self.save_once(message.id, move |txn| {
             Box::pin(async move {
-                agents::Entity::insert(row)
-                    .on_conflict(
-                        OnConflict::column(agents::Column::AgentId)
-                            .update_columns([
-                                agents::Column::Name,
-                                agents::Column::Capabilities,
-                                agents::Column::MaxConcurrent,
-                                agents::Column::Status,
-                                agents::Column::LastHeartbeat,
-                            ])
-                            .to_owned(),
-                    )
-                    .exec_without_returning(txn)
-                    .await?;
-                activity::Entity::insert(activity)
-                    .exec_without_returning(txn)
-                    .await?;
-                Ok(())
+                insert_notification(txn, &cause, &draft, at).await?;
+                insert_activity(txn, activity).await
             })
         })
         .await
     }
 
-    /// Records a requested notification as the effect of message `message_id`.
-    pub async fn save_notification(
-        &self,
-        message_id: &str,
-        draft: &NotificationDraft,
-    ) -> Result<Applied, StoreError> {
-        let (cause, draft) = (message_id.to_owned(), draft.clone());
-        self.save_once(message_id, move |txn| {
-            Box::pin(async move { insert_notification(txn, &cause, &draft).await })
-        })
-        .await
+    /// Records that the domain refused message `message_id`, and why.
+    pub async fn record_refusal(&self, message_id: &str, reason: &str) -> Result<(), StoreError> {
+        let row = refusals::ActiveModel {
+            message_id: Set(message_id.to_owned()),
+            reason: Set(reason.to_owned()),
+            at: Set(now_ms() as i64),
+        };
+        refusals::Entity::insert(row)
+            .on_conflict_do_nothing()
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether message `message_id` was applied or refused, once either happened.
+    pub async fn outcome(&self, message_id: &str) -> Result<Option<Outcome>, StoreError> {
+        if self.is_processed(message_id).await? {
+            return Ok(Some(Outcome::Applied));
+        }
+        Ok(refusals::Entity::find_by_id(message_id.to_owned())
+            .one(&self.db)
+            .await?
+            .map(|r| Outcome::Refused(r.reason)))
     }
 
     /// Runs `write` with the next batch of state writes, unless message `message_id` was
@@ -312,61 +298,6 @@ impl Store {
             .await
     }
 
-    /// Records (or refreshes) a cluster member.
-    pub async fn record_member(&self, member: &Member) -> Result<(), StoreError> {
-        let partitions: Vec<String> = member.partitions.iter().map(u32::to_string).collect();
-        let row = cluster_members::ActiveModel {
-            node_id: Set(member.node_id.clone()),
-            instance: Set(member.instance.clone()),
-            http: Set(member.http.clone()),
-            grpc: Set(member.grpc.clone()),
-            partitions: Set(partitions.join(",")),
-            started_at: Set(member.started_at as i64),
-            seen_at: Set(member.seen_at as i64),
-        };
-        cluster_members::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(cluster_members::Column::NodeId)
-                    .update_columns([
-                        cluster_members::Column::Instance,
-                        cluster_members::Column::Http,
-                        cluster_members::Column::Grpc,
-                        cluster_members::Column::Partitions,
-                        cluster_members::Column::StartedAt,
-                        cluster_members::Column::SeenAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await?;
-        Ok(())
-    }
-
-    /// The members seen at or after `since` (ms since the Unix epoch), by node id.
-    pub async fn members(&self, since: u64) -> Result<Vec<Member>, StoreError> {
-        let rows = cluster_members::Entity::find()
-            .filter(cluster_members::Column::SeenAt.gte(since as i64))
-            .order_by_asc(cluster_members::Column::NodeId)
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Member {
-                node_id: r.node_id,
-                instance: r.instance,
-                http: r.http,
-                grpc: r.grpc,
-                partitions: r
-                    .partitions
-                    .split(',')
-                    .filter_map(|p| p.parse().ok())
-                    .collect(),
-                started_at: r.started_at.max(0) as u64,
-                seen_at: r.seen_at.max(0) as u64,
-            })
-            .collect())
-    }
-
     /// Notifications in the order they were recorded, optionally only one user's.
     pub async fn notifications(&self, user: Option<&str>) -> Result<Vec<Notification>, StoreError> {
         let mut query = notifications::Entity::find().order_by_asc(notifications::Column::Id);
@@ -387,148 +318,6 @@ impl Store {
             })
             .collect())
     }
-
-    /// Up to `limit` pending tasks, most urgent first, then oldest first.
-    pub async fn pending_tasks(&self, limit: u64) -> Result<Vec<PendingTask>, StoreError> {
-        let rank = Expr::cust(
-            "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END",
-        );
-        let rows = tasks::Entity::find()
-            .filter(tasks::Column::State.eq(TaskState::Pending.as_str()))
-            .order_by(rank, Order::Asc)
-            .order_by_asc(tasks::Column::CreatedAt)
-            .order_by_asc(tasks::Column::TaskId)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| PendingTask {
-                task_id: r.task_id,
-                user: r.user,
-                requirements: convert::capabilities_from_text(&r.requirements),
-            })
-            .collect())
-    }
-
-    /// Online agents with the number of tasks each is working on.
-    pub async fn candidates(&self) -> Result<Vec<Candidate>, StoreError> {
-        let agents = agents::Entity::find()
-            .filter(agents::Column::Status.eq("online"))
-            .order_by_asc(agents::Column::RegisteredAt)
-            .order_by_asc(agents::Column::AgentId)
-            .all(&self.db)
-            .await?;
-        let busy: Vec<&str> = TaskState::ALL
-            .into_iter()
-            .filter(|s| s.occupies_agent())
-            .map(TaskState::as_str)
-            .collect();
-        let mut candidates = Vec::with_capacity(agents.len());
-        for agent in agents {
-            let load = tasks::Entity::find()
-                .filter(tasks::Column::AgentId.eq(agent.agent_id.as_str()))
-                .filter(tasks::Column::State.is_in(busy.clone()))
-                .count(&self.db)
-                .await?;
-            candidates.push(Candidate {
-                agent_id: agent.agent_id,
-                user: agent.user,
-                capabilities: convert::capabilities_from_text(&agent.capabilities),
-                max_concurrent: agent.max_concurrent.max(0) as u32,
-                load: load as u32,
-            });
-        }
-        Ok(candidates)
-    }
-
-    /// Tasks in creation order, optionally in one state and of one user, a page at a time.
-    pub async fn list_tasks(
-        &self,
-        user: Option<&str>,
-        state: Option<TaskState>,
-        page_size: u64,
-        page_token: Option<&str>,
-    ) -> Result<TaskPage, StoreError> {
-        let mut query = tasks::Entity::find()
-            .order_by_asc(tasks::Column::CreatedAt)
-            .order_by_asc(tasks::Column::TaskId)
-            .limit(page_size + 1);
-        if let Some(user) = user {
-            query = query.filter(tasks::Column::User.eq(user));
-        }
-        if let Some(state) = state {
-            query = query.filter(tasks::Column::State.eq(state.as_str()));
-        }
-        if let Some((created, task_id)) = page_token.and_then(parse_token) {
-            query = query.filter(
-                Condition::any()
-                    .add(tasks::Column::CreatedAt.gt(created))
-                    .add(
-                        Condition::all()
-                            .add(tasks::Column::CreatedAt.eq(created))
-                            .add(tasks::Column::TaskId.gt(task_id)),
-                    ),
-            );
-        }
-        let mut rows = query.all(&self.db).await?;
-        let next = if rows.len() as u64 > page_size {
-            rows.truncate(page_size as usize);
-            rows.last()
-                .map(|r| format!("{}:{}", r.created_at, r.task_id))
-        } else {
-            None
-        };
-        Ok(TaskPage {
-            tasks: rows
-                .into_iter()
-                .map(|r| task_from_row(r, Vec::new()))
-                .collect(),
-            next,
-        })
-    }
-}
-
-async fn upsert_task(
-    db: &impl ConnectionTrait,
-    task: &Task,
-    created: bool,
-) -> Result<(), StoreError> {
-    tasks::Entity::insert(task_to_row(task))
-        .on_conflict(
-            OnConflict::column(tasks::Column::TaskId)
-                .update_columns([
-                    tasks::Column::State,
-                    tasks::Column::AgentId,
-                    tasks::Column::Result,
-                    tasks::Column::Error,
-                    tasks::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    if created && !task.depends_on.is_empty() {
-        let rows = task
-            .depends_on
-            .iter()
-            .map(|d| task_dependencies::ActiveModel {
-                task_id: Set(task.task_id.clone()),
-                depends_on: Set(d.task_id.clone()),
-                kind: Set(convert::dependency_kind_to_text(d.kind).to_owned()),
-                contract_key: Set(d.contract_key.clone()),
-            });
-        task_dependencies::Entity::insert_many(rows)
-            .on_conflict_do_nothing()
-            .exec_without_returning(db)
-            .await?;
-    }
-    Ok(())
-}
-
-fn parse_token(token: &str) -> Option<(i64, String)> {
-    let (created, task_id) = token.split_once(':')?;
-    Some((created.parse().ok()?, task_id.to_owned()))
 }
 
 async fn mark_processed(
@@ -549,10 +338,22 @@ async fn mark_processed(
     })
 }
 
+async fn insert_activity(
+    db: &impl ConnectionTrait,
+    row: activity::ActiveModel,
+) -> Result<(), StoreError> {
+    activity::Entity::insert(row)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Records a notification caused by message `cause` at `at` (the message's time).
 async fn insert_notification(
     db: &impl ConnectionTrait,
     cause: &str,
     draft: &NotificationDraft,
+    at: u64,
 ) -> Result<(), StoreError> {
     let row = notifications::ActiveModel {
         user: Set(draft.user.clone()),
@@ -563,7 +364,7 @@ async fn insert_notification(
         dedupe_key: Set(draft.dedupe_key.clone()),
         status: Set("pending".into()),
         cause: Set(cause.to_owned()),
-        created_at: Set(now_ms() as i64),
+        created_at: Set(at as i64),
         ..Default::default()
     };
     // A repeated dedupe key is the same notification asked for again: keep the first.
@@ -572,68 +373,4 @@ async fn insert_notification(
         .exec_without_returning(db)
         .await?;
     Ok(())
-}
-
-fn task_to_row(task: &Task) -> tasks::ActiveModel {
-    tasks::ActiveModel {
-        task_id: Set(task.task_id.clone()),
-        user: Set(task.user.clone()),
-        title: Set(task.title.clone()),
-        spec: Set(task.spec.clone()),
-        priority: Set(task.priority.as_str().to_owned()),
-        requirements: Set(convert::capabilities_to_text(&task.requirements)),
-        state: Set(task.state.as_str().to_owned()),
-        agent_id: Set(task.agent_id.clone()),
-        result: Set(task.result.as_ref().map(convert::result_to_text)),
-        error: Set(task.error.clone()),
-        created_at: Set(task.created_at as i64),
-        updated_at: Set(task.updated_at as i64),
-    }
-}
-
-fn task_from_row(row: tasks::Model, deps: Vec<task_dependencies::Model>) -> Task {
-    Task {
-        state: TaskState::parse(&row.state).unwrap_or(TaskState::Pending),
-        priority: convert::priority_from_text(&row.priority),
-        requirements: convert::capabilities_from_text(&row.requirements),
-        depends_on: deps
-            .into_iter()
-            .map(|d| convert::dependency_from_row(d.depends_on, &d.kind, d.contract_key))
-            .collect(),
-        result: row.result.as_deref().map(convert::result_from_text),
-        task_id: row.task_id,
-        user: row.user,
-        title: row.title,
-        spec: row.spec,
-        agent_id: row.agent_id,
-        error: row.error,
-        created_at: row.created_at.max(0) as u64,
-        updated_at: row.updated_at.max(0) as u64,
-    }
-}
-
-fn agent_to_row(agent: &Agent) -> agents::ActiveModel {
-    agents::ActiveModel {
-        agent_id: Set(agent.agent_id.clone()),
-        user: Set(agent.user.clone()),
-        name: Set(agent.name.clone()),
-        capabilities: Set(convert::capabilities_to_text(&agent.capabilities)),
-        max_concurrent: Set(i32::try_from(agent.max_concurrent).unwrap_or(i32::MAX)),
-        status: Set(if agent.online { "online" } else { "offline" }.into()),
-        last_heartbeat: Set(agent.last_heartbeat as i64),
-        registered_at: Set(agent.registered_at as i64),
-    }
-}
-
-fn agent_from_row(row: agents::Model) -> Agent {
-    Agent {
-        capabilities: convert::capabilities_from_text(&row.capabilities),
-        online: row.status == "online",
-        max_concurrent: row.max_concurrent.max(0) as u32,
-        last_heartbeat: row.last_heartbeat.max(0) as u64,
-        registered_at: row.registered_at.max(0) as u64,
-        agent_id: row.agent_id,
-        user: row.user,
-        name: row.name,
-    }
 }

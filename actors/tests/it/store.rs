@@ -1,48 +1,12 @@
 //! Persistence: idempotent writes, outbox notifications, queries, keys, on every database.
 
 use actors::domain::agent::Agent;
+use actors::domain::assign::Decision;
 use actors::domain::task::{NotificationDraft, Task, TaskState};
+use actors::domain::{Capabilities, Dependency, DependencyKind, DependencyState, Map, Priority};
 use actors::store::keys::Role;
-use actors::store::{Applied, AppliedMessage, Store};
-use migrations::{Migrator, MigratorTrait};
-use schemas::{Capabilities, Priority};
-use sea_orm::ConnectionTrait;
-
-/// Runs `check` on a fresh SQLite store and, if configured, a fresh PostgreSQL schema.
-async fn on_every_database<F, Fut>(name: &str, check: F)
-where
-    F: Fn(Store) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Store::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("s.sqlite").display()
-    ))
-    .await
-    .unwrap();
-    Migrator::up(sqlite.connection(), None).await.unwrap();
-    check(sqlite).await;
-
-    let Some(url) = broker_adapters::testkit::postgres_url() else {
-        return;
-    };
-    let schema = format!("actors_it_{name}_{}", std::process::id());
-    let admin = Store::connect(&url).await.unwrap();
-    let reset = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
-    admin.connection().execute_unprepared(&reset).await.unwrap();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let pg = Store::connect(&format!("{url}{sep}options=-c%20search_path%3D{schema}"))
-        .await
-        .unwrap();
-    Migrator::up(pg.connection(), None).await.unwrap();
-    check(pg).await;
-    admin
-        .connection()
-        .execute_unprepared(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
-}
+use actors::store::{Applied, AppliedMessage, TaskFilter};
+use actors::testkit::on_every_database;
 
 fn task(id: &str, priority: Priority, created_at: u64) -> Task {
     Task {
@@ -55,15 +19,25 @@ fn task(id: &str, priority: Priority, created_at: u64) -> Task {
             languages: vec!["rust".into()],
             ..Default::default()
         },
-        depends_on: vec![schemas::Dependency {
-            task_id: "up".into(),
-            kind: schemas::DependencyKind::Input,
+        dependencies: vec![Dependency {
+            upstream: "up".into(),
+            kind: DependencyKind::Input,
             contract_key: Some("k".into()),
+            state: DependencyState::Waiting,
         }],
+        contracts: vec!["out".into()],
+        require_plan_approval: false,
+        preferred_agent: None,
+        attempts: 0,
+        max_attempts: 3,
         state: TaskState::Pending,
         agent_id: None,
+        inputs: Map::new(),
         result: None,
         error: None,
+        blocked_reason: None,
+        note: None,
+        generation: 1,
         created_at,
         updated_at: created_at,
     }
@@ -75,6 +49,7 @@ fn msg(id: &str) -> AppliedMessage<'_> {
         key: "task/t1",
         kind: "task.test",
         time: 1,
+        user: "u1",
     }
 }
 
@@ -94,7 +69,10 @@ async fn writes_are_idempotent_by_message_id() {
     on_every_database("idem", |store| async move {
         let t = task("t1", Priority::Normal, 1);
         assert_eq!(
-            store.save_task(&msg("m1"), &t, true, &[]).await.unwrap(),
+            store
+                .save_task(&msg("m1"), None, &t, &[], &[])
+                .await
+                .unwrap(),
             Applied::Applied
         );
         assert!(store.is_processed("m1").await.unwrap());
@@ -104,7 +82,7 @@ async fn writes_are_idempotent_by_message_id() {
         };
         assert_eq!(
             store
-                .save_task(&msg("m1"), &done, false, &[draft("n")])
+                .save_task(&msg("m1"), Some(&t), &done, &[draft("n")], &[])
                 .await
                 .unwrap(),
             Applied::Duplicate
@@ -117,7 +95,13 @@ async fn writes_are_idempotent_by_message_id() {
         assert!(store.notifications(None).await.unwrap().is_empty());
         assert_eq!(
             store
-                .save_task(&msg("m2"), &done, false, &[draft("n")])
+                .save_task(
+                    &msg("m2"),
+                    Some(&t),
+                    &done,
+                    &[draft("n")],
+                    &["line 1".into()]
+                )
                 .await
                 .unwrap(),
             Applied::Applied
@@ -126,9 +110,14 @@ async fn writes_are_idempotent_by_message_id() {
             store.task("t1").await.unwrap().unwrap().state,
             TaskState::Done
         );
+        assert_eq!(store.output("t1").await.unwrap(), ["line 1"]);
         // The same dedupe key from another message is the same notification.
+        let notify = AppliedMessage {
+            key: "notify/u1",
+            ..msg("m3")
+        };
         assert_eq!(
-            store.save_notification("m3", &draft("n")).await.unwrap(),
+            store.save_notification(&notify, &draft("n")).await.unwrap(),
             Applied::Applied
         );
         assert_eq!(store.notifications(Some("u1")).await.unwrap().len(), 1);
@@ -157,8 +146,9 @@ async fn queries_order_filter_and_page() {
             store
                 .save_task(
                     &msg(&format!("m{id}")),
+                    None,
                     &task(id, *priority, i as u64),
-                    true,
+                    &[],
                     &[],
                 )
                 .await
@@ -188,6 +178,7 @@ async fn queries_order_filter_and_page() {
             key: "agent/a1",
             kind: "agent.registered",
             time: 1,
+            user: "u1",
         };
         store.save_agent(&registered, &agent).await.unwrap();
         let assigned = Task {
@@ -196,20 +187,77 @@ async fn queries_order_filter_and_page() {
             ..task("b", Priority::Urgent, 1)
         };
         store
-            .save_task(&msg("mb2"), &assigned, false, &[])
+            .save_task(&msg("mb2"), None, &assigned, &[], &[])
             .await
             .unwrap();
-        let candidates = store.candidates().await.unwrap();
+        let slots = store.agent_slots().await.unwrap();
         assert_eq!(
-            (
-                candidates.len(),
-                candidates[0].load,
-                candidates[0].max_concurrent
-            ),
+            (slots.len(), slots[0].load, slots[0].max_concurrent),
             (1, 1, 3)
         );
 
-        let first = store.list_tasks(None, None, 3, None).await.unwrap();
+        // A decision counts as a reservation while its task is pending in that generation.
+        let decide = |task: &str, generation| Decision {
+            task_id: task.into(),
+            generation,
+            agent_id: "a1".into(),
+        };
+        store
+            .record_decisions(&[decide("c", 1), decide("a", 0)], 5)
+            .await
+            .unwrap();
+        store.record_decisions(&[decide("c", 1)], 6).await.unwrap();
+        assert_eq!(store.reservations().await.unwrap(), [decide("c", 1)]);
+
+        // Dependents, and a cascade nobody told: `up` finished while `a`..`d` wait on it.
+        let dependents = store.dependents("up").await.unwrap();
+        assert_eq!(dependents.len(), 4);
+        assert!(store.unheard_cascades(10).await.unwrap().is_empty());
+        let up = Task {
+            state: TaskState::Done,
+            dependencies: Vec::new(),
+            ..task("up", Priority::Normal, 9)
+        };
+        store
+            .save_task(&msg("mup"), None, &up, &[], &[])
+            .await
+            .unwrap();
+        let unheard = store.unheard_cascades(10).await.unwrap();
+        assert_eq!(
+            (unheard.len(), unheard[0].upstream.task_id.as_str()),
+            (4, "up")
+        );
+
+        // An offline agent's running work is orphaned; a silent one is found.
+        let silent = store.silent_agents(1).await.unwrap();
+        assert_eq!(silent.len(), 1, "last heard at 0");
+        let offline = Agent {
+            online: false,
+            ..agent.clone()
+        };
+        store
+            .save_agent(
+                &AppliedMessage {
+                    id: "agent-off",
+                    ..registered
+                },
+                &offline,
+            )
+            .await
+            .unwrap();
+        let orphans = store.orphaned_tasks().await.unwrap();
+        assert_eq!(
+            orphans
+                .iter()
+                .map(|t| t.task_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+
+        let first = store
+            .list_tasks(&TaskFilter::default(), 3, None)
+            .await
+            .unwrap();
         assert_eq!(
             first
                 .tasks
@@ -219,7 +267,7 @@ async fn queries_order_filter_and_page() {
             ["a", "b", "c"]
         );
         let second = store
-            .list_tasks(None, None, 3, first.next.as_deref())
+            .list_tasks(&TaskFilter::default(), 3, first.next.as_deref())
             .await
             .unwrap();
         assert_eq!(
@@ -228,16 +276,31 @@ async fn queries_order_filter_and_page() {
                 second.tasks[0].task_id.as_str(),
                 second.next
             ),
-            (1, "d", None)
+            (2, "d", None)
         );
         let assigned = store
-            .list_tasks(Some("u1"), Some(TaskState::Assigned), 10, None)
+            .list_tasks(
+                &TaskFilter {
+                    user: Some("u1".into()),
+                    state: Some(TaskState::Assigned),
+                    agent_id: None,
+                },
+                10,
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(assigned.tasks.len(), 1);
         assert!(
             store
-                .list_tasks(Some("u2"), None, 10, None)
+                .list_tasks(
+                    &TaskFilter {
+                        user: Some("u2".into()),
+                        ..Default::default()
+                    },
+                    10,
+                    None
+                )
                 .await
                 .unwrap()
                 .tasks
@@ -245,8 +308,12 @@ async fn queries_order_filter_and_page() {
         );
         let loaded = store.task("a").await.unwrap().unwrap();
         assert_eq!(
-            (loaded.depends_on.len(), loaded.requirements.languages.len()),
-            (1, 1)
+            (
+                loaded.dependencies.len(),
+                loaded.requirements.languages.len(),
+                loaded.contracts.len()
+            ),
+            (1, 1, 1)
         );
     })
     .await;
@@ -291,7 +358,7 @@ async fn concurrent_writes_share_a_commit_but_fail_alone() {
             };
             tokio::spawn(async move {
                 store
-                    .save_task(&msg(&format!("batch{i}")), &task, true, &[])
+                    .save_task(&msg(&format!("batch{i}")), None, &task, &[], &[])
                     .await
             })
         });
@@ -308,7 +375,7 @@ async fn concurrent_writes_share_a_commit_but_fail_alone() {
             }
         }
         let stored = store
-            .list_tasks(None, None, 100, None)
+            .list_tasks(&TaskFilter::default(), 100, None)
             .await
             .unwrap()
             .tasks

@@ -1,18 +1,19 @@
 //! The HTTP routes without a socket (`oneshot`): ingest, content types, keys, probes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use actors::Store;
 use actors::store::keys::{Role, new_token};
+use actors::{NodeApi, NodeContext, Ownership};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use broker_adapters::{Bus, EmbeddedBus, ReplayFrom};
 use gateways::{Auth, GatewayContext, app};
-use migrations::{Migrator, MigratorTrait};
 use tower::ServiceExt;
 
 struct Fixture {
     _dir: tempfile::TempDir,
+    _store: actors::testkit::TempStore,
     ctx: GatewayContext,
     admin: String,
     user: String,
@@ -24,29 +25,35 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     bus.create_topic(schemas::EVENTS_TOPIC, 4).await.unwrap();
-    let store = Store::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("s.sqlite").display()
-    ))
-    .await
-    .unwrap();
-    Migrator::up(store.connection(), None).await.unwrap();
+    let temp = actors::testkit::sqlite().await;
+    let store = temp.store.clone();
     let (admin, user) = (new_token().unwrap(), new_token().unwrap());
     store
         .add_key(&admin, "admin", Role::Admin, None)
         .await
         .unwrap();
     store.add_key(&user, "u2", Role::User, None).await.unwrap();
-    let ctx = GatewayContext {
-        auth: Auth::new(store.clone()),
-        store,
+    let node = NodeContext {
+        store: store.clone(),
         bus: Arc::new(bus),
+        node_id: "n1".into(),
+        root: "node".into(),
+        passivate_after: Duration::from_secs(60),
+        assign_interval: Duration::from_secs(5),
+        ownership: Ownership::default(),
+        agent_timeout: Duration::from_secs(30),
+        agent_signals: tokio::sync::broadcast::channel(16).0,
+    };
+    let ctx = GatewayContext {
+        auth: Auth::new(store),
+        node: NodeApi::new(&node),
         tree: supervisor::Tree::default(),
         root: "node".into(),
         node_id: "n1".into(),
     };
     Fixture {
         _dir: dir,
+        _store: temp,
         ctx,
         admin,
         user,
@@ -93,7 +100,8 @@ async fn a_cbor_envelope_from_an_outside_client_lands_on_the_bus_with_cloudevent
     );
     let mut replay = f
         .ctx
-        .bus
+        .node
+        .bus()
         .replay(schemas::EVENTS_TOPIC, ReplayFrom::Start)
         .await
         .unwrap();
@@ -167,7 +175,7 @@ async fn cluster_status_lists_live_members_for_the_admin_key() {
         started_at: now - 60_000,
         seen_at,
     };
-    let store = &f.ctx.store;
+    let store = f.ctx.node.store();
     store
         .record_member(&member("n1", vec![0, 1], now))
         .await

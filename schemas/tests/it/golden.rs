@@ -35,6 +35,7 @@ fn samples() -> Vec<Envelope> {
                 kind: DependencyKind::Input,
                 contract_key: Some("api_schema".into()),
             }],
+            ..Default::default()
         }),
         Message::TaskAssigned(TaskAssigned {
             task_id: "t1".into(),

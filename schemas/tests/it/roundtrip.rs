@@ -86,6 +86,7 @@ fn message() -> impl Strategy<Value = Message> {
                         priority,
                         requirements,
                         depends_on,
+                        ..Default::default()
                     })
                 }
             ),

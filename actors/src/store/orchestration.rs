@@ -1,0 +1,250 @@
+//! What the orchestrator reads and records: pending work, agents' room, its own decisions,
+//! dependencies that have not heard how their upstream finished, work held by agents that
+//! went offline, and how a message fared.
+
+use std::collections::HashMap;
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+};
+
+use super::entities::{agents, assignments, task_dependencies, tasks};
+use super::{Store, StoreError, convert};
+use crate::domain::Dependency;
+use crate::domain::assign::{AgentSlot, Decision, PendingTask};
+use crate::domain::task::{Task, TaskState};
+
+/// How a message fared once its mailbox took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was applied.
+    Applied,
+    /// The domain refused it, for this reason.
+    Refused(String),
+}
+
+/// A dependency that has not heard how its upstream finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cascade {
+    /// The waiting task.
+    pub downstream: String,
+    /// Its owner.
+    pub user: String,
+    /// The dependency.
+    pub dependency: Dependency,
+    /// The finished upstream task.
+    pub upstream: Task,
+}
+
+/// The states in which a task counts against its agent's capacity, as an SQL list.
+fn occupying_states() -> String {
+    quoted(TaskState::ALL.into_iter().filter(|s| s.occupies_agent()))
+}
+
+fn quoted(states: impl Iterator<Item = TaskState>) -> String {
+    states
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    async fn rows(&self, sql: String) -> Result<Vec<sea_orm::QueryResult>, StoreError> {
+        let db = self.connection();
+        Ok(db
+            .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await?)
+    }
+
+    /// Up to `limit` pending tasks, most urgent first, then oldest first.
+    pub async fn pending_tasks(&self, limit: u64) -> Result<Vec<PendingTask>, StoreError> {
+        let rank = Expr::cust(
+            "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END",
+        );
+        let rows = tasks::Entity::find()
+            .filter(tasks::Column::State.eq(TaskState::Pending.as_str()))
+            .order_by(rank, Order::Asc)
+            .order_by_asc(tasks::Column::CreatedAt)
+            .order_by_asc(tasks::Column::TaskId)
+            .limit(limit)
+            .all(self.connection())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let task = super::tasks::task_from_row(r, Vec::new());
+                PendingTask {
+                    task_id: task.task_id,
+                    user: task.user,
+                    priority: task.priority,
+                    created_at: task.created_at,
+                    requirements: task.requirements,
+                    preferred_agent: task.preferred_agent,
+                    generation: task.generation,
+                }
+            })
+            .collect())
+    }
+
+    /// Online agents with the number of tasks each holds.
+    pub async fn agent_slots(&self) -> Result<Vec<AgentSlot>, StoreError> {
+        let agents = agents::Entity::find()
+            .filter(agents::Column::Status.eq("online"))
+            .order_by_asc(agents::Column::AgentId)
+            .all(self.connection())
+            .await?;
+        if agents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT agent_id, COUNT(*) AS n FROM tasks WHERE agent_id IS NOT NULL AND state IN ({}) GROUP BY agent_id",
+            occupying_states()
+        );
+        let mut loads = HashMap::new();
+        for row in self.rows(sql).await? {
+            let agent: String = row.try_get("", "agent_id")?;
+            let n: i64 = row.try_get("", "n")?;
+            loads.insert(agent, n.max(0) as u32);
+        }
+        Ok(agents
+            .into_iter()
+            .map(|a| AgentSlot {
+                load: loads.get(&a.agent_id).copied().unwrap_or(0),
+                capabilities: convert::capabilities_from_text(&a.capabilities),
+                max_concurrent: a.max_concurrent.max(0) as u32,
+                online: a.status == "online",
+                agent_id: a.agent_id,
+                user: a.user,
+            })
+            .collect())
+    }
+
+    /// Decisions made for tasks that are still pending in the same generation: made, maybe
+    /// published, not yet applied.
+    pub async fn reservations(&self) -> Result<Vec<Decision>, StoreError> {
+        let sql = format!(
+            "SELECT a.task_id, a.generation, a.agent_id FROM assignments a \
+             JOIN tasks t ON t.task_id = a.task_id AND t.generation = a.generation \
+             WHERE t.state = '{}'",
+            TaskState::Pending.as_str()
+        );
+        let mut decisions = Vec::new();
+        for row in self.rows(sql).await? {
+            let generation: i32 = row.try_get("", "generation")?;
+            decisions.push(Decision {
+                task_id: row.try_get("", "task_id")?,
+                generation: generation.max(0) as u32,
+                agent_id: row.try_get("", "agent_id")?,
+            });
+        }
+        Ok(decisions)
+    }
+
+    /// Records decisions before they are published, so a restart finds them again.
+    pub async fn record_decisions(
+        &self,
+        decisions: &[Decision],
+        at: u64,
+    ) -> Result<(), StoreError> {
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        let rows = decisions.iter().map(|d| assignments::ActiveModel {
+            task_id: Set(d.task_id.clone()),
+            generation: Set(i32::try_from(d.generation).unwrap_or(i32::MAX)),
+            agent_id: Set(d.agent_id.clone()),
+            decided_at: Set(at as i64),
+        });
+        assignments::Entity::insert_many(rows)
+            .on_conflict_do_nothing()
+            .exec_without_returning(self.connection())
+            .await?;
+        Ok(())
+    }
+
+    /// The tasks that depend on `upstream`: (task id, its owner, the dependency).
+    pub async fn dependents(
+        &self,
+        upstream: &str,
+    ) -> Result<Vec<(String, String, Dependency)>, StoreError> {
+        let deps = task_dependencies::Entity::find()
+            .filter(task_dependencies::Column::DependsOn.eq(upstream))
+            .order_by_asc(task_dependencies::Column::TaskId)
+            .all(self.connection())
+            .await?;
+        let ids: Vec<String> = deps.iter().map(|d| d.task_id.clone()).collect();
+        let owners: HashMap<String, String> = tasks::Entity::find()
+            .select_only()
+            .column(tasks::Column::TaskId)
+            .column(tasks::Column::User)
+            .filter(tasks::Column::TaskId.is_in(ids))
+            .into_tuple::<(String, String)>()
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .collect();
+        Ok(deps
+            .into_iter()
+            .filter_map(|d| {
+                let user = owners.get(&d.task_id)?.clone();
+                Some((
+                    d.task_id.clone(),
+                    user,
+                    super::tasks::dependency_from_row(d),
+                ))
+            })
+            .collect())
+    }
+
+    /// Up to `limit` dependencies still waiting on an upstream task that has finished: what a
+    /// cascade interrupted by a crash left unsaid.
+    pub async fn unheard_cascades(&self, limit: u64) -> Result<Vec<Cascade>, StoreError> {
+        let finished =
+            quoted([TaskState::Done, TaskState::Failed, TaskState::Cancelled].into_iter());
+        let sql = format!(
+            "SELECT d.task_id, d.depends_on FROM task_dependencies d \
+             JOIN tasks u ON u.task_id = d.depends_on \
+             WHERE d.state = 'waiting' AND u.state IN ({finished}) LIMIT {limit}"
+        );
+        let mut found = Vec::new();
+        for row in self.rows(sql).await? {
+            let downstream: String = row.try_get("", "task_id")?;
+            let upstream: String = row.try_get("", "depends_on")?;
+            let (Some(task), Some(upstream)) =
+                (self.task(&downstream).await?, self.task(&upstream).await?)
+            else {
+                continue;
+            };
+            if let Some(dependency) = task
+                .dependencies
+                .iter()
+                .find(|d| d.upstream == upstream.task_id)
+            {
+                found.push(Cascade {
+                    downstream,
+                    user: task.user.clone(),
+                    dependency: dependency.clone(),
+                    upstream,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Tasks being worked on by agents that are offline.
+    pub async fn orphaned_tasks(&self) -> Result<Vec<Task>, StoreError> {
+        let worked = quoted(TaskState::ALL.into_iter().filter(|s| s.worked_on()));
+        let sql = format!(
+            "SELECT t.task_id FROM tasks t JOIN agents a ON a.agent_id = t.agent_id \
+             WHERE a.status = 'offline' AND t.state IN ({worked})"
+        );
+        let mut ids = Vec::new();
+        for row in self.rows(sql).await? {
+            ids.push(row.try_get::<String>("", "task_id")?);
+        }
+        self.tasks(&ids).await
+    }
+}

@@ -1,0 +1,312 @@
+//! Tasks and their dependencies: loading, saving an applied command, listing.
+
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::entities::{task_dependencies, task_output, tasks};
+use super::{
+    Applied, AppliedMessage, Store, StoreError, convert, insert_activity, insert_notification,
+};
+use crate::domain::task::{NotificationDraft, Task, TaskState};
+use crate::domain::{Dependency, DependencyKind, Priority};
+
+/// A page of tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPage {
+    /// The tasks of this page.
+    pub tasks: Vec<Task>,
+    /// Pass back to get the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+/// Which tasks a listing shows; every filter set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only this user's.
+    pub user: Option<String>,
+    /// Only in this state.
+    pub state: Option<TaskState>,
+    /// Only those held by this agent.
+    pub agent_id: Option<String>,
+}
+
+impl Store {
+    /// The task `task_id`, if it exists.
+    pub async fn task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
+        let Some(row) = tasks::Entity::find_by_id(task_id.to_owned())
+            .one(self.connection())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let deps = task_dependencies::Entity::find()
+            .filter(task_dependencies::Column::TaskId.eq(task_id))
+            .order_by_asc(task_dependencies::Column::DependsOn)
+            .all(self.connection())
+            .await?;
+        Ok(Some(task_from_row(row, deps)))
+    }
+
+    /// The tasks with these ids that exist, with their dependencies.
+    pub async fn tasks(&self, ids: &[String]) -> Result<Vec<Task>, StoreError> {
+        let mut found = Vec::new();
+        for id in ids {
+            found.extend(self.task(id).await?);
+        }
+        Ok(found)
+    }
+
+    /// Persists `task` (which was `before`) as the effect of `message`, with the notifications
+    /// it caused, the output lines it carried and a row in the activity log.
+    pub async fn save_task(
+        &self,
+        message: &AppliedMessage<'_>,
+        before: Option<&Task>,
+        task: &Task,
+        notifications: &[NotificationDraft],
+        output: &[String],
+    ) -> Result<Applied, StoreError> {
+        let changed: Vec<Dependency> = task
+            .dependencies
+            .iter()
+            .filter(|d| before.is_none_or(|b| !b.dependencies.contains(d)))
+            .cloned()
+            .collect();
+        let row = (before != Some(task)).then(|| task_to_row(task));
+        let (task_id, agent_id) = (
+            task.task_id.clone(),
+            task.agent_id.clone().unwrap_or_default(),
+        );
+        let (notifications, output) = (notifications.to_vec(), output.to_vec());
+        let (activity, cause, at) = (message.activity(), message.id.to_owned(), message.time);
+        self.save_once(message.id, move |txn| {
+            Box::pin(async move {
+                if let Some(row) = row {
+                    upsert_task(txn, row).await?;
+                }
+                upsert_dependencies(txn, &task_id, &changed).await?;
+                for draft in &notifications {
+                    insert_notification(txn, &cause, draft, at).await?;
+                }
+                if !output.is_empty() {
+                    let lines = output.into_iter().map(|line| task_output::ActiveModel {
+                        task_id: Set(task_id.clone()),
+                        agent_id: Set(agent_id.clone()),
+                        line: Set(line),
+                        at: Set(at as i64),
+                        ..Default::default()
+                    });
+                    task_output::Entity::insert_many(lines)
+                        .exec_without_returning(txn)
+                        .await?;
+                }
+                insert_activity(txn, activity).await
+            })
+        })
+        .await
+    }
+
+    /// The lines a task's workers printed, in order.
+    pub async fn output(&self, task_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(task_output::Entity::find()
+            .filter(task_output::Column::TaskId.eq(task_id))
+            .order_by_asc(task_output::Column::Id)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|o| o.line)
+            .collect())
+    }
+
+    /// Tasks in creation order that pass `filter`, a page at a time; the filter runs in the
+    /// query, so every page but the last is full.
+    pub async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page_size: u64,
+        page_token: Option<&str>,
+    ) -> Result<TaskPage, StoreError> {
+        let mut query = tasks::Entity::find()
+            .order_by_asc(tasks::Column::CreatedAt)
+            .order_by_asc(tasks::Column::TaskId)
+            .limit(page_size + 1);
+        if let Some(user) = &filter.user {
+            query = query.filter(tasks::Column::User.eq(user.as_str()));
+        }
+        if let Some(state) = filter.state {
+            query = query.filter(tasks::Column::State.eq(state.as_str()));
+        }
+        if let Some(agent_id) = &filter.agent_id {
+            query = query.filter(tasks::Column::AgentId.eq(agent_id.as_str()));
+        }
+        if let Some((created, task_id)) = page_token.and_then(parse_token) {
+            query = query.filter(
+                Condition::any()
+                    .add(tasks::Column::CreatedAt.gt(created))
+                    .add(
+                        Condition::all()
+                            .add(tasks::Column::CreatedAt.eq(created))
+                            .add(tasks::Column::TaskId.gt(task_id)),
+                    ),
+            );
+        }
+        let mut rows = query.all(self.connection()).await?;
+        let next = if rows.len() as u64 > page_size {
+            rows.truncate(page_size as usize);
+            rows.last()
+                .map(|r| format!("{}:{}", r.created_at, r.task_id))
+        } else {
+            None
+        };
+        Ok(TaskPage {
+            tasks: rows
+                .into_iter()
+                .map(|r| task_from_row(r, Vec::new()))
+                .collect(),
+            next,
+        })
+    }
+
+    /// The tasks agent `agent_id` holds in one of `states`.
+    pub async fn tasks_of_agent(
+        &self,
+        agent_id: &str,
+        states: &[TaskState],
+    ) -> Result<Vec<Task>, StoreError> {
+        let rows = tasks::Entity::find()
+            .filter(tasks::Column::AgentId.eq(agent_id))
+            .filter(tasks::Column::State.is_in(states.iter().map(|s| s.as_str())))
+            .order_by_asc(tasks::Column::CreatedAt)
+            .all(self.connection())
+            .await?;
+        let ids: Vec<String> = rows.into_iter().map(|r| r.task_id).collect();
+        self.tasks(&ids).await
+    }
+}
+
+async fn upsert_task(db: &impl ConnectionTrait, row: tasks::ActiveModel) -> Result<(), StoreError> {
+    use tasks::Column as C;
+    tasks::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(C::TaskId)
+                .update_columns([
+                    C::State,
+                    C::AgentId,
+                    C::Result,
+                    C::Error,
+                    C::UpdatedAt,
+                    C::Attempts,
+                    C::Inputs,
+                    C::BlockedReason,
+                    C::Note,
+                    C::Generation,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+async fn upsert_dependencies(
+    db: &impl ConnectionTrait,
+    task_id: &str,
+    deps: &[Dependency],
+) -> Result<(), StoreError> {
+    if deps.is_empty() {
+        return Ok(());
+    }
+    use task_dependencies::Column as C;
+    let rows = deps.iter().map(|d| {
+        let (state, reason) = convert::dependency_state_to_text(&d.state);
+        task_dependencies::ActiveModel {
+            task_id: Set(task_id.to_owned()),
+            depends_on: Set(d.upstream.clone()),
+            kind: Set(d.kind.as_str().to_owned()),
+            contract_key: Set(d.contract_key.clone()),
+            state: Set(state.to_owned()),
+            reason: Set(reason),
+        }
+    });
+    task_dependencies::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([C::TaskId, C::DependsOn])
+                .update_columns([C::State, C::Reason])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+fn parse_token(token: &str) -> Option<(i64, String)> {
+    let (created, task_id) = token.split_once(':')?;
+    Some((created.parse().ok()?, task_id.to_owned()))
+}
+
+fn task_to_row(task: &Task) -> tasks::ActiveModel {
+    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    tasks::ActiveModel {
+        task_id: Set(task.task_id.clone()),
+        user: Set(task.user.clone()),
+        title: Set(task.title.clone()),
+        spec: Set(task.spec.clone()),
+        priority: Set(task.priority.as_str().to_owned()),
+        requirements: Set(convert::capabilities_to_text(&task.requirements)),
+        state: Set(task.state.as_str().to_owned()),
+        agent_id: Set(task.agent_id.clone()),
+        result: Set(task.result.as_ref().map(convert::map_to_text)),
+        error: Set(task.error.clone()),
+        created_at: Set(task.created_at as i64),
+        updated_at: Set(task.updated_at as i64),
+        contracts: Set(convert::list_to_text(&task.contracts)),
+        require_plan_approval: Set(task.require_plan_approval),
+        preferred_agent: Set(task.preferred_agent.clone()),
+        attempts: Set(count(task.attempts)),
+        max_attempts: Set(count(task.max_attempts)),
+        inputs: Set(convert::map_to_text(&task.inputs)),
+        blocked_reason: Set(task.blocked_reason.clone()),
+        note: Set(task.note.clone()),
+        generation: Set(count(task.generation)),
+    }
+}
+
+pub(super) fn task_from_row(row: tasks::Model, deps: Vec<task_dependencies::Model>) -> Task {
+    let count = |n: i32| n.max(0) as u32;
+    Task {
+        state: TaskState::parse(&row.state).unwrap_or(TaskState::Pending),
+        priority: Priority::parse(&row.priority).unwrap_or_default(),
+        requirements: convert::capabilities_from_text(&row.requirements),
+        dependencies: deps.into_iter().map(dependency_from_row).collect(),
+        contracts: convert::list_from_text(&row.contracts),
+        require_plan_approval: row.require_plan_approval,
+        preferred_agent: row.preferred_agent,
+        attempts: count(row.attempts),
+        max_attempts: count(row.max_attempts),
+        inputs: convert::map_from_text(&row.inputs),
+        result: row.result.as_deref().map(convert::map_from_text),
+        blocked_reason: row.blocked_reason,
+        note: row.note,
+        generation: count(row.generation),
+        task_id: row.task_id,
+        user: row.user,
+        title: row.title,
+        spec: row.spec,
+        agent_id: row.agent_id,
+        error: row.error,
+        created_at: row.created_at.max(0) as u64,
+        updated_at: row.updated_at.max(0) as u64,
+    }
+}
+
+pub(super) fn dependency_from_row(d: task_dependencies::Model) -> Dependency {
+    Dependency {
+        upstream: d.depends_on,
+        kind: DependencyKind::parse(&d.kind).unwrap_or(DependencyKind::Blocks),
+        contract_key: d.contract_key,
+        state: convert::dependency_state_from_text(&d.state, d.reason),
+    }
+}
