@@ -8,6 +8,7 @@ pub mod config;
 mod credentials;
 pub mod doctor;
 mod node;
+pub mod worker;
 
 pub use config::Config;
 pub use node::{Node, open_bus};

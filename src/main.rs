@@ -40,6 +40,75 @@ enum Command {
     Node(Settings),
     /// Check that the configured bus and database can be reached; exit 0 only if both can.
     Doctor(Settings),
+    /// Run a reference worker: link to a node as an agent and run a shell command per task.
+    Agent(AgentArgs),
+}
+
+/// The reference worker's flags.
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The agent's display name
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// The agent's key (created with Keys.CreateKey, role agent)
+    #[arg(
+        long,
+        env = "SWITCHYARD_TOKEN",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    token: String,
+    /// Shell command run once per task; the task is in SWITCHYARD_TASK_{ID,TITLE,SPEC,INPUTS}
+    /// and on stdin as JSON; stdout (a JSON object, or text) is the result
+    #[arg(long, value_name = "CMD")]
+    exec: String,
+    /// The node's gRPC address [default: the configured grpc address]
+    #[arg(long, value_name = "ADDR")]
+    node: Option<String>,
+    /// Tasks run at once, at most
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    max_concurrent: u32,
+    /// A language the agent offers (repeatable); likewise --repo, --environment, --tool, --tag
+    #[arg(long = "language", value_name = "NAME")]
+    languages: Vec<String>,
+    #[arg(long = "repo", value_name = "NAME", hide = true)]
+    repos: Vec<String>,
+    #[arg(long = "environment", value_name = "NAME", hide = true)]
+    environments: Vec<String>,
+    #[arg(long = "tool", value_name = "NAME", hide = true)]
+    tools: Vec<String>,
+    #[arg(long = "tag", value_name = "NAME", hide = true)]
+    tags: Vec<String>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+impl AgentArgs {
+    fn into_config(self) -> anyhow::Result<switchyard::worker::WorkerConfig> {
+        let node = match self.node {
+            Some(node) => node,
+            None => self.settings.load()?.grpc.to_string(),
+        };
+        let node = if node.contains("://") {
+            node
+        } else {
+            format!("http://{node}")
+        };
+        Ok(switchyard::worker::WorkerConfig {
+            node,
+            name: self.name,
+            token: self.token,
+            exec: self.exec,
+            max_concurrent: self.max_concurrent.max(1),
+            capabilities: actors::domain::Capabilities {
+                repos: self.repos,
+                languages: self.languages,
+                environments: self.environments,
+                tools: self.tools,
+                tags: self.tags,
+            },
+        })
+    }
 }
 
 /// The log filter unless `SWITCHYARD_LOG` says otherwise. Broker clients' own lines are off:
@@ -65,6 +134,16 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Doctor(settings) => {
             let config = settings.load()?;
             Ok(runtime.block_on(doctor(config)))
+        }
+        Command::Agent(args) => {
+            let config = args.into_config()?;
+            runtime.block_on(async {
+                tokio::select! {
+                    ran = switchyard::worker::run(config) => ran,
+                    signal = shutdown_signal() => signal,
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -14,6 +14,7 @@ use actors::NodeApi;
 
 pub use auth::Auth;
 pub use error::GatewayError;
+pub use grpc::convert::{from_struct, to_struct};
 pub use grpc::{
     AgentsService, ClusterService, KeysService, TasksService, WorkerService, grpc_routes,
 };

@@ -48,7 +48,16 @@ impl Proc {
     }
 
     async fn launch(dir: &Path, flags: &[String], env: &[(&str, &str)]) -> Proc {
-        let (http, grpc) = (free_port(), free_port());
+        Proc::launch_on(dir, (free_port(), free_port()), flags, env).await
+    }
+
+    /// Starts the binary on `dir` listening on `(http, grpc)`, with more flags and variables.
+    pub async fn launch_on(
+        dir: &Path,
+        (http, grpc): (u16, u16),
+        flags: &[String],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -136,19 +145,7 @@ impl Drop for Proc {
     }
 }
 
-/// A database URL on the shared test PostgreSQL whose search path is a fresh schema of its
-/// own, or `None` when PostgreSQL tests are opted out.
-pub async fn postgres_schema(name: &str) -> Option<String> {
-    let url = broker_adapters::testkit::postgres_url()?;
-    let schema = format!("sy_{name}_{}", std::process::id());
-    let admin = actors::Store::connect(&url).await.unwrap();
-    let reset = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}");
-    sea_orm::ConnectionTrait::execute_unprepared(admin.connection(), &reset)
-        .await
-        .unwrap();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Some(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
-}
+pub use actors::testkit::postgres_schema;
 
 /// The `/ready` status code, if the node answers at all.
 pub async fn ready_status(http: u16) -> Option<u16> {

@@ -6,4 +6,5 @@ mod cli;
 mod crash;
 mod end_to_end;
 mod harness;
+mod orchestration;
 mod supervision;

@@ -11,7 +11,7 @@ use schemas::proto;
 use crate::GatewayError;
 
 /// A domain map as a protobuf Struct.
-pub(crate) fn to_struct(map: &Map) -> prost_types::Struct {
+pub fn to_struct(map: &Map) -> prost_types::Struct {
     prost_types::Struct {
         fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
     }
@@ -34,7 +34,7 @@ fn to_value(value: &Value) -> prost_types::Value {
 }
 
 /// A protobuf Struct as a domain map; whole numbers become integers.
-pub(crate) fn from_struct(s: &prost_types::Struct) -> Map {
+pub fn from_struct(s: &prost_types::Struct) -> Map {
     s.fields
         .iter()
         .map(|(k, v)| (k.clone(), from_value(v)))

@@ -3,7 +3,7 @@
 //! a key.
 
 mod agents;
-mod convert;
+pub mod convert;
 mod tasks;
 mod worker;
 
