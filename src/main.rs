@@ -41,7 +41,7 @@ enum Command {
     /// Check that the configured bus and database can be reached; exit 0 only if both can.
     Doctor(Settings),
     /// Run a reference worker: link to a node as an agent and run a shell command per task.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
 }
 
 /// The reference worker's flags.
@@ -136,7 +136,7 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(runtime.block_on(doctor(config)))
         }
         Command::Agent(args) => {
-            let config = args.into_config()?;
+            let config = (*args).into_config()?;
             runtime.block_on(async {
                 tokio::select! {
                     ran = switchyard::worker::run(config) => ran,
