@@ -102,6 +102,7 @@ impl Node {
             ownership: Ownership::default(),
             agent_timeout,
             agent_signals: tokio::sync::broadcast::channel(1024).0,
+            outcomes: Default::default(),
         };
         let gateway = GatewayContext {
             auth: Auth::new(store.clone()),

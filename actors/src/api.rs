@@ -9,7 +9,10 @@ use schemas::{Envelope, Message};
 use tokio::sync::broadcast;
 
 use crate::store::{Outcome, Store, StoreError, now_ms};
-use crate::{NodeContext, new_message_id};
+use crate::{NodeContext, Outcomes, new_message_id};
+
+/// How often a caller waiting for an outcome looks in the store (for other nodes' mailboxes).
+const STORE_POLL: Duration = Duration::from_millis(25);
 
 /// Why a message could not be handed to the node.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,7 @@ pub struct NodeApi {
     node_id: String,
     agent_signals: broadcast::Sender<String>,
     agent_timeout: Duration,
+    outcomes: Outcomes,
 }
 
 impl NodeApi {
@@ -41,6 +45,7 @@ impl NodeApi {
             node_id: ctx.node_id.clone(),
             agent_signals: ctx.agent_signals.clone(),
             agent_timeout: ctx.agent_timeout,
+            outcomes: ctx.outcomes.clone(),
         }
     }
 
@@ -78,19 +83,72 @@ impl NodeApi {
         )
     }
 
-    /// Waits until message `id` is applied or refused, at most `wait`; `None` if neither yet.
-    pub async fn outcome(&self, id: &str, wait: Duration) -> Result<Option<Outcome>, StoreError> {
-        let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_millis(1);
+    /// Publishes `envelope` and waits until it is applied or refused, at most `wait`; `None`
+    /// if neither happened by then (it stays on the bus and is applied later).
+    pub async fn submit(&self, envelope: &Envelope, wait: Duration) -> Result<Option<Outcome>, ApiError> {
+        let mut outcomes = self.submit_all(std::slice::from_ref(envelope), wait).await?;
+        Ok(outcomes.pop().flatten())
+    }
+
+    /// Publishes `envelopes` together and waits for each one's outcome, as `submit` does.
+    pub async fn submit_all(&self, envelopes: &[Envelope], wait: Duration) -> Result<Vec<Option<Outcome>>, ApiError> {
+        // Told at once by a mailbox on this node; another node's is found in the store.
+        let mut told: Vec<_> = envelopes.iter().map(|e| self.outcomes.expect(&e.id)).collect();
+        let waited = async {
+            let published = futures::future::join_all(envelopes.iter().map(|e| self.publish(e))).await;
+            published.into_iter().collect::<Result<Vec<()>, _>>()?;
+            let deadline = Instant::now() + wait;
+            let mut outcomes = Vec::with_capacity(envelopes.len());
+            for (envelope, told) in envelopes.iter().zip(&mut told) {
+                outcomes.push(self.outcome(&envelope.id, told, deadline).await?);
+            }
+            Ok(outcomes)
+        }
+        .await;
+        for envelope in envelopes {
+            self.outcomes.forget(&envelope.id);
+        }
+        waited
+    }
+
+    /// Publishes `envelope`; the future returned waits for its outcome as `submit` does, so a
+    /// caller can publish several messages in order and learn how they fared later.
+    pub async fn publish_then_wait(
+        &self,
+        envelope: &Envelope,
+        wait: Duration,
+    ) -> Result<impl Future<Output = Result<Option<Outcome>, ApiError>> + Send + use<>, ApiError> {
+        let mut told = self.outcomes.expect(&envelope.id);
+        if let Err(error) = self.publish(envelope).await {
+            self.outcomes.forget(&envelope.id);
+            return Err(error);
+        }
+        let (api, id, deadline) = (self.clone(), envelope.id.clone(), Instant::now() + wait);
+        Ok(async move {
+            let outcome = api.outcome(&id, &mut told, deadline).await;
+            api.outcomes.forget(&id);
+            outcome
+        })
+    }
+
+    async fn outcome(
+        &self,
+        id: &str,
+        told: &mut tokio::sync::oneshot::Receiver<Outcome>,
+        deadline: Instant,
+    ) -> Result<Option<Outcome>, ApiError> {
         loop {
+            let poll = tokio::time::sleep(STORE_POLL.min(deadline.saturating_duration_since(Instant::now())));
+            tokio::select! {
+                outcome = &mut *told => if let Ok(outcome) = outcome { return Ok(Some(outcome)) },
+                () = poll => {}
+            }
             if let Some(outcome) = self.store.outcome(id).await? {
                 return Ok(Some(outcome));
             }
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 

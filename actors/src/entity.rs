@@ -21,7 +21,7 @@ use schemas::Envelope;
 use crate::domain::{Effect, Refusal, agent, task};
 use crate::edge::{self, Routed};
 use crate::ownership::mailbox_group;
-use crate::store::{Applied, AppliedMessage, Store, StoreError};
+use crate::store::{Applied, AppliedMessage, Outcome, Store, StoreError};
 use crate::{NodeContext, relay};
 
 /// Messages of an entity mailbox.
@@ -244,17 +244,20 @@ impl<K: Kind> Actor for EntityActor<K> {
                 if state.ctx.store.is_processed(&envelope.id).await? {
                     state.entity = K::load(&state.ctx.store, &state.id).await?;
                     delivery.ack();
+                    state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
                     return Ok(());
                 }
                 match K::apply(&state.ctx.store, state.entity.as_ref(), &envelope).await {
                     Ok((entity, effects, Applied::Applied)) => {
                         delivery.ack();
+                        state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
                         K::carry_out(&state.ctx, &entity, effects);
                         state.entity = Some(entity);
                     }
                     Ok((_, _, Applied::Duplicate)) => {
                         state.entity = K::load(&state.ctx.store, &state.id).await?;
                         delivery.ack();
+                        state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
                     }
                     Err(ApplyError::Refused(refusal)) => {
                         tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");
@@ -268,6 +271,7 @@ impl<K: Kind> Actor for EntityActor<K> {
                             delivery.nack(error.to_string());
                             return Err(error.into());
                         }
+                        state.ctx.outcomes.settle(&envelope.id, Outcome::Refused(refusal.0.clone()));
                         delivery.dead_letter(refusal.0);
                     }
                     Err(ApplyError::Store(error)) => {

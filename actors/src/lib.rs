@@ -13,6 +13,7 @@ mod entity;
 mod ingress;
 mod notifier;
 mod orchestrator;
+mod outcomes;
 mod outbound;
 mod ownership;
 mod relay;
@@ -32,6 +33,7 @@ pub use ingress::{INGRESS_GROUP, IngressActor};
 pub use notifier::NotifierActor;
 pub use orchestrator::{OrchestratorActor, OrchestratorMsg};
 pub use outbound::publish;
+pub use outcomes::Outcomes;
 pub use ownership::Ownership;
 pub use store::Store;
 
@@ -56,6 +58,8 @@ pub struct NodeContext {
     pub agent_timeout: Duration,
     /// Ids of agents whose tasks changed, for their workers' links on this node.
     pub agent_signals: tokio::sync::broadcast::Sender<String>,
+    /// Callers waiting for messages to be applied here.
+    pub outcomes: Outcomes,
 }
 
 /// Child names of the node's tree (DESIGN §4).

@@ -167,13 +167,16 @@ async fn pass(state: &mut OrchestratorState) -> Result<(), Failure> {
     let pending = store.pending_tasks(PASS_LIMIT).await?;
     let decisions = assign::plan(&pending, &slots, &reserved);
     store.record_decisions(&decisions, now_ms()).await?;
-    for decision in &decisions {
+    // Published together: the bus commits them as one batch.
+    let published = decisions.iter().map(|decision| {
         let user = pending
             .iter()
             .find(|p| p.task_id == decision.task_id)
             .map_or("", |p| p.user.as_str());
-        publish_assignment(ctx, decision, user).await?;
-        tracing::debug!(task = %decision.task_id, agent = %decision.agent_id, "assigned");
+        publish_assignment(ctx, decision, user)
+    });
+    for result in futures::future::join_all(published).await {
+        result?;
     }
     Ok(())
 }

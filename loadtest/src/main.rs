@@ -2,6 +2,7 @@
 //! percentiles, beside the raw client doing the same work where the scenario has one.
 
 mod bus;
+mod lifecycle;
 mod report;
 mod tasks;
 
@@ -26,16 +27,19 @@ enum Scenario {
     Tasks(tasks::TasksArgs),
     /// Publish and consume through a bus adapter, and through its raw client in the same run.
     Bus(bus::BusArgs),
+    /// Whole task lifecycles worked by no-op workers over the gRPC link, then three-step DAGs.
+    Lifecycle(lifecycle::LifecycleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(async {
+    let reports = runtime.block_on(async {
         match cli.scenario {
-            Scenario::Tasks(args) => tasks::run(args).await,
-            Scenario::Bus(args) => bus::run(args).await,
+            Scenario::Tasks(args) => tasks::run(args).await.map(|r| vec![r]),
+            Scenario::Bus(args) => bus::run(args).await.map(|r| vec![r]),
+            Scenario::Lifecycle(args) => lifecycle::run(args).await,
         }
     })?;
-    report::finish(&[report], cli.json.as_deref())
+    report::finish(&reports, cli.json.as_deref())
 }

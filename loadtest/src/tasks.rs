@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actors::store::entities::tasks;
+use actors::store::entities::{processed_messages, tasks};
 use actors::store::now_ms;
 use anyhow::Context;
 use schemas::{Capabilities, Envelope, Message, Priority, TaskCreated};
@@ -134,15 +134,16 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
 
     let published_at = published_at.lock().expect("publishers are done").clone();
     let mut latencies = Latencies::new()?;
-    for row in tasks::Entity::find().all(store.connection()).await? {
+    // A task's times are its messages' times; when the node wrote it is the processed id's.
+    for row in processed_messages::Entity::find().all(store.connection()).await? {
         let Some(i) = row
-            .task_id
+            .message_id
             .strip_prefix(&format!("{run}-"))
             .and_then(|i| i.parse::<usize>().ok())
         else {
             continue;
         };
-        let persisted_ms = u64::try_from(row.created_at).unwrap_or(0);
+        let persisted_ms = u64::try_from(row.processed_at).unwrap_or(0);
         latencies.record(Duration::from_millis(
             persisted_ms.saturating_sub(published_at[i]),
         ))?;

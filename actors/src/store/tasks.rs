@@ -170,6 +170,19 @@ impl Store {
         })
     }
 
+    /// The tasks agent `agent_id` holds now (those counting against its capacity), without
+    /// their dependencies.
+    pub async fn held_tasks(&self, agent_id: &str) -> Result<Vec<Task>, StoreError> {
+        let held = TaskState::ALL.into_iter().filter(|s| s.occupies_agent());
+        let rows = tasks::Entity::find()
+            .filter(tasks::Column::AgentId.eq(agent_id))
+            .filter(tasks::Column::State.is_in(held.map(|s| s.as_str())))
+            .order_by_asc(tasks::Column::CreatedAt)
+            .all(self.connection())
+            .await?;
+        Ok(rows.into_iter().map(|r| task_from_row(r, Vec::new())).collect())
+    }
+
     /// The tasks agent `agent_id` holds in one of `states`.
     pub async fn tasks_of_agent(
         &self,

@@ -66,8 +66,7 @@ async fn submit(
     let envelope = ctx
         .node
         .envelope(SOURCE, user, edge::task_message(task_id, command));
-    ctx.node.publish(&envelope).await?;
-    match ctx.node.outcome(&envelope.id, APPLY_WAIT).await? {
+    match ctx.node.submit(&envelope, APPLY_WAIT).await? {
         Some(Outcome::Applied) => ctx
             .node
             .store()
@@ -318,51 +317,21 @@ impl Tasks for TasksService {
             }
         }
         let graph = checked_graph(&self.0, &user, requests).await?;
-        // Published upstream first, all at once; each is answered once applied.
-        let mut envelopes = Vec::with_capacity(graph.len());
-        for new in graph {
-            let envelope = self.0.node.envelope(
-                SOURCE,
-                &user,
-                edge::task_message(&new.task_id.clone(), &Command::Create(new)),
-            );
-            self.0
-                .node
-                .publish(&envelope)
-                .await
-                .map_err(GatewayError::from)?;
-            envelopes.push(envelope);
-        }
+        // Published together; answered once every one is applied.
+        let envelopes: Vec<_> = graph
+            .into_iter()
+            .map(|new| self.0.node.envelope(SOURCE, &user, edge::task_message(&new.task_id.clone(), &Command::Create(new))))
+            .collect();
+        let outcomes = self.0.node.submit_all(&envelopes, APPLY_WAIT).await.map_err(GatewayError::from)?;
         let mut tasks = Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
-            match self
-                .0
-                .node
-                .outcome(&envelope.id, APPLY_WAIT)
-                .await
-                .map_err(GatewayError::from)?
-            {
+        for (envelope, outcome) in envelopes.iter().zip(outcomes) {
+            match outcome {
                 Some(Outcome::Applied) => {}
-                Some(Outcome::Refused(reason)) => {
-                    return Err(GatewayError::FailedPrecondition(reason).into());
-                }
-                None => {
-                    return Err(GatewayError::Unavailable(format!(
-                        "message `{}` not applied in time",
-                        envelope.id
-                    ))
-                    .into());
-                }
+                Some(Outcome::Refused(reason)) => return Err(GatewayError::FailedPrecondition(reason).into()),
+                None => return Err(GatewayError::Unavailable(format!("message `{}` not applied in time", envelope.id)).into()),
             }
             let task_id = envelope.key.trim_start_matches("task/");
-            if let Some(task) = self
-                .0
-                .node
-                .store()
-                .task(task_id)
-                .await
-                .map_err(GatewayError::from)?
-            {
+            if let Some(task) = self.0.node.store().task(task_id).await.map_err(GatewayError::from)? {
                 tasks.push(convert::task(task));
             }
         }

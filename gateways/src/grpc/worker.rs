@@ -5,7 +5,7 @@
 //! agent's assignments with their resolved inputs, and changes to the tasks it sent, as they
 //! happen (signalled by this node's mailboxes, polled otherwise).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -17,16 +17,18 @@ use schemas::proto::{
     worker_server::Worker,
 };
 use schemas::{AgentHeartbeat, AgentRegistered, Message, TaskRequeued};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::tasks::{Actor, act};
+use super::tasks::visible_task;
 use super::{convert, principal};
 use crate::{GatewayContext, GatewayError};
 
 /// How often the link looks for changes it was not signalled about.
 const POLL: Duration = Duration::from_millis(250);
+/// How long a report may take to be applied before the worker hears nothing of it.
+const REPORT_WAIT: Duration = Duration::from_secs(30);
 /// How long registering may take.
 const REGISTER_WAIT: Duration = Duration::from_secs(10);
 const SOURCE: &str = "gateway/worker";
@@ -57,8 +59,7 @@ async fn register(
         max_concurrent: hello.max_concurrent.max(1),
     });
     let envelope = ctx.node.envelope(SOURCE, &principal.user, message);
-    ctx.node.publish(&envelope).await?;
-    match ctx.node.outcome(&envelope.id, REGISTER_WAIT).await? {
+    match ctx.node.submit(&envelope, REGISTER_WAIT).await? {
         Some(Outcome::Applied) => {}
         Some(Outcome::Refused(reason)) => return Err(GatewayError::FailedPrecondition(reason)),
         None => {
@@ -95,57 +96,63 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound) {
     let seen = |t: &Task| (t.generation, t.state, t.updated_at);
     loop {
         let store = ctx.node.store();
-        let assigned = match store
-            .tasks_of_agent(&agent_id, &[TaskState::Assigned])
-            .await
-        {
+        let held = match store.held_tasks(&agent_id).await {
             Ok(tasks) => tasks,
             Err(error) => return tracing::warn!(%agent_id, %error, "worker link stopped"),
         };
-        for task in assigned {
-            if sent.get(&task.task_id).map(|s| s.0) != Some(task.generation) {
-                sent.insert(task.task_id.clone(), seen(&task));
-                if out
-                    .send(send_kind(node_message::Kind::Assignment(convert::task(
-                        task,
-                    ))))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-        let ids: Vec<String> = sent.keys().cloned().collect();
-        for id in ids {
-            let Ok(Some(task)) = store.task(&id).await else {
-                continue;
+        let mut holding = HashSet::new();
+        for task in held {
+            holding.insert(task.task_id.clone());
+            let before = sent.insert(task.task_id.clone(), seen(&task));
+            let kind = match before {
+                Some(before) if before.0 == task.generation && before == seen(&task) => continue,
+                Some(before) if before.0 == task.generation => node_message::Kind::Update(convert::task(task)),
+                _ if task.state == TaskState::Assigned => node_message::Kind::Assignment(convert::task(task)),
+                _ => continue,
             };
-            let held =
-                task.agent_id.as_deref() == Some(agent_id.as_str()) && !task.state.is_final();
-            if sent.get(&id) != Some(&seen(&task)) {
-                sent.insert(id.clone(), seen(&task));
-                if out
-                    .send(send_kind(node_message::Kind::Update(convert::task(task))))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            if !held {
-                sent.remove(&id);
+            if out.send(send_kind(kind)).await.is_err() {
+                return;
             }
         }
+        // Tasks no longer held were finished, cancelled or requeued: the worker hears the end.
+        let gone: Vec<String> = sent.keys().filter(|id| !holding.contains(*id)).cloned().collect();
+        for id in gone {
+            sent.remove(&id);
+            let Ok(Some(task)) = store.task(&id).await else { continue };
+            if task.state != TaskState::Done && out.send(send_kind(node_message::Kind::Update(convert::task(task)))).await.is_err() {
+                return;
+            }
+        }
+        let signalled = async {
+            loop {
+                match signals.recv().await {
+                    Ok(id) if id != agent_id => continue,
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+                    // Ours, or we fell behind and may have missed ours.
+                    _ => return,
+                }
+            }
+        };
         tokio::select! {
             _ = out.closed() => return,
             _ = tokio::time::sleep(POLL) => {}
-            signal = signals.recv() => {
-                // A lagging receiver just polls now; anyone's signal is a cheap reason to look.
-                let _ = signal;
-            }
+            () = signalled => {}
         }
     }
+}
+
+/// Publishes a report of agent `agent_id` on one of its tasks; the future tells its outcome.
+async fn publish_report(
+    ctx: &GatewayContext,
+    principal: &Principal,
+    agent_id: &str,
+    task_id: &str,
+    make: Box<dyn FnOnce(String) -> Command + Send>,
+) -> Result<impl Future<Output = Result<Option<Outcome>, actors::ApiError>> + use<>, GatewayError> {
+    let task = visible_task(ctx, principal, task_id).await?;
+    let command = make(agent_id.to_owned());
+    let envelope = ctx.node.envelope(SOURCE, &task.user, actors::edge::task_message(task_id, &command));
+    Ok(ctx.node.publish_then_wait(&envelope, REPORT_WAIT).await?)
 }
 
 /// Turns the worker's reports into messages, in order, until the stream ends.
@@ -224,13 +231,26 @@ async fn listen(
                 Box::new(move |_| Command::Fail { error: r.text }),
             ),
         };
-        if let Err(error) = act(&ctx, &principal, &task_id, Actor::Agent, make).await {
-            let refused = node_message::Kind::Refused(Refused {
-                task_id,
-                reason: error.to_string(),
-            });
-            if out.send(send_kind(refused)).await.is_err() {
-                return;
+        // Published in order, answered as they are applied: a report does not wait for the
+        // one before it, and the mailbox checks each against the state it finds.
+        match publish_report(&ctx, &principal, &agent_id, &task_id, make).await {
+            Ok(outcome) => {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    let reason = match outcome.await {
+                        Ok(Some(Outcome::Refused(reason))) => reason,
+                        Ok(_) => return,
+                        Err(error) => error.to_string(),
+                    };
+                    let refused = Refused { task_id, reason };
+                    let _ = out.send(send_kind(node_message::Kind::Refused(refused))).await;
+                });
+            }
+            Err(error) => {
+                let refused = Refused { task_id, reason: error.to_string() };
+                if out.send(send_kind(node_message::Kind::Refused(refused))).await.is_err() {
+                    return;
+                }
             }
         }
     }

@@ -43,6 +43,7 @@ async fn fixture() -> Fixture {
         ownership: Ownership::default(),
         agent_timeout: Duration::from_secs(30),
         agent_signals: tokio::sync::broadcast::channel(16).0,
+        outcomes: Default::default(),
     };
     let ctx = GatewayContext {
         auth: Auth::new(store),

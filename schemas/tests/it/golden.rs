@@ -63,6 +63,72 @@ fn samples() -> Vec<Envelope> {
             text: "compile finished".into(),
             dedupe_key: Some("t1-done".into()),
         }),
+        Message::TaskPlanSubmitted(TaskPlanSubmitted {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+            plan: "1. build 2. test".into(),
+        }),
+        Message::TaskPlanApproved(TaskPlanApproved { task_id: "t1".into() }),
+        Message::TaskPlanRejected(TaskPlanRejected {
+            task_id: "t1".into(),
+            feedback: "test first".into(),
+        }),
+        Message::TaskHelpRequested(TaskHelpRequested {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+            question: "which database?".into(),
+        }),
+        Message::TaskAnswered(TaskAnswered {
+            task_id: "t1".into(),
+            answer: "PostgreSQL".into(),
+        }),
+        Message::TaskReviewRequested(TaskReviewRequested {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+            result: BTreeMap::from([("api_schema".into(), CborValue::Text("v2".into()))]),
+        }),
+        Message::TaskApproved(TaskApproved { task_id: "t1".into() }),
+        Message::TaskRevisionRequested(TaskRevisionRequested {
+            task_id: "t1".into(),
+            feedback: "add a test".into(),
+        }),
+        Message::TaskCancelled(TaskCancelled {
+            task_id: "t1".into(),
+            reason: Some("no longer needed".into()),
+        }),
+        Message::TaskRetried(TaskRetried { task_id: "t1".into() }),
+        Message::TaskRequeued(TaskRequeued {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+            reason: "its agent went offline".into(),
+        }),
+        Message::TaskDependencyAdded(TaskDependencyAdded {
+            task_id: "t2".into(),
+            dependency: Dependency {
+                task_id: "t1".into(),
+                kind: DependencyKind::Blocks,
+                contract_key: None,
+            },
+        }),
+        Message::TaskDependencyResolved(TaskDependencyResolved {
+            task_id: "t2".into(),
+            upstream: "t1".into(),
+            value: Some(CborValue::Text("v2".into())),
+        }),
+        Message::TaskDependencyFailed(TaskDependencyFailed {
+            task_id: "t2".into(),
+            upstream: "t1".into(),
+            reason: "was cancelled".into(),
+        }),
+        Message::TaskOutput(TaskOutput {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+            lines: vec!["Compiling switchyard".into(), "Finished".into()],
+        }),
+        Message::AgentOffline(AgentOffline {
+            agent_id: "a1".into(),
+            reason: "no heartbeat for 31000 ms".into(),
+        }),
     ];
     messages
         .into_iter()
@@ -97,5 +163,13 @@ fn golden_vectors_round_trip_byte_for_byte() {
         let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(bytes, golden, "{} encodes differently", path.display());
         assert_eq!(decode(&golden).unwrap(), envelope, "{}", path.display());
+    }
+}
+
+#[test]
+fn the_cddl_names_every_message_type() {
+    let cddl = include_str!("../../wire.cddl");
+    for name in Message::TYPES {
+        assert!(cddl.contains(&format!("\"{name}\"")), "`{name}` is missing from wire.cddl");
     }
 }
