@@ -11,8 +11,9 @@ use tokio::sync::broadcast;
 use crate::store::{Outcome, Store, StoreError, now_ms};
 use crate::{NodeContext, Outcomes, new_message_id};
 
-/// How often a caller waiting for an outcome looks in the store (for other nodes' mailboxes).
-const STORE_POLL: Duration = Duration::from_millis(25);
+/// How often a caller waiting for an outcome looks in the store, for a message applied by
+/// another node's mailbox (this node's mailboxes tell it at once).
+const STORE_POLL: Duration = Duration::from_millis(250);
 
 /// Why a message could not be handed to the node.
 #[derive(Debug, thiserror::Error)]
@@ -85,17 +86,31 @@ impl NodeApi {
 
     /// Publishes `envelope` and waits until it is applied or refused, at most `wait`; `None`
     /// if neither happened by then (it stays on the bus and is applied later).
-    pub async fn submit(&self, envelope: &Envelope, wait: Duration) -> Result<Option<Outcome>, ApiError> {
-        let mut outcomes = self.submit_all(std::slice::from_ref(envelope), wait).await?;
+    pub async fn submit(
+        &self,
+        envelope: &Envelope,
+        wait: Duration,
+    ) -> Result<Option<Outcome>, ApiError> {
+        let mut outcomes = self
+            .submit_all(std::slice::from_ref(envelope), wait)
+            .await?;
         Ok(outcomes.pop().flatten())
     }
 
     /// Publishes `envelopes` together and waits for each one's outcome, as `submit` does.
-    pub async fn submit_all(&self, envelopes: &[Envelope], wait: Duration) -> Result<Vec<Option<Outcome>>, ApiError> {
+    pub async fn submit_all(
+        &self,
+        envelopes: &[Envelope],
+        wait: Duration,
+    ) -> Result<Vec<Option<Outcome>>, ApiError> {
         // Told at once by a mailbox on this node; another node's is found in the store.
-        let mut told: Vec<_> = envelopes.iter().map(|e| self.outcomes.expect(&e.id)).collect();
+        let mut told: Vec<_> = envelopes
+            .iter()
+            .map(|e| self.outcomes.expect(&e.id))
+            .collect();
         let waited = async {
-            let published = futures::future::join_all(envelopes.iter().map(|e| self.publish(e))).await;
+            let published =
+                futures::future::join_all(envelopes.iter().map(|e| self.publish(e))).await;
             published.into_iter().collect::<Result<Vec<()>, _>>()?;
             let deadline = Instant::now() + wait;
             let mut outcomes = Vec::with_capacity(envelopes.len());
@@ -117,7 +132,8 @@ impl NodeApi {
         &self,
         envelope: &Envelope,
         wait: Duration,
-    ) -> Result<impl Future<Output = Result<Option<Outcome>, ApiError>> + Send + use<>, ApiError> {
+    ) -> Result<impl Future<Output = Result<Option<Outcome>, ApiError>> + Send + use<>, ApiError>
+    {
         let mut told = self.outcomes.expect(&envelope.id);
         if let Err(error) = self.publish(envelope).await {
             self.outcomes.forget(&envelope.id);
@@ -138,7 +154,9 @@ impl NodeApi {
         deadline: Instant,
     ) -> Result<Option<Outcome>, ApiError> {
         loop {
-            let poll = tokio::time::sleep(STORE_POLL.min(deadline.saturating_duration_since(Instant::now())));
+            let poll = tokio::time::sleep(
+                STORE_POLL.min(deadline.saturating_duration_since(Instant::now())),
+            );
             tokio::select! {
                 outcome = &mut *told => if let Ok(outcome) = outcome { return Ok(Some(outcome)) },
                 () = poll => {}

@@ -271,7 +271,10 @@ impl<K: Kind> Actor for EntityActor<K> {
                             delivery.nack(error.to_string());
                             return Err(error.into());
                         }
-                        state.ctx.outcomes.settle(&envelope.id, Outcome::Refused(refusal.0.clone()));
+                        state
+                            .ctx
+                            .outcomes
+                            .settle(&envelope.id, Outcome::Refused(refusal.0.clone()));
                         delivery.dead_letter(refusal.0);
                     }
                     Err(ApplyError::Store(error)) => {

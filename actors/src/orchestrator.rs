@@ -11,7 +11,7 @@
 //! (silent agents, orphaned work, unheard cascades) runs every `assign_interval`.
 //! Shutdown: nothing to flush; publishes are durable when they return.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::{AgentOffline, Message};
@@ -24,8 +24,8 @@ use crate::store::now_ms;
 
 /// Pending tasks looked at per pass.
 const PASS_LIMIT: u64 = 500;
-/// Requests arriving within this window share one pass.
-const COALESCE: Duration = Duration::from_millis(2);
+/// Requests arriving within this window of a pass share the next one.
+const COALESCE: Duration = Duration::from_millis(5);
 /// Unheard cascades repaired per sweep.
 const SWEEP_LIMIT: u64 = 500;
 
@@ -59,6 +59,8 @@ pub struct OrchestratorActor;
 pub struct OrchestratorState {
     ctx: NodeContext,
     scheduled: bool,
+    /// When the last pass began: a request within `COALESCE` of it waits for the next.
+    last_pass: Instant,
     /// Whether decisions recorded by an earlier run still need publishing.
     republish: bool,
 }
@@ -78,6 +80,7 @@ impl Actor for OrchestratorActor {
         Ok(OrchestratorState {
             ctx,
             scheduled: false,
+            last_pass: Instant::now(),
             republish: true,
         })
     }
@@ -91,12 +94,19 @@ impl Actor for OrchestratorActor {
         match message {
             OrchestratorMsg::Assign => {
                 if !state.scheduled {
+                    // At once when idle (latency), at most once per window when busy (load).
                     state.scheduled = true;
-                    myself.send_after(COALESCE, || OrchestratorMsg::Run);
+                    let wait = COALESCE.saturating_sub(state.last_pass.elapsed());
+                    if wait.is_zero() {
+                        myself.send_message(OrchestratorMsg::Run)?;
+                    } else {
+                        myself.send_after(wait, || OrchestratorMsg::Run);
+                    }
                 }
             }
             OrchestratorMsg::Run => {
                 state.scheduled = false;
+                state.last_pass = Instant::now();
                 if let Err(error) = pass(state).await {
                     // The next request or the periodic sweep tries again.
                     tracing::warn!(%error, "assignment pass failed");
@@ -149,20 +159,19 @@ async fn pass(state: &mut OrchestratorState) -> Result<(), Failure> {
         return Ok(());
     }
     let store = &ctx.store;
+    let slots = store.agent_slots().await?;
+    if !state.republish && slots.iter().all(|s| s.load >= s.max_concurrent) {
+        // Nobody has room (counting only applied assignments): skip the scans.
+        return Ok(());
+    }
     let reserved = store.reservations().await?;
     if state.republish {
         for decision in &reserved {
-            let task = store.task(&decision.task_id).await?;
-            if let Some(task) = task {
+            if let Some(task) = store.task_summary(&decision.task_id).await? {
                 publish_assignment(ctx, decision, &task.user).await?;
             }
         }
         state.republish = false;
-    }
-    let slots = store.agent_slots().await?;
-    if slots.iter().all(|s| s.load >= s.max_concurrent) {
-        // Nobody has room (counting only applied assignments): skip the pending-task scan.
-        return Ok(());
     }
     let pending = store.pending_tasks(PASS_LIMIT).await?;
     let decisions = assign::plan(&pending, &slots, &reserved);

@@ -11,6 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::GatewayContext;
@@ -73,10 +74,17 @@ impl Actor for ServersActor {
                 .await;
             let _ = me.send_message(ServerStopped(format!("http server ended: {served:?}")));
         });
+        // Small messages on long-lived streams (a worker's assignments) must not wait for
+        // Nagle's algorithm and the peer's delayed ACK (40 ms each).
+        let incoming = TcpListenerStream::new(grpc).map(|stream| {
+            stream.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        });
         let grpc_task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_routes(routes)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(signal))
+                .serve_with_incoming_shutdown(incoming, stopped(signal))
                 .await;
             let _ = myself.send_message(ServerStopped(format!("grpc server ended: {served:?}")));
         });

@@ -12,7 +12,7 @@ use actors::store::entities::tasks;
 use actors::store::now_ms;
 use anyhow::Context;
 use schemas::proto::{
-    CreateKeyRequest, CreateTaskRequest, Dependency, Hello, NodeMessage, SubmitDagRequest,
+    self, CreateKeyRequest, CreateTaskRequest, Dependency, Hello, NodeMessage, SubmitDagRequest,
     TaskRef, TaskResult, WorkerMessage, keys_client::KeysClient, node_message,
     tasks_client::TasksClient, worker_client::WorkerClient, worker_message,
 };
@@ -55,32 +55,73 @@ fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     request
 }
 
-async fn key(keys: &mut KeysClient<Channel>, admin: &str, role: &str, agent_id: &str) -> anyhow::Result<String> {
-    let request = CreateKeyRequest { role: role.into(), user: "load".into(), agent_id: agent_id.into() };
-    Ok(keys.create_key(bearer(admin, request)).await?.into_inner().key)
+async fn key(
+    keys: &mut KeysClient<Channel>,
+    admin: &str,
+    role: &str,
+    agent_id: &str,
+) -> anyhow::Result<String> {
+    let request = CreateKeyRequest {
+        role: role.into(),
+        user: "load".into(),
+        agent_id: agent_id.into(),
+    };
+    Ok(keys
+        .create_key(bearer(admin, request))
+        .await?
+        .into_inner()
+        .key)
 }
 
 /// A worker that starts and completes every assignment at once, promising `out`.
-async fn noop_worker(channel: Channel, token: String, name: String, capacity: u32) -> anyhow::Result<()> {
+async fn noop_worker(
+    channel: Channel,
+    token: String,
+    name: String,
+    capacity: u32,
+) -> anyhow::Result<()> {
     let (out, stream) = mpsc::channel(1024);
     let send = |kind| WorkerMessage { kind: Some(kind) };
-    let hello = Hello { name, capabilities: None, max_concurrent: capacity, running: Vec::new() };
+    let hello = Hello {
+        name,
+        capabilities: None,
+        max_concurrent: capacity,
+        running: Vec::new(),
+    };
     out.send(send(worker_message::Kind::Hello(hello))).await?;
     let request = bearer(&token, tokio_stream::wrappers::ReceiverStream::new(stream));
     let mut inbound = WorkerClient::new(channel).link(request).await?.into_inner();
     while let Some(NodeMessage { kind }) = inbound.message().await? {
+        if let Some(node_message::Kind::Welcome(welcome)) = &kind {
+            let (out, every) = (
+                out.clone(),
+                Duration::from_millis(u64::from(welcome.heartbeat_ms.max(100))),
+            );
+            tokio::spawn(async move {
+                let beat = || send(worker_message::Kind::Heartbeat(proto::Heartbeat {}));
+                while out.send(beat()).await.is_ok() {
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
         if let Some(node_message::Kind::Assignment(task)) = kind {
             let result = TaskResult {
                 task_id: task.task_id.clone(),
                 result: Some(prost_types::Struct {
                     fields: BTreeMap::from([(
                         "out".to_owned(),
-                        prost_types::Value { kind: Some(prost_types::value::Kind::StringValue(task.task_id.clone())) },
+                        prost_types::Value {
+                            kind: Some(prost_types::value::Kind::StringValue(task.task_id.clone())),
+                        },
                     )]),
                 }),
             };
-            out.send(send(worker_message::Kind::Started(TaskRef { task_id: task.task_id }))).await?;
-            out.send(send(worker_message::Kind::Completed(result))).await?;
+            out.send(send(worker_message::Kind::Started(TaskRef {
+                task_id: task.task_id,
+            })))
+            .await?;
+            out.send(send(worker_message::Kind::Completed(result)))
+                .await?;
         }
     }
     Ok(())
@@ -109,7 +150,12 @@ fn step(id: String, upstream: Option<String>) -> CreateTaskRequest {
         spec: "true".into(),
         contracts: vec!["out".into()],
         depends_on: upstream
-            .map(|u| Dependency { task_id: u, r#type: "input".into(), contract_key: "out".into(), ..Default::default() })
+            .map(|u| Dependency {
+                task_id: u,
+                r#type: "input".into(),
+                contract_key: "out".into(),
+                ..Default::default()
+            })
             .into_iter()
             .collect(),
         ..Default::default()
@@ -127,8 +173,13 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
     };
     let node = Node::start(&config).await?;
     let store = actors::Store::connect(&config.database_url()).await?;
-    let admin = std::fs::read_to_string(temp.path().join("admin.token"))?.trim().to_owned();
-    let channel = Channel::from_shared(format!("http://{grpc}"))?.connect().await.context("the node's gRPC")?;
+    let admin = std::fs::read_to_string(temp.path().join("admin.token"))?
+        .trim()
+        .to_owned();
+    let channel = Channel::from_shared(format!("http://{grpc}"))?
+        .connect()
+        .await
+        .context("the node's gRPC")?;
     let mut keys = KeysClient::new(channel.clone());
     for w in 0..args.workers {
         let token = key(&mut keys, &admin, "agent", &format!("w{w}")).await?;
@@ -144,7 +195,10 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
     let run = format!("lc{}", now_ms());
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
 
-    println!("lifecycle: {} tasks over {} no-op workers on the gRPC link", args.tasks, args.workers);
+    println!(
+        "lifecycle: {} tasks over {} no-op workers on the gRPC link",
+        args.tasks, args.workers
+    );
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut publishers = Vec::new();
@@ -156,7 +210,9 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
                 if i >= total {
                     return anyhow::Ok(());
                 }
-                actors::publish(bus.as_ref(), &created(&run, i)).await.map_err(|e| anyhow::anyhow!(e.error))?;
+                actors::publish(bus.as_ref(), &created(&run, i))
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.error))?;
             }
         }));
     }
@@ -178,17 +234,27 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             println!("  done {finished}/{}", args.tasks);
             last_report = Instant::now();
         }
-        anyhow::ensure!(Instant::now() < deadline, "only {finished} of {} done in time", args.tasks);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {finished} of {} done in time",
+            args.tasks
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = start.elapsed();
     let mut latencies = Latencies::new()?;
     for row in done().all(store.connection()).await? {
-        latencies.record(Duration::from_millis(row.updated_at.saturating_sub(row.created_at).max(0) as u64))?;
+        latencies.record(Duration::from_millis(
+            row.updated_at.saturating_sub(row.created_at).max(0) as u64,
+        ))?;
     }
     let lifecycle = Report {
         scenario: "lifecycle".into(),
-        run: Run { count: args.tasks, elapsed, latencies },
+        run: Run {
+            count: args.tasks,
+            elapsed,
+            latencies,
+        },
         baseline: None,
         settings: serde_json::json!({ "workers": args.workers, "per_worker": args.per_worker, "concurrency": args.concurrency }),
     };
@@ -205,9 +271,15 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             step(ids[2].clone(), Some(ids[1].clone())),
         ];
         let submitted = Instant::now();
-        tasks_client.submit_dag(bearer(&user, SubmitDagRequest { tasks: graph })).await?;
+        tasks_client
+            .submit_dag(bearer(&user, SubmitDagRequest { tasks: graph }))
+            .await?;
         loop {
-            if store.task(&ids[2]).await?.is_some_and(|t| t.state == TaskState::Done) {
+            if store
+                .task(&ids[2])
+                .await?
+                .is_some_and(|t| t.state == TaskState::Done)
+            {
                 break;
             }
             anyhow::ensure!(Instant::now() < deadline, "DAG {d} not done in time");
@@ -217,7 +289,11 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
     }
     let dag = Report {
         scenario: "dag".into(),
-        run: Run { count: args.dags, elapsed: start.elapsed(), latencies },
+        run: Run {
+            count: args.dags,
+            elapsed: start.elapsed(),
+            latencies,
+        },
         baseline: None,
         settings: serde_json::json!({ "steps": 3, "workers": args.workers }),
     };

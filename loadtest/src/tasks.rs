@@ -135,7 +135,10 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
     let published_at = published_at.lock().expect("publishers are done").clone();
     let mut latencies = Latencies::new()?;
     // A task's times are its messages' times; when the node wrote it is the processed id's.
-    for row in processed_messages::Entity::find().all(store.connection()).await? {
+    for row in processed_messages::Entity::find()
+        .all(store.connection())
+        .await?
+    {
         let Some(i) = row
             .message_id
             .strip_prefix(&format!("{run}-"))

@@ -50,6 +50,14 @@ impl Store {
         Ok(Some(task_from_row(row, deps)))
     }
 
+    /// The task `task_id` without its dependencies (one query), if it exists.
+    pub async fn task_summary(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
+        Ok(tasks::Entity::find_by_id(task_id.to_owned())
+            .one(self.connection())
+            .await?
+            .map(|row| task_from_row(row, Vec::new())))
+    }
+
     /// The tasks with these ids that exist, with their dependencies.
     pub async fn tasks(&self, ids: &[String]) -> Result<Vec<Task>, StoreError> {
         let mut found = Vec::new();
@@ -180,7 +188,10 @@ impl Store {
             .order_by_asc(tasks::Column::CreatedAt)
             .all(self.connection())
             .await?;
-        Ok(rows.into_iter().map(|r| task_from_row(r, Vec::new())).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| task_from_row(r, Vec::new()))
+            .collect())
     }
 
     /// The tasks agent `agent_id` holds in one of `states`.

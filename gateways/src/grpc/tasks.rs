@@ -320,18 +320,44 @@ impl Tasks for TasksService {
         // Published together; answered once every one is applied.
         let envelopes: Vec<_> = graph
             .into_iter()
-            .map(|new| self.0.node.envelope(SOURCE, &user, edge::task_message(&new.task_id.clone(), &Command::Create(new))))
+            .map(|new| {
+                self.0.node.envelope(
+                    SOURCE,
+                    &user,
+                    edge::task_message(&new.task_id.clone(), &Command::Create(new)),
+                )
+            })
             .collect();
-        let outcomes = self.0.node.submit_all(&envelopes, APPLY_WAIT).await.map_err(GatewayError::from)?;
+        let outcomes = self
+            .0
+            .node
+            .submit_all(&envelopes, APPLY_WAIT)
+            .await
+            .map_err(GatewayError::from)?;
         let mut tasks = Vec::with_capacity(envelopes.len());
         for (envelope, outcome) in envelopes.iter().zip(outcomes) {
             match outcome {
                 Some(Outcome::Applied) => {}
-                Some(Outcome::Refused(reason)) => return Err(GatewayError::FailedPrecondition(reason).into()),
-                None => return Err(GatewayError::Unavailable(format!("message `{}` not applied in time", envelope.id)).into()),
+                Some(Outcome::Refused(reason)) => {
+                    return Err(GatewayError::FailedPrecondition(reason).into());
+                }
+                None => {
+                    return Err(GatewayError::Unavailable(format!(
+                        "message `{}` not applied in time",
+                        envelope.id
+                    ))
+                    .into());
+                }
             }
             let task_id = envelope.key.trim_start_matches("task/");
-            if let Some(task) = self.0.node.store().task(task_id).await.map_err(GatewayError::from)? {
+            if let Some(task) = self
+                .0
+                .node
+                .store()
+                .task(task_id)
+                .await
+                .map_err(GatewayError::from)?
+            {
                 tasks.push(convert::task(task));
             }
         }

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::tasks::visible_task;
+use super::tasks::may_see;
 use super::{convert, principal};
 use crate::{GatewayContext, GatewayError};
 
@@ -106,8 +106,12 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound) {
             let before = sent.insert(task.task_id.clone(), seen(&task));
             let kind = match before {
                 Some(before) if before.0 == task.generation && before == seen(&task) => continue,
-                Some(before) if before.0 == task.generation => node_message::Kind::Update(convert::task(task)),
-                _ if task.state == TaskState::Assigned => node_message::Kind::Assignment(convert::task(task)),
+                Some(before) if before.0 == task.generation => {
+                    node_message::Kind::Update(convert::task(task))
+                }
+                _ if task.state == TaskState::Assigned => {
+                    node_message::Kind::Assignment(convert::task(task))
+                }
                 _ => continue,
             };
             if out.send(send_kind(kind)).await.is_err() {
@@ -115,11 +119,22 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound) {
             }
         }
         // Tasks no longer held were finished, cancelled or requeued: the worker hears the end.
-        let gone: Vec<String> = sent.keys().filter(|id| !holding.contains(*id)).cloned().collect();
+        let gone: Vec<String> = sent
+            .keys()
+            .filter(|id| !holding.contains(*id))
+            .cloned()
+            .collect();
         for id in gone {
             sent.remove(&id);
-            let Ok(Some(task)) = store.task(&id).await else { continue };
-            if task.state != TaskState::Done && out.send(send_kind(node_message::Kind::Update(convert::task(task)))).await.is_err() {
+            let Ok(Some(task)) = store.task(&id).await else {
+                continue;
+            };
+            if task.state != TaskState::Done
+                && out
+                    .send(send_kind(node_message::Kind::Update(convert::task(task))))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }
@@ -149,9 +164,20 @@ async fn publish_report(
     task_id: &str,
     make: Box<dyn FnOnce(String) -> Command + Send>,
 ) -> Result<impl Future<Output = Result<Option<Outcome>, actors::ApiError>> + use<>, GatewayError> {
-    let task = visible_task(ctx, principal, task_id).await?;
+    // Scope only: the mailbox checks the report against the state it finds.
+    let task = ctx
+        .node
+        .store()
+        .task_summary(task_id)
+        .await?
+        .filter(|t| may_see(principal, t))
+        .ok_or_else(|| GatewayError::NotFound(format!("no task `{task_id}`")))?;
     let command = make(agent_id.to_owned());
-    let envelope = ctx.node.envelope(SOURCE, &task.user, actors::edge::task_message(task_id, &command));
+    let envelope = ctx.node.envelope(
+        SOURCE,
+        &task.user,
+        actors::edge::task_message(task_id, &command),
+    );
     Ok(ctx.node.publish_then_wait(&envelope, REPORT_WAIT).await?)
 }
 
@@ -243,12 +269,21 @@ async fn listen(
                         Err(error) => error.to_string(),
                     };
                     let refused = Refused { task_id, reason };
-                    let _ = out.send(send_kind(node_message::Kind::Refused(refused))).await;
+                    let _ = out
+                        .send(send_kind(node_message::Kind::Refused(refused)))
+                        .await;
                 });
             }
             Err(error) => {
-                let refused = Refused { task_id, reason: error.to_string() };
-                if out.send(send_kind(node_message::Kind::Refused(refused))).await.is_err() {
+                let refused = Refused {
+                    task_id,
+                    reason: error.to_string(),
+                };
+                if out
+                    .send(send_kind(node_message::Kind::Refused(refused)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

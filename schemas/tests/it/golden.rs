@@ -68,7 +68,9 @@ fn samples() -> Vec<Envelope> {
             agent_id: "a1".into(),
             plan: "1. build 2. test".into(),
         }),
-        Message::TaskPlanApproved(TaskPlanApproved { task_id: "t1".into() }),
+        Message::TaskPlanApproved(TaskPlanApproved {
+            task_id: "t1".into(),
+        }),
         Message::TaskPlanRejected(TaskPlanRejected {
             task_id: "t1".into(),
             feedback: "test first".into(),
@@ -87,7 +89,9 @@ fn samples() -> Vec<Envelope> {
             agent_id: "a1".into(),
             result: BTreeMap::from([("api_schema".into(), CborValue::Text("v2".into()))]),
         }),
-        Message::TaskApproved(TaskApproved { task_id: "t1".into() }),
+        Message::TaskApproved(TaskApproved {
+            task_id: "t1".into(),
+        }),
         Message::TaskRevisionRequested(TaskRevisionRequested {
             task_id: "t1".into(),
             feedback: "add a test".into(),
@@ -96,7 +100,9 @@ fn samples() -> Vec<Envelope> {
             task_id: "t1".into(),
             reason: Some("no longer needed".into()),
         }),
-        Message::TaskRetried(TaskRetried { task_id: "t1".into() }),
+        Message::TaskRetried(TaskRetried {
+            task_id: "t1".into(),
+        }),
         Message::TaskRequeued(TaskRequeued {
             task_id: "t1".into(),
             agent_id: "a1".into(),
@@ -170,6 +176,9 @@ fn golden_vectors_round_trip_byte_for_byte() {
 fn the_cddl_names_every_message_type() {
     let cddl = include_str!("../../wire.cddl");
     for name in Message::TYPES {
-        assert!(cddl.contains(&format!("\"{name}\"")), "`{name}` is missing from wire.cddl");
+        assert!(
+            cddl.contains(&format!("\"{name}\"")),
+            "`{name}` is missing from wire.cddl"
+        );
     }
 }
