@@ -23,6 +23,22 @@ fn every_outside_vector_matches_its_json_and_survives_reencoding() {
         "task_completed",
         "task_failed",
         "notification_requested",
+        "task_plan_submitted",
+        "task_plan_approved",
+        "task_plan_rejected",
+        "task_help_requested",
+        "task_answered",
+        "task_review_requested",
+        "task_approved",
+        "task_revision_requested",
+        "task_cancelled",
+        "task_retried",
+        "task_requeued",
+        "task_dependency_added",
+        "task_dependency_resolved",
+        "task_dependency_failed",
+        "task_output",
+        "agent_offline",
     ];
     let mut seen = Vec::new();
     for stem in stems {
