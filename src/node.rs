@@ -7,8 +7,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use actors::cluster::{ClusterActor, ClusterArgs};
+use actors::tree::Worker;
 use actors::{
-    IngressActor, NodeApi, NodeContext, NotifierActor, OrchestratorActor, Ownership, Store, names,
+    IngressActor, NodeApi, NodeContext, NotifierActor, OrchestratorActor, Ownership, Store, tree,
 };
 use anyhow::Context;
 use broker_adapters::{Bus, EmbeddedBus, KafkaBus, RabbitBus};
@@ -127,7 +128,13 @@ impl Node {
                     max: Duration::from_secs(10),
                 },
             },
-            children: children(&ctx, &tree, gateway, addrs),
+            children: Parts {
+                ctx: ctx.clone(),
+                tree: tree.clone(),
+                gateway,
+                addrs,
+            }
+            .specs(ROOT, tree::LAYOUT),
         };
         let (root, stopped) = Actor::spawn(Some(ROOT.into()), SupervisorActor, args)
             .await
@@ -162,15 +169,8 @@ impl Node {
     /// Stops the node front to back: servers, then ingress (committing what was acked), then
     /// the mailboxes, so nothing is half-applied and nothing acked is lost.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        let order = [
-            names::SERVERS,
-            names::INGRESS,
-            names::CLUSTER,
-            names::NOTIFIER,
-            names::AGENTS,
-            names::TASKS,
-            names::ORCHESTRATOR,
-        ];
+        // The reverse of the start order: front doors first, the state's writers last.
+        let order = tree::LAYOUT.iter().rev().map(|part| part.name);
         for name in order {
             let timeout = Duration::from_secs(10);
             // Forget the child first, so the root does not restart what we stop.
@@ -184,72 +184,76 @@ impl Node {
     }
 }
 
-/// The node's children, in start order: each one's dependencies start before it.
-fn children(
-    ctx: &NodeContext,
-    tree: &Tree,
+/// What the node's actors are started with.
+struct Parts {
+    ctx: NodeContext,
+    tree: Tree,
     gateway: GatewayContext,
     addrs: ServerAddrs,
-) -> Vec<ChildSpec> {
-    let cluster = ClusterArgs {
-        ctx: ctx.clone(),
-        http: addrs.http.to_string(),
-        grpc: addrs.grpc.to_string(),
-    };
-    let with_ctx = |ctx: &NodeContext| {
-        let ctx = ctx.clone();
-        move || ctx.clone()
-    };
-    // Entity actors come and go; a burst of their failures should not take the node down.
-    let mailboxes = |name: &str| {
-        let args = SupervisorArgs {
-            path: ctx.path(name),
-            tree: tree.clone(),
-            config: SupervisorConfig {
-                max_restarts: 100,
-                within: Duration::from_secs(10),
-                ..SupervisorConfig::default()
-            },
-            children: Vec::new(),
+}
+
+impl Parts {
+    /// The child specs of `parts`, below the supervisor at `parent`.
+    fn specs(&self, parent: &str, parts: &[tree::Part]) -> Vec<ChildSpec> {
+        parts.iter().map(|part| self.spec(parent, part)).collect()
+    }
+
+    fn spec(&self, parent: &str, part: &tree::Part) -> ChildSpec {
+        let path = format!("{parent}/{}", part.name);
+        let ctx = self.ctx.clone();
+        let with_ctx = move || ctx.clone();
+        let supervisor = |config: SupervisorConfig, children: Vec<ChildSpec>| {
+            let args = SupervisorArgs {
+                path: path.clone(),
+                tree: self.tree.clone(),
+                config,
+                children,
+            };
+            ChildSpec::actor(part.name, Restart::Permanent, SupervisorActor, move || {
+                args.clone()
+            })
         };
-        ChildSpec::actor(name, Restart::Permanent, SupervisorActor, move || {
-            args.clone()
-        })
-    };
-    vec![
-        ChildSpec::actor(
-            names::ORCHESTRATOR,
-            Restart::Permanent,
-            OrchestratorActor,
-            with_ctx(ctx),
-        ),
-        mailboxes(names::TASKS),
-        mailboxes(names::AGENTS),
-        ChildSpec::actor(
-            names::NOTIFIER,
-            Restart::Permanent,
-            NotifierActor,
-            with_ctx(ctx),
-        ),
-        ChildSpec::actor(
-            names::INGRESS,
-            Restart::Permanent,
-            IngressActor,
-            with_ctx(ctx),
-        ),
-        ChildSpec::actor(
-            names::CLUSTER,
-            Restart::Permanent,
-            ClusterActor,
-            move || cluster.clone(),
-        ),
-        ChildSpec::actor(
-            names::SERVERS,
-            Restart::Permanent,
-            ServersActor,
-            move || (gateway.clone(), addrs),
-        ),
-    ]
+        match part.kind {
+            tree::Kind::Supervisor(strategy, children) => {
+                let config = SupervisorConfig {
+                    strategy,
+                    ..SupervisorConfig::default()
+                };
+                supervisor(config, self.specs(&path, children))
+            }
+            tree::Kind::Mailboxes => supervisor(tree::mailbox_config(), Vec::new()),
+            tree::Kind::Worker(worker) => {
+                let name = part.name;
+                match worker {
+                    Worker::Scheduler => {
+                        ChildSpec::actor(name, Restart::Permanent, OrchestratorActor, with_ctx)
+                    }
+                    Worker::Notifier => {
+                        ChildSpec::actor(name, Restart::Permanent, NotifierActor, with_ctx)
+                    }
+                    Worker::Ingress => {
+                        ChildSpec::actor(name, Restart::Permanent, IngressActor, with_ctx)
+                    }
+                    Worker::Cluster => {
+                        let cluster = ClusterArgs {
+                            ctx: self.ctx.clone(),
+                            http: self.addrs.http.to_string(),
+                            grpc: self.addrs.grpc.to_string(),
+                        };
+                        ChildSpec::actor(name, Restart::Permanent, ClusterActor, move || {
+                            cluster.clone()
+                        })
+                    }
+                    Worker::Servers => {
+                        let (gateway, addrs) = (self.gateway.clone(), self.addrs);
+                        ChildSpec::actor(name, Restart::Permanent, ServersActor, move || {
+                            (gateway.clone(), addrs)
+                        })
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// An exclusive lock on a data directory, held while the node runs, so a second node cannot

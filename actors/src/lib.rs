@@ -21,6 +21,7 @@ mod router;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod tree;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,23 +63,7 @@ pub struct NodeContext {
     pub outcomes: Outcomes,
 }
 
-/// Child names of the node's tree (DESIGN §4).
-pub mod names {
-    /// The bus consumer.
-    pub const INGRESS: &str = "ingress";
-    /// Assignment.
-    pub const ORCHESTRATOR: &str = "orchestrator";
-    /// The supervisor of task mailboxes.
-    pub const TASKS: &str = "tasks";
-    /// The supervisor of agent mailboxes.
-    pub const AGENTS: &str = "agents";
-    /// This node's record in the cluster.
-    pub const CLUSTER: &str = "cluster";
-    /// Notifications.
-    pub const NOTIFIER: &str = "notifier";
-    /// HTTP and gRPC.
-    pub const SERVERS: &str = "servers";
-}
+pub use tree::names;
 
 /// A fresh message id: a UUIDv7, so ids sort by creation time.
 pub fn new_message_id() -> String {
@@ -86,8 +71,9 @@ pub fn new_message_id() -> String {
 }
 
 impl NodeContext {
-    /// The tree path (and registered name) of the node's child `name`.
+    /// The tree path (and registered name) of the part `name` of the node's tree.
     pub fn path(&self, name: &str) -> String {
-        format!("{}/{name}", self.root)
+        let relative = tree::relative_path(name).unwrap_or_else(|| name.to_owned());
+        format!("{}/{relative}", self.root)
     }
 }

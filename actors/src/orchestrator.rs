@@ -3,10 +3,10 @@
 //!
 //! Leadership: every node runs one, but only the node that owns partition 0 of the events topic
 //! acts, so agents' capacity is counted in one place across the cluster.
-//! Supervision: a permanent child of the node. Its decisions are recorded in the store before
+//! Supervision: `scheduler`, a permanent child of the `orchestrator` supervisor. Its decisions are recorded in the store before
 //! they are published, under ids derived from task and generation, so a restarted orchestrator
 //! finds its unapplied decisions again, counts them against capacity and republishes them
-//! without deciding twice.
+//! without deciding twice; so does every sweep, and the pass after a failed one.
 //! Ordering: assignment requests are coalesced into one pass every few milliseconds; the sweep
 //! (silent agents, orphaned work, unheard cascades) runs every `assign_interval`.
 //! Shutdown: nothing to flush; publishes are durable when they return.
@@ -36,7 +36,7 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 /// Asks the node's orchestrator for a pass; if it is restarting, its start-up pass runs anyway.
 pub(crate) fn poke(ctx: &NodeContext) {
-    if let Some(cell) = ractor::registry::where_is(ctx.path(crate::names::ORCHESTRATOR)) {
+    if let Some(cell) = ractor::registry::where_is(ctx.path(crate::names::SCHEDULER)) {
         let _ = ActorRef::<OrchestratorMsg>::from(cell).send_message(OrchestratorMsg::Assign);
     }
 }
@@ -107,21 +107,27 @@ impl Actor for OrchestratorActor {
             OrchestratorMsg::Run => {
                 state.scheduled = false;
                 state.last_pass = Instant::now();
-                if let Err(error) = pass(state).await {
-                    // The next request or the periodic sweep tries again.
-                    tracing::warn!(%error, "assignment pass failed");
-                }
+                run_pass(state).await;
             }
             OrchestratorMsg::Sweep => {
                 if let Err(error) = sweep(&state.ctx).await {
                     tracing::warn!(%error, "sweep failed");
                 }
-                if let Err(error) = pass(state).await {
-                    tracing::warn!(%error, "assignment pass failed");
-                }
+                // Decisions whose publish was lost (a bus outage, a crash) go out again; their
+                // ids make a second copy change nothing.
+                state.republish = true;
+                run_pass(state).await;
             }
         }
         Ok(())
+    }
+}
+
+async fn run_pass(state: &mut OrchestratorState) {
+    if let Err(error) = pass(state).await {
+        // Recorded decisions may not have gone out: the next pass publishes them again.
+        state.republish = true;
+        tracing::warn!(%error, "assignment pass failed");
     }
 }
 

@@ -230,6 +230,8 @@ async fn task_mailboxes(client: &mut Client) -> BTreeSet<String> {
     let tree = client.tree().await.unwrap();
     tree.children
         .iter()
+        .filter(|c| c.name == "orchestrator")
+        .flat_map(|c| c.children.iter())
         .filter(|c| c.name == "tasks")
         .flat_map(|c| c.children.iter().map(|m| m.name.clone()))
         .collect()

@@ -112,10 +112,10 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
             "agents",
             "cluster",
             "ingress",
+            "integrations",
             "notifier",
             "orchestrator",
-            "servers",
-            "tasks"
+            "servers"
         ]
     );
     assert!(
@@ -124,7 +124,27 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
             .all(|n| n.status == "running" && n.restart_count == 0),
         "{root:?}"
     );
-    let tasks = root.children.iter().find(|n| n.name == "tasks").unwrap();
+    let orchestrator = root
+        .children
+        .iter()
+        .find(|n| n.name == "orchestrator")
+        .unwrap();
+    let mut under: Vec<&str> = orchestrator
+        .children
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    under.sort();
+    assert_eq!(
+        under,
+        ["scheduler", "tasks"],
+        "tasks live under the orchestrator (DESIGN §4)"
+    );
+    let tasks = orchestrator
+        .children
+        .iter()
+        .find(|n| n.name == "tasks")
+        .unwrap();
     assert!(
         tasks.children.iter().any(|n| n.name == "t1"),
         "a live mailbox per task: {tasks:?}"

@@ -69,11 +69,13 @@ async fn panics_are_restarted_and_escalate_past_the_intensity() {
     let mut c = Client::new(dir.path(), http, grpc).await;
 
     // A group under the node's `tasks` supervisor that tolerates one restart per minute.
-    let tasks = ActorRef::<SupervisorMsg>::from(ractor::registry::where_is("node/tasks").unwrap());
+    let tasks = ActorRef::<SupervisorMsg>::from(
+        ractor::registry::where_is("node/orchestrator/tasks").unwrap(),
+    );
     let tree = node.tree().clone();
     let group = ChildSpec::actor("group", Restart::Permanent, SupervisorActor, move || {
         SupervisorArgs {
-            path: "node/tasks/group".into(),
+            path: "node/orchestrator/tasks/group".into(),
             tree: tree.clone(),
             config: SupervisorConfig {
                 strategy: Strategy::OneForOne,
@@ -96,20 +98,20 @@ async fn panics_are_restarted_and_escalate_past_the_intensity() {
         .await
         .unwrap();
 
-    crash("node/tasks/group/crashy");
-    wait_restarts(&mut c, &["tasks", "group", "crashy"], 1).await;
+    crash("node/orchestrator/tasks/group/crashy");
+    wait_restarts(&mut c, &["orchestrator", "tasks", "group", "crashy"], 1).await;
     // The second panic within the window exceeds the group's intensity: it fails to `tasks`,
     // which restarts the group (with a fresh crashy).
-    crash("node/tasks/group/crashy");
-    wait_restarts(&mut c, &["tasks", "group"], 1).await;
-    wait_restarts(&mut c, &["tasks", "group", "crashy"], 0).await;
-    wait_restarts(&mut c, &["tasks"], 0).await;
+    crash("node/orchestrator/tasks/group/crashy");
+    wait_restarts(&mut c, &["orchestrator", "tasks", "group"], 1).await;
+    wait_restarts(&mut c, &["orchestrator", "tasks", "group", "crashy"], 0).await;
+    wait_restarts(&mut c, &["orchestrator", "tasks"], 0).await;
 
     // A node actor that stops abnormally is restarted the same way.
-    ractor::registry::where_is("node/orchestrator")
+    ractor::registry::where_is("node/orchestrator/scheduler")
         .unwrap()
         .stop(Some("test".into()));
-    wait_restarts(&mut c, &["orchestrator"], 1).await;
+    wait_restarts(&mut c, &["orchestrator", "scheduler"], 1).await;
     // ... and keeps working: a task still gets assigned.
     assert_eq!(c.post(&agent_registered("e1", "a1", 1)).await, Some(202));
     assert_eq!(c.post(&task_created("e2", "t1")).await, Some(202));

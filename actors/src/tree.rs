@@ -1,0 +1,135 @@
+//! The node's supervision tree (DESIGN §4), declared once: names, nesting, strategies and
+//! start order come from `LAYOUT`; paths are derived from it, and the node stops its children
+//! in the reverse of their start order (front doors first, state last).
+
+use std::time::Duration;
+
+use supervisor::{Strategy, SupervisorConfig};
+
+/// The actors of a node that the tree starts, each a permanent child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    /// Assignment and the sweep (`OrchestratorActor`).
+    Scheduler,
+    /// Notifications (`NotifierActor`).
+    Notifier,
+    /// The bus consumer (`IngressActor`).
+    Ingress,
+    /// This node's record in the cluster (`ClusterActor`).
+    Cluster,
+    /// HTTP and gRPC (`ServersActor`).
+    Servers,
+}
+
+/// What a node of the tree is.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// A supervisor of the children listed, with this strategy.
+    Supervisor(Strategy, &'static [Part]),
+    /// A supervisor of mailboxes started on demand (one per entity), tolerant of their bursts.
+    Mailboxes,
+    /// An actor.
+    Worker(Worker),
+}
+
+/// A named node of the tree.
+#[derive(Debug, Clone, Copy)]
+pub struct Part {
+    /// Its name, the last segment of its path.
+    pub name: &'static str,
+    /// What it is.
+    pub kind: Kind,
+}
+
+const fn part(name: &'static str, kind: Kind) -> Part {
+    Part { name, kind }
+}
+
+/// Child names of the node's tree.
+pub mod names {
+    /// The bus consumer.
+    pub const INGRESS: &str = "ingress";
+    /// The supervisor of scheduling and the task mailboxes.
+    pub const ORCHESTRATOR: &str = "orchestrator";
+    /// Assignment and the sweep.
+    pub const SCHEDULER: &str = "scheduler";
+    /// The supervisor of task mailboxes.
+    pub const TASKS: &str = "tasks";
+    /// The supervisor of agent mailboxes.
+    pub const AGENTS: &str = "agents";
+    /// Notifications.
+    pub const NOTIFIER: &str = "notifier";
+    /// Rate limiters, the calendar writer, the cost monitor.
+    pub const INTEGRATIONS: &str = "integrations";
+    /// This node's record in the cluster.
+    pub const CLUSTER: &str = "cluster";
+    /// HTTP and gRPC.
+    pub const SERVERS: &str = "servers";
+}
+
+/// The node's children, in start order (each one's dependencies before it).
+pub const LAYOUT: &[Part] = &[
+    part(
+        names::ORCHESTRATOR,
+        // The scheduler reads what task mailboxes write; either may restart alone.
+        Kind::Supervisor(
+            Strategy::OneForOne,
+            &[
+                part(names::SCHEDULER, Kind::Worker(Worker::Scheduler)),
+                part(names::TASKS, Kind::Mailboxes),
+            ],
+        ),
+    ),
+    part(names::AGENTS, Kind::Mailboxes),
+    part(names::NOTIFIER, Kind::Worker(Worker::Notifier)),
+    part(
+        names::INTEGRATIONS,
+        Kind::Supervisor(Strategy::OneForOne, &[]),
+    ),
+    part(names::INGRESS, Kind::Worker(Worker::Ingress)),
+    part(names::CLUSTER, Kind::Worker(Worker::Cluster)),
+    part(names::SERVERS, Kind::Worker(Worker::Servers)),
+];
+
+/// How a mailbox supervisor restarts: entity actors come and go, and a burst of their failures
+/// should not take the node down.
+pub fn mailbox_config() -> SupervisorConfig {
+    SupervisorConfig {
+        max_restarts: 100,
+        within: Duration::from_secs(10),
+        ..SupervisorConfig::default()
+    }
+}
+
+/// The path below the root of the part named `name` (`orchestrator/tasks`, say).
+pub fn relative_path(name: &str) -> Option<String> {
+    fn find(parts: &[Part], name: &str) -> Option<String> {
+        parts.iter().find_map(|p| {
+            if p.name == name {
+                return Some(p.name.to_owned());
+            }
+            match p.kind {
+                Kind::Supervisor(_, children) => {
+                    find(children, name).map(|path| format!("{}/{path}", p.name))
+                }
+                _ => None,
+            }
+        })
+    }
+    find(LAYOUT, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_follow_the_nesting() {
+        assert_eq!(
+            relative_path(names::TASKS).as_deref(),
+            Some("orchestrator/tasks")
+        );
+        assert_eq!(relative_path(names::SERVERS).as_deref(), Some("servers"));
+        assert_eq!(relative_path("nobody"), None);
+    }
+}
