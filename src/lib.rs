@@ -5,7 +5,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
-mod credentials;
 pub mod doctor;
 mod node;
 pub mod worker;

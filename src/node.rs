@@ -22,7 +22,6 @@ use supervisor::{
 };
 
 use crate::config::{BusKind, Config};
-use crate::credentials;
 
 /// The root of the tree.
 const ROOT: &str = "node";
@@ -89,7 +88,7 @@ impl Node {
         Migrator::up(store.connection(), None)
             .await
             .context("migrating the database")?;
-        credentials::ensure_admin_key(&store, &config.data_dir).await?;
+        actors::credentials::ensure_admin_key(&store, &config.data_dir).await?;
 
         let tree = Tree::default();
         let agent_timeout = Duration::from_millis(config.agent_timeout_ms.max(300));

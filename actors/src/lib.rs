@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod credentials;
 pub mod domain;
 pub mod edge;
 mod entity;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actors::Store;
-use actors::store::keys::Principal;
+use actors::credentials::Principal;
 use moka::future::Cache;
 
 use crate::GatewayError;

@@ -1,7 +1,7 @@
 //! HTTP: `POST /v1/events` (CBOR or JSON envelopes), `GET /health`, `GET /ready`,
 //! `GET /cluster/status` (admin).
 
-use actors::store::keys::Role;
+use actors::credentials::Role;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;

@@ -9,7 +9,6 @@ mod batch;
 mod convert;
 #[allow(missing_docs)] // sea-orm derives the columns, relations and active models
 pub mod entities;
-pub mod keys;
 mod members;
 mod orchestration;
 mod tasks;

@@ -1,10 +1,10 @@
 //! Persistence: idempotent writes, outbox notifications, queries, keys, on every database.
 
+use actors::credentials::Role;
 use actors::domain::agent::Agent;
 use actors::domain::assign::Decision;
 use actors::domain::task::{NotificationDraft, Task, TaskState};
 use actors::domain::{Capabilities, Dependency, DependencyKind, DependencyState, Map, Priority};
-use actors::store::keys::Role;
 use actors::store::{Applied, AppliedMessage, TaskFilter};
 use actors::testkit::on_every_database;
 
@@ -323,7 +323,7 @@ async fn queries_order_filter_and_page() {
 async fn keys_are_checked_by_hash() {
     on_every_database("keys", |store| async move {
         assert!(!store.has_admin_key().await.unwrap());
-        let token = actors::store::keys::new_token().unwrap();
+        let token = actors::credentials::new_token().unwrap();
         store
             .add_key(&token, "admin", Role::Admin, None)
             .await

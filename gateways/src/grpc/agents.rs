@@ -1,6 +1,6 @@
 //! `switchyard.v1.Agents` (scoped to the caller's user) and `switchyard.v1.Keys` (admin only).
 
-use actors::store::keys::{Principal, Role, new_token};
+use actors::credentials::{Principal, Role, new_token};
 use schemas::proto::{
     self, CreateKeyRequest, CreateKeyResponse, GetAgentRequest, ListAgentsRequest,
     ListAgentsResponse, RevokeKeyRequest, RevokeKeyResponse, agents_server::Agents,

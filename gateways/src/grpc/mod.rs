@@ -7,7 +7,7 @@ pub mod convert;
 mod tasks;
 mod worker;
 
-use actors::store::keys::Principal;
+use actors::credentials::Principal;
 use schemas::proto::{
     self, ActorNode, GetSupervisionTreeRequest, SupervisionTree,
     agents_server::AgentsServer,

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::time::Duration;
 
+use actors::credentials::{Principal, Role};
 use actors::domain::task::{self, Command, Task};
 use actors::domain::{Map, dag};
 use actors::edge;
-use actors::store::keys::{Principal, Role};
 use actors::store::{Outcome, TaskFilter};
 use schemas::proto::{
     self, AddDependencyRequest, CreateTaskRequest, GetTaskRequest, ListTasksRequest,

@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::time::Duration;
 
+use actors::credentials::{Principal, Role};
 use actors::domain::task::{Command, Task, TaskState};
 use actors::store::Outcome;
-use actors::store::keys::{Principal, Role};
 use schemas::proto::{
     Hello, NodeMessage, Refused, Welcome, WorkerMessage, node_message, worker_message,
     worker_server::Worker,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actors::store::keys::{Role, new_token};
+use actors::credentials::{Role, new_token};
 use actors::{NodeApi, NodeContext, Ownership};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};

@@ -1,4 +1,6 @@
-//! API keys: random bearer tokens of which only a SHA-256 hash is stored.
+//! Credentials, all in one place: API keys (random bearer tokens of which only a SHA-256 hash
+//! is stored), whom a key stands for, and the admin key a new node writes once to
+//! `<data-dir>/admin.token`.
 
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
@@ -7,8 +9,11 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 const KEY_ID_LEN: usize = 16;
 use sha2::{Digest, Sha256};
 
-use super::entities::api_keys;
-use super::{Store, StoreError, now_ms};
+use std::io::Write;
+use std::path::Path;
+
+use crate::store::entities::api_keys;
+use crate::store::{Store, StoreError, now_ms};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,4 +130,35 @@ impl Store {
             })
         }))
     }
+}
+
+/// File name of the admin key in the data directory.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Creates the admin key if the store has none. The file is written before the hash is
+/// stored, so a crash in between leaves no key that nobody holds.
+pub async fn ensure_admin_key(store: &Store, data_dir: &Path) -> Result<(), StoreError> {
+    if store.has_admin_key().await? {
+        return Ok(());
+    }
+    let token = new_token()?;
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    write_private(&path, &token)
+        .map_err(|e| StoreError(format!("writing {}: {e}", path.display())))?;
+    store.add_key(&token, "admin", Role::Admin, None).await?;
+    tracing::info!(path = %path.display(), "created the admin key");
+    Ok(())
+}
+
+fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(token.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
