@@ -108,7 +108,8 @@ async fn cascade(ctx: &NodeContext, upstream: &Task) {
 /// Tells `task` about the upstream tasks that finished before it depended on them.
 async fn check_upstreams(ctx: &NodeContext, task: &Task) {
     for dependency in &task.dependencies {
-        match ctx.store.task(&dependency.upstream).await {
+        // How it finished is on the task's own row; its dependencies are not needed.
+        match ctx.store.task_summary(&dependency.upstream).await {
             Ok(Some(upstream)) => {
                 if let Err(error) =
                     tell_dependent(ctx, &task.task_id, &task.user, dependency, &upstream).await

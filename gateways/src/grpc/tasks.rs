@@ -146,8 +146,13 @@ async fn checked_graph(
     let inside: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
     let mut existing = HashMap::new();
     for task in &tasks {
-        if let Some(found) = ctx.node.store().task(&task.task_id).await? {
-            let _ = found;
+        if ctx
+            .node
+            .store()
+            .task_summary(&task.task_id)
+            .await?
+            .is_some()
+        {
             return Err(GatewayError::FailedPrecondition(format!(
                 "task `{}` already exists",
                 task.task_id
@@ -158,7 +163,7 @@ async fn checked_graph(
                 let upstream = ctx
                     .node
                     .store()
-                    .task(&d.upstream)
+                    .task_summary(&d.upstream)
                     .await?
                     .filter(|t| t.user == user);
                 existing.insert(d.upstream.clone(), upstream.map(|t| t.contracts));
