@@ -96,6 +96,9 @@ pub struct SubscribeOptions {
     pub redelivery_delay: Duration,
     /// Where a new group starts.
     pub start: StartAt,
+    /// Deliveries of one partition out with handlers at once; never two of one key, so
+    /// per-key order holds whatever this is, and offsets are committed contiguously.
+    pub in_flight: usize,
 }
 
 impl SubscribeOptions {
@@ -111,6 +114,7 @@ impl Default for SubscribeOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             redelivery_delay: Duration::from_millis(100),
             start: StartAt::Earliest,
+            in_flight: 1,
         }
     }
 }

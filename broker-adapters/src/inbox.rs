@@ -1,13 +1,16 @@
-//! What every adapter's subscription shares: a lane per owned partition with one delivery in
-//! flight, redelivery after a backoff, attempt counting, and the dead-letter decision.
+//! What every adapter's subscription shares: a lane per owned partition with up to
+//! `in_flight` deliveries out at once but never two of one key, redelivery after a backoff,
+//! attempt counting, the dead-letter decision, and contiguous release of settled records.
 //!
 //! Adapters fill the lanes from their broker and carry out what a settled delivery comes to
 //! (`Done`): commit or ack an acked one; publish a dead-lettered one to `<topic>.dlq` first.
+//! A record settled before an earlier one of its partition waits for it (as Confluent's
+//! parallel consumer commits), so a committed offset never passes unfinished work.
 //! Publishing happens in a task of its own (`spawn_publish`) that reports back, and the
-//! record stays at the front of its lane until it does, so a subscription's `next` can be
-//! cancelled at any point without losing a record.
+//! record stays in its lane until it does, so a subscription's `next` can be cancelled at
+//! any point without losing a record.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -24,18 +27,42 @@ pub(crate) struct Entry<T> {
 
 /// What a settled delivery comes to.
 pub(crate) enum Done<T> {
-    /// Handled (or dead-lettered, or forwarded): commit or ack it.
+    /// Handled (or dead-lettered, or forwarded), and so is every earlier record of its
+    /// partition: commit or ack it.
     Ack(Entry<T>),
     /// Publish this to the dead-letter topic and report to the ticket (`spawn_publish`).
     DeadLetter(OutMessage, Ticket),
 }
 
+/// Where a record in its lane stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not out: ready, delayed after a nack, or behind an earlier record of its key.
+    Waiting,
+    /// Out with a handler (or its dead letter being published) under this ticket.
+    Out(u64),
+    /// Settled; leaves the lane once every record before it has.
+    Settled,
+}
+
+struct Slot<T> {
+    entry: Entry<T>,
+    stage: Stage,
+}
+
 struct Lane<T> {
-    queue: VecDeque<Entry<T>>,
-    /// The ticket of the front entry while it is out with a handler.
-    in_flight: Option<u64>,
-    /// A nacked front entry is not redelivered before this.
-    not_before: Option<Instant>,
+    /// The partition's records in offset order, from the oldest unreleased one.
+    slots: VecDeque<Slot<T>>,
+    /// The sequence number of `slots[0]`.
+    base: u64,
+    /// Records whose key has no earlier unsettled record, by sequence number.
+    ready: VecDeque<u64>,
+    /// Nacked records and when they may go out again; still counted in `out`.
+    delayed: Vec<(Instant, u64)>,
+    /// Every key with an unsettled record, and its later records waiting their turn.
+    behind: HashMap<String, VecDeque<u64>>,
+    /// Records out with handlers or waiting for their redelivery: the window's fill.
+    out: usize,
     /// Being handed over: settle what is out, deliver nothing more.
     held: bool,
     /// Which opening of the lane this is: a partition revoked and assigned again gets a new
@@ -43,37 +70,133 @@ struct Lane<T> {
     epoch: u64,
 }
 
-impl<T> Default for Lane<T> {
-    fn default() -> Self {
+impl<T> Lane<T> {
+    fn new(epoch: u64) -> Self {
         Lane {
-            queue: VecDeque::new(),
-            in_flight: None,
-            not_before: None,
+            slots: VecDeque::new(),
+            base: 0,
+            ready: VecDeque::new(),
+            delayed: Vec::new(),
+            behind: HashMap::new(),
+            out: 0,
             held: false,
-            epoch: 0,
+            epoch,
         }
+    }
+
+    fn push(&mut self, entry: Entry<T>) {
+        let seq = self.base + self.slots.len() as u64;
+        match self.behind.get_mut(&entry.record.key) {
+            Some(waiting) => waiting.push_back(seq),
+            None => {
+                self.behind
+                    .insert(entry.record.key.clone(), VecDeque::new());
+                self.ready.push_back(seq);
+            }
+        }
+        self.slots.push_back(Slot {
+            entry,
+            stage: Stage::Waiting,
+        });
+    }
+
+    fn slot(&mut self, seq: u64) -> Option<&mut Slot<T>> {
+        let index = seq.checked_sub(self.base)?;
+        self.slots.get_mut(usize::try_from(index).ok()?)
+    }
+
+    /// The next record that may go out now: a nacked one whose wait is over (it still counts
+    /// against the window, and holds back its partition's commits), else the first ready one
+    /// if the window has room.
+    fn next_ready(&self, now: Instant, in_flight: usize) -> Option<u64> {
+        if self.held {
+            return None;
+        }
+        if let Some((_, seq)) = self.delayed.iter().find(|(due, _)| *due <= now) {
+            return Some(*seq);
+        }
+        if self.out >= in_flight {
+            return None;
+        }
+        self.ready.front().copied()
+    }
+
+    /// Takes `seq` (as `next_ready` chose it) out under `ticket`.
+    fn take(&mut self, seq: u64, ticket: u64) -> Option<&mut Slot<T>> {
+        match self.delayed.iter().position(|(_, s)| *s == seq) {
+            Some(index) => {
+                self.delayed.swap_remove(index);
+            }
+            None => {
+                self.ready.pop_front();
+                self.out += 1;
+            }
+        }
+        let slot = self.slot(seq)?;
+        slot.stage = Stage::Out(ticket);
+        Some(slot)
+    }
+
+    /// Marks `seq` settled, lets its key's next record go, and releases the settled records
+    /// at the front.
+    fn settle(&mut self, seq: u64) -> Vec<Done<T>> {
+        self.out = self.out.saturating_sub(1);
+        let Some(slot) = self.slot(seq) else {
+            return Vec::new();
+        };
+        slot.stage = Stage::Settled;
+        let key = slot.entry.record.key.clone();
+        match self.behind.get_mut(&key).and_then(VecDeque::pop_front) {
+            Some(next) => self.ready.push_back(next),
+            None => {
+                self.behind.remove(&key);
+            }
+        }
+        let mut released = Vec::new();
+        while self
+            .slots
+            .front()
+            .is_some_and(|s| s.stage == Stage::Settled)
+        {
+            if let Some(slot) = self.slots.pop_front() {
+                self.base += 1;
+                released.push(Done::Ack(slot.entry));
+            }
+        }
+        released
     }
 }
 
-/// A settle report: partition, ticket, outcome.
-type Report = (u32, u64, Outcome);
+/// A settle report: partition, ticket, the record's sequence number in its lane, outcome.
+pub(crate) struct Report {
+    partition: u32,
+    ticket: u64,
+    seq: u64,
+    outcome: Outcome,
+}
 
 /// Told of every outcome as the handler settles it, before the inbox hears of it; for an
 /// adapter that must act even while its subscription is not being polled. It is given the
 /// record's partition, the epoch of the lane it came from (see `Inbox::assign`) and offset.
 pub(crate) type Hook = std::sync::Arc<dyn Fn(u32, u64, Option<u64>, &Outcome) + Send + Sync>;
 
-/// Reports the outcome of the work on a lane's front record back to its inbox.
+/// Reports the outcome of the work on one record back to its inbox.
 pub(crate) struct Ticket {
     reports: mpsc::UnboundedSender<Report>,
     partition: u32,
     ticket: u64,
+    seq: u64,
 }
 
 impl Ticket {
     pub(crate) fn report(self, outcome: Outcome) {
         // If the subscription is gone, the message is redelivered to the next owner anyway.
-        let _ = self.reports.send((self.partition, self.ticket, outcome));
+        let _ = self.reports.send(Report {
+            partition: self.partition,
+            ticket: self.ticket,
+            seq: self.seq,
+            outcome,
+        });
     }
 }
 
@@ -167,28 +290,26 @@ impl<T> Inbox<T> {
         }
     }
 
+    fn in_flight(&self) -> usize {
+        self.options.in_flight.max(1)
+    }
+
     /// Opens a lane for `partition` (if not open); returns its epoch.
     pub(crate) fn assign(&mut self, partition: u32) -> u64 {
         self.next_ticket += 1;
         let epoch = self.next_ticket;
         self.lanes
             .entry(partition)
-            .or_insert_with(|| Lane {
-                epoch,
-                ..Lane::default()
-            })
+            .or_insert_with(|| Lane::new(epoch))
             .epoch
     }
 
-    /// Closes the lane of `partition`; its entries (settled or not) are the next owner's.
-    pub(crate) fn revoke(&mut self, partition: u32) -> Vec<Entry<T>> {
-        self.lanes
-            .remove(&partition)
-            .map(|lane| lane.queue.into())
-            .unwrap_or_default()
+    /// Closes the lane of `partition`; its records (settled or not) are the next owner's.
+    pub(crate) fn revoke(&mut self, partition: u32) {
+        self.lanes.remove(&partition);
     }
 
-    /// Stops delivering from `partition`'s lane; its in-flight delivery may still settle.
+    /// Stops delivering from `partition`'s lane; its in-flight deliveries may still settle.
     pub(crate) fn hold(&mut self, partition: u32) {
         if let Some(lane) = self.lanes.get_mut(&partition) {
             lane.held = true;
@@ -205,16 +326,16 @@ impl<T> Inbox<T> {
         self.lanes.contains_key(&partition)
     }
 
-    /// Records waiting in `partition`'s lane (0 if it has none).
+    /// Records in `partition`'s lane not yet released (0 if it has none).
     pub(crate) fn queued(&self, partition: u32) -> usize {
-        self.lanes.get(&partition).map_or(0, |l| l.queue.len())
+        self.lanes.get(&partition).map_or(0, |l| l.slots.len())
     }
 
     /// Appends to `partition`'s lane; false (dropping the entry) if the lane is not open.
     pub(crate) fn push(&mut self, partition: u32, entry: Entry<T>) -> bool {
         match self.lanes.get_mut(&partition) {
             Some(lane) => {
-                lane.queue.push_back(entry);
+                lane.push(entry);
                 true
             }
             None => false,
@@ -226,71 +347,70 @@ impl<T> Inbox<T> {
         self.options.redelivery_delay
     }
 
-    fn ticket(&mut self, partition: u32) -> Ticket {
+    fn ticket(&mut self, partition: u32, seq: u64) -> Ticket {
         self.next_ticket += 1;
         Ticket {
             reports: self.reports_tx.clone(),
             partition,
             ticket: self.next_ticket,
+            seq,
         }
+    }
+
+    /// The next partition (round-robin) with a record that may go out now and that `pick`
+    /// chooses, and that record's sequence number.
+    fn next_ready(&mut self, pick: impl Fn(&T) -> bool) -> Option<(u32, u64)> {
+        let (now, in_flight) = (Instant::now(), self.in_flight());
+        let order: Vec<u32> = self
+            .lanes
+            .range(self.turn.saturating_add(1)..)
+            .chain(self.lanes.range(..=self.turn))
+            .map(|(p, _)| *p)
+            .collect();
+        order.into_iter().find_map(|partition| {
+            let lane = self.lanes.get_mut(&partition)?;
+            let seq = lane.next_ready(now, in_flight)?;
+            pick(&lane.slot(seq)?.entry.token).then_some((partition, seq))
+        })
     }
 
     /// The next deliverable record, round-robin over lanes, if any is ready.
     pub(crate) fn next_delivery(&mut self) -> Option<Delivery> {
-        let now = Instant::now();
-        let ready = |lane: &Lane<T>| {
-            !lane.held
-                && lane.in_flight.is_none()
-                && !lane.queue.is_empty()
-                && lane.not_before.is_none_or(|t| t <= now)
-        };
-        let partition = self
-            .lanes
-            .range(self.turn.saturating_add(1)..)
-            .chain(self.lanes.range(..=self.turn))
-            .find(|(_, lane)| ready(lane))
-            .map(|(p, _)| *p)?;
+        let (partition, seq) = self.next_ready(|_| true)?;
         self.turn = partition;
-        let ticket = self.ticket(partition);
+        let ticket = self.ticket(partition, seq);
+        let hook = self.hook.clone();
         let lane = self.lanes.get_mut(&partition)?;
-        lane.in_flight = Some(ticket.ticket);
-        lane.not_before = None;
         let epoch = lane.epoch;
-        let entry = lane.queue.front_mut()?;
-        entry.attempts += 1;
+        let slot = lane.take(seq, ticket.ticket)?;
+        slot.entry.attempts += 1;
         let settle = DeliveryTicket {
             ticket,
-            hook: self.hook.clone().map(|h| (h, epoch, entry.record.offset)),
+            hook: hook.map(|h| (h, epoch, slot.entry.record.offset)),
         };
         Some(Delivery::new(
-            entry.record.clone(),
-            entry.attempts,
+            slot.entry.record.clone(),
+            slot.entry.attempts,
             Box::new(settle),
         ))
     }
 
-    /// Claims a due front record that `pick` chooses, instead of delivering it: for records
-    /// the adapter settles itself (forwards, say) and reports on through the ticket.
-    pub(crate) fn claim_front(&mut self, pick: impl Fn(&T) -> bool) -> Option<(Record, Ticket)> {
-        let now = Instant::now();
-        let partition = self.lanes.iter().find_map(|(partition, lane)| {
-            let due =
-                !lane.held && lane.in_flight.is_none() && lane.not_before.is_none_or(|t| t <= now);
-            (due && lane.queue.front().is_some_and(|e| pick(&e.token))).then_some(*partition)
-        })?;
-        let ticket = self.ticket(partition);
-        let lane = self.lanes.get_mut(&partition)?;
-        lane.in_flight = Some(ticket.ticket);
-        lane.not_before = None;
-        Some((lane.queue.front()?.record.clone(), ticket))
+    /// Claims a record that may go out now and that `pick` chooses, instead of delivering
+    /// it: for records the adapter settles itself (forwards, say) and reports on through the
+    /// ticket.
+    pub(crate) fn claim(&mut self, pick: impl Fn(&T) -> bool) -> Option<(Record, Ticket)> {
+        let (partition, seq) = self.next_ready(pick)?;
+        let ticket = self.ticket(partition, seq);
+        let slot = self.lanes.get_mut(&partition)?.take(seq, ticket.ticket)?;
+        Some((slot.entry.record.clone(), ticket))
     }
 
     /// When the earliest nacked record becomes deliverable again, if any waits.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.lanes
             .values()
-            .filter(|l| l.in_flight.is_none() && !l.queue.is_empty())
-            .filter_map(|l| l.not_before)
+            .filter(|l| !l.held)
+            .flat_map(|l| l.delayed.iter().map(|(due, _)| *due))
             .min()
     }
 
@@ -311,28 +431,45 @@ impl<T> Inbox<T> {
         self.reports.try_recv().ok()
     }
 
-    /// Applies a settle report; `None` when it needs nothing from the adapter (a retry, or a
-    /// stale report from a lane revoked meanwhile).
-    pub(crate) fn apply(&mut self, (partition, ticket, outcome): Report) -> Option<Done<T>> {
-        let lane = self.lanes.get_mut(&partition)?;
-        if lane.in_flight != Some(ticket) {
-            return None;
+    /// Applies a settle report: what the adapter must now carry out, in offset order
+    /// (nothing for a retry, a record still waiting on an earlier one, or a stale report
+    /// from a lane revoked meanwhile).
+    pub(crate) fn apply(&mut self, report: Report) -> Vec<Done<T>> {
+        let Report {
+            partition,
+            ticket,
+            seq,
+            outcome,
+        } = report;
+        let max_attempts = self.options.max_attempts;
+        let backoff = |attempts: u32| self.options.backoff(attempts);
+        let Some(lane) = self.lanes.get_mut(&partition) else {
+            return Vec::new();
+        };
+        let Some(slot) = lane.slot(seq) else {
+            return Vec::new();
+        };
+        if slot.stage != Stage::Out(ticket) {
+            return Vec::new();
         }
-        lane.in_flight = None;
-        let attempts = lane.queue.front()?.attempts;
+        let attempts = slot.entry.attempts;
         let reason = match outcome {
-            Outcome::Ack => return lane.queue.pop_front().map(Done::Ack),
-            Outcome::Nack(_) if attempts < self.options.max_attempts => {
-                lane.not_before = Some(Instant::now() + self.options.backoff(attempts + 1));
-                return None;
+            Outcome::Ack => return lane.settle(seq),
+            Outcome::Nack(_) if attempts < max_attempts => {
+                slot.stage = Stage::Waiting;
+                let due = Instant::now() + backoff(attempts + 1);
+                lane.delayed.push((due, seq));
+                return Vec::new();
             }
             Outcome::Nack(reason) | Outcome::DeadLetter(reason) => reason,
         };
-        // The record stays at the front, in flight, until its dead letter is published.
-        let message = dead_letter_message(&lane.queue.front()?.record, &reason, attempts);
-        let ticket = self.ticket(partition);
-        self.lanes.get_mut(&partition)?.in_flight = Some(ticket.ticket);
-        Some(Done::DeadLetter(message, ticket))
+        // The record stays out, holding its key, until its dead letter is published.
+        let message = dead_letter_message(&slot.entry.record, &reason, attempts);
+        let ticket = self.ticket(partition, seq);
+        if let Some(slot) = self.lanes.get_mut(&partition).and_then(|l| l.slot(seq)) {
+            slot.stage = Stage::Out(ticket.ticket);
+        }
+        vec![Done::DeadLetter(message, ticket)]
     }
 }
 
@@ -363,30 +500,36 @@ mod tests {
 
     use super::*;
 
-    fn record(partition: u32, offset: u64) -> Record {
+    fn record(partition: u32, offset: u64, key: &str) -> Record {
         Record {
             topic: "t".into(),
             partition,
             offset: Some(offset),
-            key: "k".into(),
+            key: key.into(),
             payload: Vec::new(),
             headers: Vec::new(),
             timestamp: 0,
         }
     }
 
-    fn inbox(max_attempts: u32) -> Inbox<u64> {
-        let mut inbox = Inbox::new(SubscribeOptions {
+    fn options(max_attempts: u32, in_flight: usize) -> SubscribeOptions {
+        SubscribeOptions {
             max_attempts,
             redelivery_delay: Duration::ZERO,
+            in_flight,
             ..SubscribeOptions::default()
-        });
-        for p in 0..2 {
+        }
+    }
+
+    /// An inbox with `keys` queued, in order, on each of `partitions`.
+    fn inbox(options: SubscribeOptions, partitions: u32, keys: &[&str]) -> Inbox<u64> {
+        let mut inbox = Inbox::new(options);
+        for p in 0..partitions {
             inbox.assign(p);
-            for o in 0..2 {
+            for (o, key) in keys.iter().enumerate() {
                 let entry = Entry {
-                    record: record(p, o),
-                    token: o,
+                    record: record(p, o as u64, key),
+                    token: o as u64,
                     attempts: 0,
                 };
                 assert!(inbox.push(p, entry));
@@ -395,17 +538,30 @@ mod tests {
         inbox
     }
 
+    fn offsets(done: &[Done<u64>]) -> Vec<u64> {
+        done.iter()
+            .map(|d| match d {
+                Done::Ack(e) => e.token,
+                Done::DeadLetter(..) => panic!("a dead letter"),
+            })
+            .collect()
+    }
+
+    fn settle(inbox: &mut Inbox<u64>, delivery: Delivery) -> Vec<u64> {
+        delivery.ack();
+        let report = inbox.try_report().unwrap();
+        offsets(&inbox.apply(report))
+    }
+
     #[test]
     fn one_in_flight_per_lane_and_round_robin() {
-        let mut inbox = inbox(3);
+        let mut inbox = inbox(options(3, 1), 2, &["a", "b"]);
         let a = inbox.next_delivery().unwrap();
         let b = inbox.next_delivery().unwrap();
         assert_ne!(a.record.partition, b.record.partition);
         assert!(inbox.next_delivery().is_none(), "both lanes busy");
         let a_partition = a.record.partition;
-        a.ack();
-        let report = inbox.try_report().unwrap();
-        assert!(matches!(inbox.apply(report), Some(Done::Ack(e)) if e.token == 0));
+        assert_eq!(settle(&mut inbox, a), vec![0]);
         let c = inbox.next_delivery().unwrap();
         assert_eq!(
             (c.record.partition, c.record.offset),
@@ -415,19 +571,87 @@ mod tests {
     }
 
     #[test]
+    fn many_in_flight_but_one_per_key_and_released_in_offset_order() {
+        let mut inbox = inbox(options(3, 8), 1, &["a", "b", "a", "c"]);
+        let a0 = inbox.next_delivery().unwrap();
+        let b1 = inbox.next_delivery().unwrap();
+        let c3 = inbox.next_delivery().unwrap();
+        assert_eq!([&a0, &b1, &c3].map(|d| d.record.offset.unwrap()), [0, 1, 3]);
+        assert!(
+            inbox.next_delivery().is_none(),
+            "a's second waits for a's first"
+        );
+        assert_eq!(
+            settle(&mut inbox, c3),
+            Vec::<u64>::new(),
+            "held behind 0 and 1"
+        );
+        assert_eq!(settle(&mut inbox, a0), vec![0]);
+        let a2 = inbox.next_delivery().unwrap();
+        assert_eq!(a2.record.offset, Some(2));
+        assert_eq!(settle(&mut inbox, a2), Vec::<u64>::new(), "held behind 1");
+        assert_eq!(settle(&mut inbox, b1), vec![1, 2, 3]);
+        assert_eq!(inbox.queued(0), 0);
+    }
+
+    #[test]
+    fn the_window_bounds_what_is_out() {
+        let mut inbox = inbox(options(3, 2), 1, &["a", "b", "c"]);
+        let first = inbox.next_delivery().unwrap();
+        let _second = inbox.next_delivery().unwrap();
+        assert!(inbox.next_delivery().is_none(), "two out at most");
+        settle(&mut inbox, first);
+        assert_eq!(inbox.next_delivery().unwrap().record.offset, Some(2));
+    }
+
+    #[test]
+    fn a_nacked_record_keeps_its_key_and_holds_back_the_release() {
+        let mut inbox = inbox(options(3, 8), 1, &["a", "a", "b"]);
+        let a0 = inbox.next_delivery().unwrap();
+        let b2 = inbox.next_delivery().unwrap();
+        a0.nack("x");
+        let report = inbox.try_report().unwrap();
+        assert!(inbox.apply(report).is_empty(), "retried");
+        assert_eq!(settle(&mut inbox, b2), Vec::<u64>::new());
+        let again = inbox.next_delivery().unwrap();
+        assert_eq!((again.record.offset, again.attempt), (Some(0), 2));
+        assert_eq!(settle(&mut inbox, again), vec![0]);
+        let a1 = inbox.next_delivery().unwrap();
+        assert_eq!(settle(&mut inbox, a1), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_record_waiting_for_redelivery_still_fills_the_window() {
+        let mut inbox = inbox(
+            SubscribeOptions {
+                redelivery_delay: Duration::from_secs(60),
+                ..options(3, 1)
+            },
+            1,
+            &["a", "b"],
+        );
+        inbox.next_delivery().unwrap().nack("x");
+        let report = inbox.try_report().unwrap();
+        assert!(inbox.apply(report).is_empty());
+        assert!(inbox.next_delivery().is_none(), "b waits behind a's retry");
+        assert!(inbox.next_due().is_some());
+    }
+
+    #[test]
     fn nacks_retry_then_dead_letter_and_stale_reports_are_ignored() {
-        let mut inbox = inbox(2);
+        let mut inbox = inbox(options(2, 1), 2, &["a", "b"]);
         inbox.revoke(1);
         let d = inbox.next_delivery().unwrap();
         assert_eq!(d.attempt, 1);
         d.nack("x");
         let report = inbox.try_report().unwrap();
-        assert!(inbox.apply(report).is_none(), "retried");
+        assert!(inbox.apply(report).is_empty(), "retried");
         let d = inbox.next_delivery().unwrap();
         assert_eq!((d.record.offset, d.attempt), (Some(0), 2));
         drop(d); // an unsettled drop is a nack
         let report = inbox.try_report().unwrap();
-        let Some(Done::DeadLetter(message, ticket)) = inbox.apply(report) else {
+        let mut done = inbox.apply(report);
+        let Some(Done::DeadLetter(message, ticket)) = done.pop() else {
             panic!("dead-lettered after max attempts")
         };
         let reason = message.headers.iter().find(|(k, _)| k == "dlq_reason");
@@ -438,11 +662,24 @@ mod tests {
         );
         ticket.report(Outcome::Ack);
         let report = inbox.try_report().unwrap();
-        assert!(matches!(inbox.apply(report), Some(Done::Ack(e)) if e.token == 0));
+        assert_eq!(offsets(&inbox.apply(report)), vec![0]);
         let d = inbox.next_delivery().unwrap();
         inbox.revoke(0);
         d.ack();
         let report = inbox.try_report().unwrap();
-        assert!(inbox.apply(report).is_none(), "revoked meanwhile");
+        assert!(inbox.apply(report).is_empty(), "revoked meanwhile");
+    }
+
+    #[test]
+    fn claimed_records_are_settled_through_their_ticket() {
+        let mut inbox = inbox(options(3, 8), 1, &["a", "b"]);
+        assert!(inbox.claim(|token| *token == 1).is_none(), "b is not first");
+        let (record, ticket) = inbox.claim(|token| *token == 0).expect("a is first");
+        assert_eq!(record.offset, Some(0));
+        let b = inbox.next_delivery().unwrap();
+        assert_eq!(settle(&mut inbox, b), Vec::<u64>::new(), "held behind a");
+        ticket.report(Outcome::Ack);
+        let report = inbox.try_report().unwrap();
+        assert_eq!(offsets(&inbox.apply(report)), vec![0, 1]);
     }
 }

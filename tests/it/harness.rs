@@ -73,6 +73,9 @@ impl Proc {
                 &format!("127.0.0.1:{grpc}"),
             ])
             .args(flags)
+            // The agents of these tests are events posted by hand, without heartbeats: they
+            // stay online through slow broker restarts unless a test sets its own timeout.
+            .env("SWITCHYARD_AGENT_TIMEOUT_MS", "600000")
             .envs(env.iter().copied())
             .env("SWITCHYARD_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))

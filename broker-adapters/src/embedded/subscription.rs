@@ -1,5 +1,5 @@
-//! A group member's consumer: lanes filled from the log on demand, one delivery in flight per
-//! partition, so per-key order holds across nacks and redeliveries.
+//! A group member's consumer: lanes filled from the log on demand, never two deliveries of
+//! one key in flight, so per-key order holds across nacks and redeliveries.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -12,8 +12,9 @@ use super::{EmbeddedBus, Topic};
 use crate::bus::{BusError, Event, Revocation, SubscribeOptions, Subscription};
 use crate::inbox::{Done, Entry, Inbox, spawn_publish};
 
-/// Records fetched from disk at a time per partition.
-const PREFETCH: u32 = 256;
+/// Records fetched from disk at a time per partition; a lane is topped up when it holds
+/// fewer than this, so a wide `in_flight` window stays full.
+const PREFETCH: u32 = 1024;
 /// Acked offsets are written this often (and at close).
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
@@ -131,25 +132,26 @@ impl EmbeddedSubscription {
 
     fn apply_reports(&mut self) {
         while let Some(report) = self.inbox.try_report() {
-            if let Some(done) = self.inbox.apply(report) {
+            for done in self.inbox.apply(report) {
                 self.settle(done);
             }
             self.quiet = false;
         }
     }
 
-    /// Reads the next records of every owned partition whose lane ran dry.
+    /// Tops up the lane of every owned partition that runs low.
     async fn refill(&mut self) -> Result<(), BusError> {
         for (partition, from) in self.fetch_from.iter_mut() {
             let store = &self.bus.inner.store;
-            if self.inbox.queued(*partition) > 0 || *from >= store.end(&self.topic, *partition) {
+            let queued = self.inbox.queued(*partition) as u32;
+            if queued >= PREFETCH || *from >= store.end(&self.topic, *partition) {
                 continue;
             }
             let records = self
                 .bus
                 .inner
                 .store
-                .fetch(&self.topic, *partition, *from, PREFETCH)
+                .fetch(&self.topic, *partition, *from, PREFETCH - queued)
                 .await?;
             for record in records {
                 *from = record.offset.unwrap_or(*from) + 1;
@@ -206,7 +208,7 @@ impl Subscription for EmbeddedSubscription {
             let idle = self.idle_wait();
             tokio::select! {
                 report = self.inbox.report() => {
-                    if let Some(done) = self.inbox.apply(report) {
+                    for done in self.inbox.apply(report) {
                         self.settle(done);
                     }
                     self.quiet = false;

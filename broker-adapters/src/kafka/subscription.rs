@@ -4,9 +4,9 @@
 //! and must be able to wait: on revocation it hands the consumer a `Revocation` and waits
 //! (bounded) until it is released, then commits what was acked in those partitions, so the
 //! next owner starts after the last handled message. Records go into the shared lanes
-//! (`inbox`), one in flight per partition. Acked offsets are committed contiguously: a
-//! partition's next offset moves only when its one in-flight record is acked, every 200 ms and
-//! at revocation and close. A record in a partition other than its key's (an outside producer
+//! (`inbox`), never two of one key in flight. Acked offsets are committed contiguously: a
+//! partition's committed offset never passes a record still open in its lane; commits run
+//! every 200 ms and at revocation and close. A record in a partition other than its key's (an outside producer
 //! with another partitioner) is republished, which puts it in its key's partition, then
 //! committed, so one key never has two owners.
 
@@ -70,20 +70,50 @@ struct Acked {
     /// The epoch of each partition's lane (`Inbox::assign`): a late ack from a lane of an
     /// earlier assignment must not move the offset.
     epochs: HashMap<u32, u64>,
-    next: HashMap<u32, i64>,
+    /// Offsets in each partition's lane not settled yet: the commit stops at the first.
+    open: HashMap<u32, BTreeSet<u64>>,
+    /// One past each partition's highest settled offset.
+    settled: HashMap<u32, i64>,
     dirty: bool,
 }
 
 impl Acked {
-    /// Moves `partition`'s next offset past `offset`, if the partition is still ours in the
-    /// same assignment (`epoch`; `None`: the current one).
+    /// Notes that `offset` entered `partition`'s lane.
+    fn opened(&mut self, partition: u32, offset: Option<u64>) {
+        if let (true, Some(offset)) = (self.owned.contains(&partition), offset) {
+            self.open.entry(partition).or_default().insert(offset);
+        }
+    }
+
+    /// Settles `offset` of `partition`, if the partition is still ours in the same
+    /// assignment (`epoch`; `None`: the current one).
     fn advance(&mut self, partition: u32, epoch: Option<u64>, offset: Option<u64>) {
         let current = epoch.is_none_or(|e| self.epochs.get(&partition) == Some(&e));
         if let (true, true, Some(offset)) = (current, self.owned.contains(&partition), offset) {
-            let next = self.next.entry(partition).or_insert(0);
-            *next = (*next).max(offset as i64 + 1);
+            if let Some(open) = self.open.get_mut(&partition) {
+                open.remove(&offset);
+            }
+            let settled = self.settled.entry(partition).or_insert(0);
+            *settled = (*settled).max(offset as i64 + 1);
             self.dirty = true;
         }
+    }
+
+    /// The offset to commit for each partition with settled records: the first one still
+    /// open, else one past the last settled.
+    fn next(&self) -> impl Iterator<Item = (u32, i64)> + '_ {
+        self.settled.iter().map(|(partition, settled)| {
+            let first_open = self.open.get(partition).and_then(|o| o.first());
+            let next = first_open.map_or(*settled, |o| (*o as i64).min(*settled));
+            (*partition, next)
+        })
+    }
+
+    fn forget(&mut self, partition: u32) {
+        self.owned.remove(&partition);
+        self.epochs.remove(&partition);
+        self.open.remove(&partition);
+        self.settled.remove(&partition);
     }
 }
 
@@ -120,10 +150,10 @@ impl Context {
     ) {
         let mut acked = lock(&self.acked);
         let mut tpl = TopicPartitionList::new();
-        for (partition, next) in &acked.next {
-            if partitions.is_none_or(|ps| ps.contains(partition)) {
+        for (partition, next) in acked.next() {
+            if partitions.is_none_or(|ps| ps.contains(&partition)) {
                 let _ =
-                    tpl.add_partition_offset(&self.topic, *partition as i32, Offset::Offset(*next));
+                    tpl.add_partition_offset(&self.topic, partition as i32, Offset::Offset(next));
             }
         }
         acked.dirty = false;
@@ -160,9 +190,7 @@ impl ConsumerContext for Context {
         self.commit(consumer, Some(&partitions), CommitMode::Sync);
         let mut acked = lock(&self.acked);
         for partition in &partitions {
-            acked.owned.remove(partition);
-            acked.epochs.remove(partition);
-            acked.next.remove(partition);
+            acked.forget(*partition);
         }
     }
 
@@ -389,13 +417,18 @@ impl KafkaSubscription {
                 } else {
                     Route::Deliver
                 };
+                let offset = record.offset;
                 let entry = Entry {
                     record,
                     token: route,
                     attempts: 0,
                 };
                 // A record of a partition revoked meanwhile is the next owner's.
-                if self.inbox.push(partition, entry)
+                let pushed = self.inbox.push(partition, entry);
+                if pushed {
+                    lock(&self.acked).opened(partition, offset);
+                }
+                if pushed
                     && self.inbox.queued(partition) > PAUSE_ABOVE
                     && self.paused.insert(partition)
                 {
@@ -447,8 +480,7 @@ impl KafkaSubscription {
     /// Starts settling the due records that are not for the consumer: a misplaced one is
     /// republished into its key's partition, a keyless one dead-lettered.
     fn settle_misrouted(&mut self) {
-        while let Some((record, ticket)) = self.inbox.claim_front(|route| *route != Route::Deliver)
-        {
+        while let Some((record, ticket)) = self.inbox.claim(|route| *route != Route::Deliver) {
             if record.key.is_empty() {
                 let message = dead_letter_message(&record, "record has no key, so no owner", 1);
                 spawn_publish(
@@ -491,7 +523,7 @@ impl Subscription for KafkaSubscription {
     async fn next(&mut self) -> Result<Event, BusError> {
         loop {
             while let Some(report) = self.inbox.try_report() {
-                if let Some(done) = self.inbox.apply(report) {
+                for done in self.inbox.apply(report) {
                     self.settle(done);
                 }
             }
@@ -510,7 +542,7 @@ impl Subscription for KafkaSubscription {
             });
             tokio::select! {
                 report = self.inbox.report() => {
-                    if let Some(done) = self.inbox.apply(report) {
+                    for done in self.inbox.apply(report) {
                         self.settle(done);
                     }
                 }
@@ -525,7 +557,7 @@ impl Subscription for KafkaSubscription {
 
     async fn close(mut self: Box<Self>) -> Result<(), BusError> {
         while let Some(report) = self.inbox.try_report() {
-            if let Some(done) = self.inbox.apply(report) {
+            for done in self.inbox.apply(report) {
                 self.settle(done);
             }
         }

@@ -559,7 +559,7 @@ impl RabbitSubscription {
 
     async fn apply_reports(&mut self) -> Result<(), BusError> {
         while let Some(report) = self.inbox.try_report() {
-            if let Some(done) = self.inbox.apply(report) {
+            for done in self.inbox.apply(report) {
                 self.settle(done).await?;
             }
         }
@@ -607,7 +607,7 @@ impl Subscription for RabbitSubscription {
             let wake = wake.min(HEARTBEAT);
             tokio::select! {
                 report = self.inbox.report() => {
-                    if let Some(done) = self.inbox.apply(report) {
+                    for done in self.inbox.apply(report) {
                         self.settle(done).await?;
                     }
                 }

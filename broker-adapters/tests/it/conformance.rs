@@ -419,6 +419,78 @@ pub async fn no_ack_holds_the_next_message_of_that_key(f: &impl Fixture) {
     sub.close().await.unwrap();
 }
 
+/// A wide window: different keys of one partition out at once, never two of one key.
+fn wide() -> SubscribeOptions {
+    SubscribeOptions {
+        in_flight: 8,
+        ..SubscribeOptions::default()
+    }
+}
+
+pub async fn many_in_flight_but_one_per_key(f: &impl Fixture) {
+    let bus = f.bus().await;
+    let topic = unique("window");
+    bus.create_topic(&topic, 1).await.unwrap();
+    for (key, payload) in [("a", "a1"), ("b", "b1"), ("c", "c1"), ("a", "a2")] {
+        bus.publish(&topic, msg(key, payload)).await.unwrap();
+    }
+    let mut sub = join(bus.as_ref(), &topic, "g", wide()).await;
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        out.push(next(&mut sub).await);
+    }
+    let payloads: BTreeSet<String> = out.iter().map(|d| text(&d.record)).collect();
+    let first: BTreeSet<String> = ["a1", "b1", "c1"].map(String::from).into();
+    assert_eq!(payloads, first, "three keys out at once");
+    assert!(
+        delivery_within(&mut sub, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a2 waits while a1 is out"
+    );
+    let a1 = out.remove(0);
+    assert_eq!(a1.record.payload, b"a1");
+    a1.ack();
+    let a2 = next(&mut sub).await;
+    assert_eq!(a2.record.payload, b"a2");
+    a2.ack();
+    out.into_iter().for_each(Delivery::ack);
+    sub.close().await.unwrap();
+}
+
+pub async fn commits_never_pass_unfinished_work(f: &impl Fixture) {
+    let topic = unique("contiguous");
+    {
+        let bus = f.bus().await;
+        bus.create_topic(&topic, 1).await.unwrap();
+        for key in ["x", "y", "z"] {
+            bus.publish(&topic, msg(key, key)).await.unwrap();
+        }
+        let mut sub = join(bus.as_ref(), &topic, "g", wide()).await;
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            out.push(next(&mut sub).await);
+        }
+        assert_eq!(out[0].record.payload, b"x");
+        let x = out.remove(0);
+        out.into_iter().for_each(Delivery::ack);
+        // Later records settled, the first not: a commit must not pass it.
+        let _ = delivery_within(&mut sub, Duration::from_millis(300)).await;
+        sub.close().await.unwrap();
+        drop(x);
+    }
+    f.reopen().await;
+    let bus = f.bus().await;
+    let mut sub = join(bus.as_ref(), &topic, "g", wide()).await;
+    let again = next(&mut sub).await;
+    assert_eq!(
+        again.record.payload, b"x",
+        "the unfinished record comes back first"
+    );
+    again.ack();
+    sub.close().await.unwrap();
+}
+
 pub async fn dead_letters(f: &impl Fixture) {
     let bus = f.bus().await;
     let topic = unique("dlq");
@@ -1001,7 +1073,7 @@ macro_rules! conformance_suite {
             publish_subscribe, per_key_order, concurrent_publishers, group_sharing_and_rebalance,
             two_groups_each_get_everything, nack_redelivers,
             redelivery_count_visible_to_the_handler, no_ack_holds_the_next_message_of_that_key,
-            dead_letters, poison_message_never_blocks_its_partition, forced_failures,
+            many_in_flight_but_one_per_key, commits_never_pass_unfinished_work, dead_letters, poison_message_never_blocks_its_partition, forced_failures,
             replay_from_start_offset_and_time, replay_keeps_order_per_partition,
             new_group_starts_at_earliest_or_latest, close_and_reopen_without_loss,
             close_and_reopen_in_a_loop, publisher_close_loses_nothing, topic_isolation,
