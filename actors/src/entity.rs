@@ -3,8 +3,8 @@
 //!
 //! Supervision: children of the `tasks` / `agents` dynamic supervisors, transient. A storage
 //! error fails the actor, which its supervisor restarts to reload state from the store.
-//! Ordering: the bus hands out one message per partition at a time, so per key at most one
-//! message is in this mailbox, and it is settled (ack, nack, dead-letter) here.
+//! Ordering: the bus hands out a key's next message only once this one is settled, so at most
+//! one message is in this mailbox, and it is settled (ack, nack, dead-letter) here.
 //! Shutdown: idle actors stop themselves after `passivate_after`, and the ingress drains and
 //! stops those of a partition this node loses; an unsettled delivery in a dying mailbox is
 //! nacked on drop and comes back.
@@ -241,12 +241,9 @@ impl<K: Kind> Actor for EntityActor<K> {
             }
             MailboxMsg::Handle(envelope, delivery) => {
                 state.last_active = Instant::now();
-                if state.ctx.store.is_processed(&envelope.id).await? {
-                    state.entity = K::load(&state.ctx.store, &state.id).await?;
-                    delivery.ack();
-                    state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
-                    return Ok(());
-                }
+                // A message applied before is found by the write itself (its id is recorded
+                // with it), or, if the state it led to refuses it now, by the check below:
+                // no read on the way of a new message.
                 match K::apply(&state.ctx.store, state.entity.as_ref(), &envelope).await {
                     Ok((entity, effects, Applied::Applied)) => {
                         delivery.ack();
@@ -255,6 +252,13 @@ impl<K: Kind> Actor for EntityActor<K> {
                         state.entity = Some(entity);
                     }
                     Ok((_, _, Applied::Duplicate)) => {
+                        state.entity = K::load(&state.ctx.store, &state.id).await?;
+                        delivery.ack();
+                        state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
+                    }
+                    Err(ApplyError::Refused(_))
+                        if state.ctx.store.is_processed(&envelope.id).await? =>
+                    {
                         state.entity = K::load(&state.ctx.store, &state.id).await?;
                         delivery.ack();
                         state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);

@@ -4,7 +4,8 @@
 //! Supervision: a permanent child of the node. A fatal bus error fails it and its supervisor
 //! restarts it, re-joining the consumer group from the committed offsets; a transient one (the
 //! broker is unreachable) is retried here with a backoff, so an outage restarts nothing.
-//! Ordering: the bus gives one message per partition at a time; the mailbox settles it.
+//! Ordering: the bus has up to `IN_FLIGHT` messages of a partition out at once, never two of
+//! one key; the mailbox settles each, so a key's messages are applied in order.
 //! Ownership: on revocation the partitions' routing finishes and their mailboxes drain and stop
 //! before the revocation is released, so the new owner's mailboxes load what this node wrote.
 //! Shutdown: the loop runs one poll per message to itself, so a stop lands between messages;
@@ -18,7 +19,7 @@ use broker_adapters::{
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::Envelope;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use crate::NodeContext;
 use crate::entity::MailboxMsg;
@@ -31,6 +32,10 @@ pub const INGRESS_GROUP: &str = "switchyard-node";
 /// Redeliveries before a message is dead-lettered: with the bus's doubling backoff, about 16 s
 /// of trying, so a restarting mailbox or a database blip does not dead-letter good messages.
 const MAX_ATTEMPTS: u32 = 10;
+
+/// Messages of one partition being routed or applied at once (of distinct keys): enough for
+/// the state writer to commit large batches.
+const IN_FLIGHT: usize = 512;
 
 /// How long one poll waits before yielding to the mailbox.
 const POLL: Duration = Duration::from_millis(250);
@@ -65,8 +70,8 @@ pub struct Poll;
 pub struct IngressState {
     ctx: NodeContext,
     subscription: Option<Box<dyn Subscription>>,
-    /// The routing of each partition's in-flight delivery (at most one per partition).
-    routing: HashMap<u32, JoinHandle<()>>,
+    /// The routing of each partition's in-flight deliveries.
+    routing: HashMap<u32, JoinSet<()>>,
     /// The wait before the next retry while the broker is unreachable; zero when it is fine.
     retry: Duration,
 }
@@ -82,6 +87,7 @@ impl IngressState {
                 SubscribeOptions {
                     max_attempts: MAX_ATTEMPTS,
                     start: StartAt::Earliest,
+                    in_flight: IN_FLIGHT,
                     ..SubscribeOptions::default()
                 },
             )
@@ -115,12 +121,12 @@ impl IngressState {
                 delivery.dead_letter(error.to_string());
             }
             Ok(envelope) => {
-                // Routing may have to start a mailbox; other partitions need not wait for
-                // that. Per-key order holds: the bus hands out a partition's next message
-                // only once this one is settled. So at most one task per partition runs.
-                let partition = delivery.record.partition;
-                let routing = tokio::spawn(route(self.ctx.clone(), envelope, delivery));
-                self.routing.insert(partition, routing);
+                // Routing may have to start a mailbox; other keys need not wait for that.
+                // Per-key order holds: the bus hands out a key's next message only once
+                // this one is settled.
+                let routing = self.routing.entry(delivery.record.partition).or_default();
+                while routing.try_join_next().is_some() {}
+                routing.spawn(route(self.ctx.clone(), envelope, delivery));
             }
         }
     }
@@ -141,7 +147,7 @@ impl IngressState {
         let settled = async {
             for partition in partitions {
                 if let Some(routing) = self.routing.remove(partition) {
-                    let _ = routing.await;
+                    routing.join_all().await;
                 }
                 let group = mailbox_group(&self.ctx.root, *partition);
                 for mailbox in ractor::pg::get_members(&group) {

@@ -8,9 +8,14 @@
 //! Ordering: children start in spec order and restart in spec order.
 //! Shutdown: stopping a supervisor stops its children (ractor terminates the linked subtree).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use indexmap::IndexMap;
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 
 use crate::child::ChildSpec;
 use crate::policy::{Intensity, SupervisorConfig};
@@ -76,13 +81,43 @@ pub struct SupervisorState {
     path: String,
     tree: Tree,
     config: SupervisorConfig,
-    children: Vec<Child>,
+    /// By name, in start order; a supervisor of many dynamic children finds each at once.
+    children: IndexMap<String, Child>,
+    /// The name of each running child, by actor id, for its exit event.
+    names: HashMap<ActorId, String>,
     intensity: Intensity,
 }
 
 impl SupervisorState {
     fn child_path(&self, name: &str) -> String {
         format!("{}/{}", self.path, name)
+    }
+
+    fn child(&mut self, index: usize) -> &mut Child {
+        &mut self.children[index]
+    }
+
+    /// Forgets child `index`. One-for-one restarts need no order among children, so the
+    /// last takes its place (constant time with many dynamic children); the other strategies
+    /// keep start order.
+    fn forget(&mut self, index: usize) -> Option<Child> {
+        let (name, child) = if self.config.strategy == crate::Strategy::OneForOne {
+            self.children.swap_remove_index(index)?
+        } else {
+            self.children.shift_remove_index(index)?
+        };
+        if let Some(cell) = &child.cell {
+            self.names.remove(&cell.get_id());
+        }
+        self.tree.remove(&self.child_path(&name));
+        Some(child)
+    }
+
+    /// Clears child `index`'s cell: exit events of the old one are then recognised as stale.
+    fn clear(&mut self, index: usize) -> Option<ActorCell> {
+        let cell = self.child(index).cell.take()?;
+        self.names.remove(&cell.get_id());
+        Some(cell)
     }
 
     async fn start(
@@ -99,7 +134,9 @@ impl SupervisorState {
         {
             Ok(cell) => {
                 self.tree.set_status(&path, ActorStatus::Running);
-                self.children[index].cell = Some(cell.clone());
+                let name = self.child(index).spec.name.clone();
+                self.names.insert(cell.get_id(), name);
+                self.child(index).cell = Some(cell.clone());
                 Ok(cell)
             }
             Err(error) => {
@@ -121,11 +158,10 @@ impl SupervisorState {
     ) -> Result<(), ActorProcessingErr> {
         let name = self.children[index].spec.name.clone();
         let path = self.child_path(&name);
-        self.children[index].cell = None;
+        self.clear(index);
         if !self.children[index].spec.restart.applies(failed) {
             if self.children[index].dynamic {
-                self.children.remove(index);
-                self.tree.remove(&path);
+                self.forget(index);
             } else {
                 let status = if failed {
                     ActorStatus::Failed
@@ -148,7 +184,7 @@ impl SupervisorState {
         let affected = self.config.strategy.affected(index, self.children.len());
         let mut names = Vec::new();
         for sibling in affected.rev() {
-            if let Some(cell) = self.children[sibling].cell.take() {
+            if let Some(cell) = self.clear(sibling) {
                 // Cleared first, so the exit event this stop causes is recognised as stale.
                 let _ = cell
                     .stop_and_wait(Some("sibling restart".into()), Some(Duration::from_secs(5)))
@@ -157,8 +193,7 @@ impl SupervisorState {
             let sibling_path = self.child_path(&self.children[sibling].spec.name);
             if sibling != index && self.children[sibling].spec.restart == crate::Restart::Temporary
             {
-                self.children.remove(sibling);
-                self.tree.remove(&sibling_path);
+                self.forget(sibling);
                 continue;
             }
             self.tree.set_status(&sibling_path, ActorStatus::Restarting);
@@ -199,12 +234,16 @@ impl Actor for SupervisorActor {
             children: args
                 .children
                 .into_iter()
-                .map(|spec| Child {
-                    spec,
-                    cell: None,
-                    dynamic: false,
+                .map(|spec| {
+                    let child = Child {
+                        spec,
+                        cell: None,
+                        dynamic: false,
+                    };
+                    (child.spec.name.clone(), child)
                 })
                 .collect(),
+            names: HashMap::new(),
             intensity: Intensity::default(),
         };
         // A (re)started supervisor has fresh children: their history went with the old ones.
@@ -229,7 +268,7 @@ impl Actor for SupervisorActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        for child in &state.children {
+        for child in state.children.values() {
             state
                 .tree
                 .set_status(&state.child_path(&child.spec.name), ActorStatus::Stopped);
@@ -245,19 +284,18 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::StartChild(spec, reply) => {
-                let answer = if state.children.iter().any(|c| c.spec.name == spec.name) {
+                let answer = if state.children.contains_key(&spec.name) {
                     Err(SupervisorError::Duplicate(spec.name))
                 } else {
-                    state.children.push(Child {
+                    let child = Child {
                         spec,
                         cell: None,
                         dynamic: true,
-                    });
-                    let index = state.children.len() - 1;
+                    };
+                    let (index, _) = state.children.insert_full(child.spec.name.clone(), child);
                     let started = state.start(index, &myself.get_cell()).await;
                     if started.is_err() {
-                        let child = state.children.remove(index);
-                        state.tree.remove(&state.child_path(&child.spec.name));
+                        state.forget(index);
                     }
                     started
                 };
@@ -266,14 +304,14 @@ impl Actor for SupervisorActor {
                 }
             }
             SupervisorMsg::TerminateChild(name, reply) => {
-                let answer = match state.children.iter().position(|c| c.spec.name == name) {
+                let answer = match state.children.get_index_of(&name) {
                     None => Err(SupervisorError::NotFound(name)),
                     Some(index) => {
-                        let child = state.children.remove(index);
-                        if let Some(cell) = child.cell {
+                        let cell = state.clear(index);
+                        state.forget(index);
+                        if let Some(cell) = cell {
                             let _ = cell.stop_and_wait(None, Some(Duration::from_secs(5))).await;
                         }
-                        state.tree.remove(&state.child_path(&name));
                         Ok(())
                     }
                 };
@@ -283,8 +321,7 @@ impl Actor for SupervisorActor {
             }
             SupervisorMsg::Restart(names) => {
                 for name in names {
-                    let Some(index) = state.children.iter().position(|c| c.spec.name == name)
-                    else {
+                    let Some(index) = state.children.get_index_of(&name) else {
                         continue;
                     };
                     if state.children[index].cell.is_some() {
@@ -318,11 +355,10 @@ impl Actor for SupervisorActor {
             }
             _ => return Ok(()),
         };
-        let id = cell.get_id();
         let Some(index) = state
-            .children
-            .iter()
-            .position(|c| c.cell.as_ref().is_some_and(|c| c.get_id() == id))
+            .names
+            .get(&cell.get_id())
+            .and_then(|name| state.children.get_index_of(name))
         else {
             return Ok(());
         };

@@ -1,11 +1,11 @@
 //! Agents: loading, saving an applied command, listing.
 
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
+use super::batch::Changes;
 use super::entities::agents;
-use super::{Applied, AppliedMessage, Store, StoreError, convert, insert_activity};
+use super::{Applied, AppliedMessage, Store, StoreError, convert};
 use crate::domain::agent::Agent;
 
 impl Store {
@@ -49,29 +49,9 @@ impl Store {
         message: &AppliedMessage<'_>,
         agent: &Agent,
     ) -> Result<Applied, StoreError> {
-        let row = agent_to_row(agent);
-        let activity = message.activity();
-        self.save_once(message.id, move |txn| {
-            Box::pin(async move {
-                use agents::Column as C;
-                agents::Entity::insert(row)
-                    .on_conflict(
-                        OnConflict::column(C::AgentId)
-                            .update_columns([
-                                C::Name,
-                                C::Capabilities,
-                                C::MaxConcurrent,
-                                C::Status,
-                                C::LastHeartbeat,
-                            ])
-                            .to_owned(),
-                    )
-                    .exec_without_returning(txn)
-                    .await?;
-                insert_activity(txn, activity).await
-            })
-        })
-        .await
+        let mut changes = Changes::new(message.id, message.activity());
+        changes.agent = Some(agent_to_row(agent));
+        self.writes.write(changes).await
     }
 }
 

@@ -1,30 +1,57 @@
-//! Group commit for state writes: writes that arrive while a transaction commits share the
-//! next one, each in its own savepoint, so one failing write does not undo its neighbours and
-//! one fsync serves many messages.
+//! Group commit for state writes: the writes that arrive while a transaction commits share the
+//! next one, as one multi-row statement per table, so one fsync and a handful of statements
+//! serve hundreds of messages. If the shared transaction fails, each write is tried again
+//! alone, so one bad write does not fail its neighbours.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::HashSet;
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Applied, StoreError};
+use super::entities::{
+    activity, agents, notifications, processed_messages, task_dependencies, task_output, tasks,
+};
+use super::{Applied, StoreError, now_ms};
 
 /// Most writes sharing one transaction.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 1024;
 
-/// The future of one write, borrowing its transaction.
-pub(crate) type WriteFuture<'t> =
-    Pin<Box<dyn Future<Output = Result<Applied, StoreError>> + Send + 't>>;
+/// Rows per statement: within SQLite's 32766 bound parameters for every table here.
+const ROWS_PER_STATEMENT: usize = 1000;
 
-/// The future of one step of a write, borrowing its transaction.
-pub(crate) type StepFuture<'t> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 't>>;
+/// The rows one applied message writes, all or none of them, with its id.
+#[derive(Clone)]
+pub(crate) struct Changes {
+    pub message_id: String,
+    pub task: Option<tasks::ActiveModel>,
+    pub agent: Option<agents::ActiveModel>,
+    pub dependencies: Vec<task_dependencies::ActiveModel>,
+    pub notifications: Vec<notifications::ActiveModel>,
+    pub output: Vec<task_output::ActiveModel>,
+    pub activity: activity::ActiveModel,
+}
 
-/// One write: what to do inside a transaction.
-pub(crate) type Write = Box<dyn for<'t> FnOnce(&'t DatabaseTransaction) -> WriteFuture<'t> + Send>;
+impl Changes {
+    /// A message that writes its activity row and nothing else yet.
+    pub(crate) fn new(message_id: &str, activity: activity::ActiveModel) -> Changes {
+        Changes {
+            message_id: message_id.to_owned(),
+            task: None,
+            agent: None,
+            dependencies: Vec::new(),
+            notifications: Vec::new(),
+            output: Vec::new(),
+            activity,
+        }
+    }
+}
 
 struct Job {
-    write: Write,
+    changes: Changes,
     reply: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
@@ -42,32 +69,25 @@ impl Batcher {
         Batcher { jobs }
     }
 
-    /// Runs `write` in the next batch; returns once that batch is committed.
-    pub(crate) async fn write(&self, write: Write) -> Result<Applied, StoreError> {
+    /// Writes `changes` in the next batch, unless its message was applied before; returns
+    /// once that batch is committed.
+    pub(crate) async fn write(&self, changes: Changes) -> Result<Applied, StoreError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError("the state writer has stopped".into());
         self.jobs
-            .send(Job { write, reply })
+            .send(Job { changes, reply })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-/// Makes a `Write` from a closure, pinning down its higher-ranked lifetime.
-pub(crate) fn write<F>(f: F) -> Write
-where
-    F: for<'t> FnOnce(&'t DatabaseTransaction) -> WriteFuture<'t> + Send + 'static,
-{
-    Box::new(f)
-}
-
 async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let (writes, replies): (Vec<_>, Vec<_>) =
-            jobs.drain(..).map(|j| (j.write, j.reply)).unzip();
-        let results = commit(&db, writes).await;
+        let (batch, replies): (Vec<_>, Vec<_>) =
+            jobs.drain(..).map(|j| (j.changes, j.reply)).unzip();
+        let results = commit(&db, &batch).await;
         for (reply, result) in replies.into_iter().zip(results) {
             // The writer gave up waiting: its delivery is redelivered and found processed.
             let _ = reply.send(result);
@@ -75,35 +95,140 @@ async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
-/// Runs the writes in one transaction; every result fails if the commit does.
-async fn commit(db: &DatabaseConnection, writes: Vec<Write>) -> Vec<Result<Applied, StoreError>> {
-    let count = writes.len();
-    let all_failed = |error: StoreError| vec![Err(error); count];
-    let txn = match db.begin().await {
-        Ok(txn) => txn,
-        Err(error) => return all_failed(error.into()),
-    };
-    let mut results = Vec::with_capacity(count);
-    for write in writes {
-        results.push(in_savepoint(&txn, write).await);
-    }
-    match txn.commit().await {
-        Ok(()) => results,
-        Err(error) => all_failed(error.into()),
+/// Commits the batch together or, if that fails, each write alone.
+async fn commit(db: &DatabaseConnection, batch: &[Changes]) -> Vec<Result<Applied, StoreError>> {
+    match commit_together(db, batch).await {
+        Ok(applied) => applied.into_iter().map(Ok).collect(),
+        Err(error) if batch.len() > 1 => {
+            tracing::debug!(%error, writes = batch.len(), "a shared write failed; writing each alone");
+            let mut results = Vec::with_capacity(batch.len());
+            for changes in batch {
+                let alone = commit_together(db, std::slice::from_ref(changes)).await;
+                results.push(alone.map(|mut applied| applied.remove(0)));
+            }
+            results
+        }
+        Err(error) => vec![Err(error)],
     }
 }
 
-async fn in_savepoint(txn: &DatabaseTransaction, write: Write) -> Result<Applied, StoreError> {
-    let savepoint = txn.begin().await?;
-    match write(&savepoint).await {
-        Ok(applied) => {
-            savepoint.commit().await?;
-            Ok(applied)
-        }
-        Err(error) => {
-            // Undo this write alone; if even that fails, the whole batch fails at commit.
-            let _ = savepoint.rollback().await;
-            Err(error)
-        }
+/// Writes every change whose message was not applied before, in one transaction.
+async fn commit_together(
+    db: &DatabaseConnection,
+    batch: &[Changes],
+) -> Result<Vec<Applied>, StoreError> {
+    let txn = db.begin().await?;
+    let mut done = applied_before(&txn, batch).await?;
+    let applied: Vec<Applied> = batch
+        .iter()
+        .map(|c| {
+            if done.insert(c.message_id.clone()) {
+                Applied::Applied
+            } else {
+                Applied::Duplicate
+            }
+        })
+        .collect();
+    let fresh: Vec<&Changes> = batch
+        .iter()
+        .zip(&applied)
+        .filter(|(_, a)| **a == Applied::Applied)
+        .map(|(c, _)| c)
+        .collect();
+    let now = now_ms() as i64;
+    let processed = fresh.iter().map(|c| processed_messages::ActiveModel {
+        message_id: sea_orm::ActiveValue::Set(c.message_id.clone()),
+        processed_at: sea_orm::ActiveValue::Set(now),
+    });
+    insert_all::<processed_messages::Entity>(&txn, processed.collect(), None).await?;
+    {
+        use tasks::Column as C;
+        let rows = fresh.iter().filter_map(|c| c.task.clone()).collect();
+        let update = OnConflict::column(C::TaskId)
+            .update_columns([
+                C::State,
+                C::AgentId,
+                C::Result,
+                C::Error,
+                C::UpdatedAt,
+                C::Attempts,
+                C::Inputs,
+                C::BlockedReason,
+                C::Note,
+                C::Generation,
+            ])
+            .to_owned();
+        insert_all::<tasks::Entity>(&txn, rows, Some(update)).await?;
     }
+    {
+        use agents::Column as C;
+        let rows = fresh.iter().filter_map(|c| c.agent.clone()).collect();
+        let update = OnConflict::column(C::AgentId)
+            .update_columns([
+                C::Name,
+                C::Capabilities,
+                C::MaxConcurrent,
+                C::Status,
+                C::LastHeartbeat,
+            ])
+            .to_owned();
+        insert_all::<agents::Entity>(&txn, rows, Some(update)).await?;
+    }
+    {
+        use task_dependencies::Column as C;
+        let rows = fresh.iter().flat_map(|c| c.dependencies.clone()).collect();
+        let update = OnConflict::columns([C::TaskId, C::DependsOn])
+            .update_columns([C::State, C::Reason])
+            .to_owned();
+        insert_all::<task_dependencies::Entity>(&txn, rows, Some(update)).await?;
+    }
+    // A repeated dedupe key is the same notification asked for again: keep the first.
+    let rows = fresh.iter().flat_map(|c| c.notifications.clone()).collect();
+    let keep_first = OnConflict::column(notifications::Column::DedupeKey)
+        .do_nothing()
+        .to_owned();
+    insert_all::<notifications::Entity>(&txn, rows, Some(keep_first)).await?;
+    let rows = fresh.iter().flat_map(|c| c.output.clone()).collect();
+    insert_all::<task_output::Entity>(&txn, rows, None).await?;
+    let rows = fresh.iter().map(|c| c.activity.clone()).collect();
+    insert_all::<activity::Entity>(&txn, rows, None).await?;
+    txn.commit().await?;
+    Ok(applied)
+}
+
+/// The message ids of `batch` already recorded as processed.
+async fn applied_before(
+    db: &impl ConnectionTrait,
+    batch: &[Changes],
+) -> Result<HashSet<String>, StoreError> {
+    let mut found = HashSet::new();
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        let ids = chunk.iter().map(|c| c.message_id.as_str());
+        let rows: Vec<String> = processed_messages::Entity::find()
+            .select_only()
+            .column(processed_messages::Column::MessageId)
+            .filter(processed_messages::Column::MessageId.is_in(ids))
+            .into_tuple()
+            .all(db)
+            .await?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+/// Inserts `rows` a statement per `ROWS_PER_STATEMENT`, with `on_conflict` if given.
+async fn insert_all<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    mut rows: Vec<E::ActiveModel>,
+    on_conflict: Option<OnConflict>,
+) -> Result<(), StoreError> {
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
+        let mut insert = E::insert_many(std::mem::replace(&mut rows, rest));
+        if let Some(on_conflict) = &on_conflict {
+            insert = insert.on_conflict(on_conflict.clone());
+        }
+        insert.exec_without_returning(db).await?;
+    }
+    Ok(())
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TryInsertResult,
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use entities::{activity, notifications, processed_messages, refusals};
@@ -241,15 +241,11 @@ impl Store {
         message: &AppliedMessage<'_>,
         draft: &NotificationDraft,
     ) -> Result<Applied, StoreError> {
-        let (cause, draft) = (message.id.to_owned(), draft.clone());
-        let (activity, at) = (message.activity(), message.time);
-        self.save_once(message.id, move |txn| {
-            Box::pin(async move {
-                insert_notification(txn, &cause, &draft, at).await?;
-                insert_activity(txn, activity).await
-            })
-        })
-        .await
+        let mut changes = batch::Changes::new(message.id, message.activity());
+        changes
+            .notifications
+            .push(notification_row(message.id, draft, message.time));
+        self.writes.write(changes).await
     }
 
     /// Records that the domain refused message `message_id`, and why.
@@ -277,26 +273,6 @@ impl Store {
             .map(|r| Outcome::Refused(r.reason)))
     }
 
-    /// Runs `write` with the next batch of state writes, unless message `message_id` was
-    /// applied before; its id is recorded in the same savepoint.
-    async fn save_once<F>(&self, message_id: &str, write: F) -> Result<Applied, StoreError>
-    where
-        F: for<'t> FnOnce(&'t DatabaseTransaction) -> batch::StepFuture<'t> + Send + 'static,
-    {
-        let message_id = message_id.to_owned();
-        self.writes
-            .write(batch::write(move |txn| {
-                Box::pin(async move {
-                    if mark_processed(txn, &message_id).await? == Applied::Duplicate {
-                        return Ok(Applied::Duplicate);
-                    }
-                    write(txn).await?;
-                    Ok(Applied::Applied)
-                })
-            }))
-            .await
-    }
-
     /// Notifications in the order they were recorded, optionally only one user's.
     pub async fn notifications(&self, user: Option<&str>) -> Result<Vec<Notification>, StoreError> {
         let mut query = notifications::Entity::find().order_by_asc(notifications::Column::Id);
@@ -319,42 +295,9 @@ impl Store {
     }
 }
 
-async fn mark_processed(
-    db: &impl ConnectionTrait,
-    message_id: &str,
-) -> Result<Applied, StoreError> {
-    let row = processed_messages::ActiveModel {
-        message_id: Set(message_id.to_owned()),
-        processed_at: Set(now_ms() as i64),
-    };
-    let result = processed_messages::Entity::insert(row)
-        .on_conflict_do_nothing()
-        .exec_without_returning(db)
-        .await?;
-    Ok(match result {
-        TryInsertResult::Inserted(n) if n > 0 => Applied::Applied,
-        _ => Applied::Duplicate,
-    })
-}
-
-async fn insert_activity(
-    db: &impl ConnectionTrait,
-    row: activity::ActiveModel,
-) -> Result<(), StoreError> {
-    activity::Entity::insert(row)
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
-}
-
-/// Records a notification caused by message `cause` at `at` (the message's time).
-async fn insert_notification(
-    db: &impl ConnectionTrait,
-    cause: &str,
-    draft: &NotificationDraft,
-    at: u64,
-) -> Result<(), StoreError> {
-    let row = notifications::ActiveModel {
+/// The row of a notification caused by message `cause` at `at` (the message's time).
+fn notification_row(cause: &str, draft: &NotificationDraft, at: u64) -> notifications::ActiveModel {
+    notifications::ActiveModel {
         user: Set(draft.user.clone()),
         channel: Set(draft.channel.clone()),
         recipient: Set(draft.to.clone()),
@@ -365,11 +308,5 @@ async fn insert_notification(
         cause: Set(cause.to_owned()),
         created_at: Set(at as i64),
         ..Default::default()
-    };
-    // A repeated dedupe key is the same notification asked for again: keep the first.
-    notifications::Entity::insert(row)
-        .on_conflict_do_nothing_on([notifications::Column::DedupeKey])
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
+    }
 }

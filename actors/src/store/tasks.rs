@@ -1,15 +1,11 @@
 //! Tasks and their dependencies: loading, saving an applied command, listing.
 
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
+use super::batch::Changes;
 use super::entities::{task_dependencies, task_output, tasks};
-use super::{
-    Applied, AppliedMessage, Store, StoreError, convert, insert_activity, insert_notification,
-};
+use super::{Applied, AppliedMessage, Store, StoreError, convert, notification_row};
 use crate::domain::task::{NotificationDraft, Task, TaskState};
 use crate::domain::{Dependency, DependencyKind, Priority};
 
@@ -77,44 +73,32 @@ impl Store {
         notifications: &[NotificationDraft],
         output: &[String],
     ) -> Result<Applied, StoreError> {
-        let changed: Vec<Dependency> = task
+        let mut changes = Changes::new(message.id, message.activity());
+        if before != Some(task) {
+            changes.task = Some(task_to_row(task));
+        }
+        changes.dependencies = task
             .dependencies
             .iter()
             .filter(|d| before.is_none_or(|b| !b.dependencies.contains(d)))
-            .cloned()
+            .map(|d| dependency_row(&task.task_id, d))
             .collect();
-        let row = (before != Some(task)).then(|| task_to_row(task));
-        let (task_id, agent_id) = (
-            task.task_id.clone(),
-            task.agent_id.clone().unwrap_or_default(),
-        );
-        let (notifications, output) = (notifications.to_vec(), output.to_vec());
-        let (activity, cause, at) = (message.activity(), message.id.to_owned(), message.time);
-        self.save_once(message.id, move |txn| {
-            Box::pin(async move {
-                if let Some(row) = row {
-                    upsert_task(txn, row).await?;
-                }
-                upsert_dependencies(txn, &task_id, &changed).await?;
-                for draft in &notifications {
-                    insert_notification(txn, &cause, draft, at).await?;
-                }
-                if !output.is_empty() {
-                    let lines = output.into_iter().map(|line| task_output::ActiveModel {
-                        task_id: Set(task_id.clone()),
-                        agent_id: Set(agent_id.clone()),
-                        line: Set(line),
-                        at: Set(at as i64),
-                        ..Default::default()
-                    });
-                    task_output::Entity::insert_many(lines)
-                        .exec_without_returning(txn)
-                        .await?;
-                }
-                insert_activity(txn, activity).await
+        changes.notifications = notifications
+            .iter()
+            .map(|draft| notification_row(message.id, draft, message.time))
+            .collect();
+        let agent_id = task.agent_id.clone().unwrap_or_default();
+        changes.output = output
+            .iter()
+            .map(|line| task_output::ActiveModel {
+                task_id: Set(task.task_id.clone()),
+                agent_id: Set(agent_id.clone()),
+                line: Set(line.clone()),
+                at: Set(message.time as i64),
+                ..Default::default()
             })
-        })
-        .await
+            .collect();
+        self.writes.write(changes).await
     }
 
     /// The lines a task's workers printed, in order.
@@ -211,59 +195,16 @@ impl Store {
     }
 }
 
-async fn upsert_task(db: &impl ConnectionTrait, row: tasks::ActiveModel) -> Result<(), StoreError> {
-    use tasks::Column as C;
-    tasks::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(C::TaskId)
-                .update_columns([
-                    C::State,
-                    C::AgentId,
-                    C::Result,
-                    C::Error,
-                    C::UpdatedAt,
-                    C::Attempts,
-                    C::Inputs,
-                    C::BlockedReason,
-                    C::Note,
-                    C::Generation,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
-}
-
-async fn upsert_dependencies(
-    db: &impl ConnectionTrait,
-    task_id: &str,
-    deps: &[Dependency],
-) -> Result<(), StoreError> {
-    if deps.is_empty() {
-        return Ok(());
+fn dependency_row(task_id: &str, d: &Dependency) -> task_dependencies::ActiveModel {
+    let (state, reason) = convert::dependency_state_to_text(&d.state);
+    task_dependencies::ActiveModel {
+        task_id: Set(task_id.to_owned()),
+        depends_on: Set(d.upstream.clone()),
+        kind: Set(d.kind.as_str().to_owned()),
+        contract_key: Set(d.contract_key.clone()),
+        state: Set(state.to_owned()),
+        reason: Set(reason),
     }
-    use task_dependencies::Column as C;
-    let rows = deps.iter().map(|d| {
-        let (state, reason) = convert::dependency_state_to_text(&d.state);
-        task_dependencies::ActiveModel {
-            task_id: Set(task_id.to_owned()),
-            depends_on: Set(d.upstream.clone()),
-            kind: Set(d.kind.as_str().to_owned()),
-            contract_key: Set(d.contract_key.clone()),
-            state: Set(state.to_owned()),
-            reason: Set(reason),
-        }
-    });
-    task_dependencies::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([C::TaskId, C::DependsOn])
-                .update_columns([C::State, C::Reason])
-                .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
 }
 
 fn parse_token(token: &str) -> Option<(i64, String)> {
