@@ -57,6 +57,12 @@ pub trait Kind: Send + Sync + 'static {
         id: &str,
     ) -> impl Future<Output = Result<Option<Self::State>, StoreError>> + Send;
 
+    /// Whether `envelope` creates its entity: a mailbox that has not loaded its state then
+    /// need not look for it, because the write fails if the entity exists after all.
+    fn creates(_envelope: &Envelope) -> bool {
+        false
+    }
+
     /// Applies and persists one message; returns the new state and the effects to carry out.
     fn apply(
         store: &Store,
@@ -95,6 +101,10 @@ impl Kind for TaskMailbox {
 
     async fn load(store: &Store, id: &str) -> Result<Option<task::Task>, StoreError> {
         store.task(id).await
+    }
+
+    fn creates(envelope: &Envelope) -> bool {
+        matches!(envelope.message, schemas::Message::TaskCreated(_))
     }
 
     async fn apply(
@@ -189,7 +199,8 @@ pub struct EntityArgs {
 pub struct EntityState<S> {
     ctx: NodeContext,
     id: String,
-    entity: Option<S>,
+    /// The entity's state, once loaded (`Some(None)`: it does not exist).
+    entity: Option<Option<S>>,
     last_active: Instant,
 }
 
@@ -215,17 +226,6 @@ impl<K: Kind> Actor for EntityActor<K> {
         })
     }
 
-    /// Loads the state here rather than in `pre_start`, which its supervisor waits for: starting
-    /// a mailbox stays cheap, and messages wait in the mailbox until the state is in.
-    async fn post_start(
-        &self,
-        _myself: ActorRef<MailboxMsg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.entity = K::load(&state.ctx.store, &state.id).await?;
-        Ok(())
-    }
-
     async fn handle(
         &self,
         myself: ActorRef<MailboxMsg>,
@@ -244,22 +244,32 @@ impl<K: Kind> Actor for EntityActor<K> {
                 // A message applied before is found by the write itself (its id is recorded
                 // with it), or, if the state it led to refuses it now, by the check below:
                 // no read on the way of a new message.
-                match K::apply(&state.ctx.store, state.entity.as_ref(), &envelope).await {
+                if state.entity.is_none() {
+                    // Loaded with the first message rather than at start, which the supervisor
+                    // waits for; and not at all for a message that creates the entity.
+                    state.entity = Some(if K::creates(&envelope) {
+                        None
+                    } else {
+                        K::load(&state.ctx.store, &state.id).await?
+                    });
+                }
+                let current = state.entity.as_ref().and_then(Option::as_ref);
+                match K::apply(&state.ctx.store, current, &envelope).await {
                     Ok((entity, effects, Applied::Applied)) => {
                         delivery.ack();
                         state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
                         K::carry_out(&state.ctx, &entity, effects);
-                        state.entity = Some(entity);
+                        state.entity = Some(Some(entity));
                     }
                     Ok((_, _, Applied::Duplicate)) => {
-                        state.entity = K::load(&state.ctx.store, &state.id).await?;
+                        state.entity = Some(K::load(&state.ctx.store, &state.id).await?);
                         delivery.ack();
                         state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
                     }
                     Err(ApplyError::Refused(_))
                         if state.ctx.store.is_processed(&envelope.id).await? =>
                     {
-                        state.entity = K::load(&state.ctx.store, &state.id).await?;
+                        state.entity = Some(K::load(&state.ctx.store, &state.id).await?);
                         delivery.ack();
                         state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
                     }

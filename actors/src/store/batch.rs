@@ -28,6 +28,8 @@ const ROWS_PER_STATEMENT: usize = 1000;
 pub(crate) struct Changes {
     pub message_id: String,
     pub task: Option<tasks::ActiveModel>,
+    /// The task is new: written only if no task has its id (its mailbox did not look).
+    pub creates_task: bool,
     pub agent: Option<agents::ActiveModel>,
     pub dependencies: Vec<task_dependencies::ActiveModel>,
     pub notifications: Vec<notifications::ActiveModel>,
@@ -41,6 +43,7 @@ impl Changes {
         Changes {
             message_id: message_id.to_owned(),
             task: None,
+            creates_task: false,
             agent: None,
             dependencies: Vec::new(),
             notifications: Vec::new(),
@@ -98,13 +101,13 @@ async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Job>) {
 /// Commits the batch together or, if that fails, each write alone.
 async fn commit(db: &DatabaseConnection, batch: &[Changes]) -> Vec<Result<Applied, StoreError>> {
     match commit_together(db, batch).await {
-        Ok(applied) => applied.into_iter().map(Ok).collect(),
+        Ok(results) => results,
         Err(error) if batch.len() > 1 => {
             tracing::debug!(%error, writes = batch.len(), "a shared write failed; writing each alone");
             let mut results = Vec::with_capacity(batch.len());
             for changes in batch {
                 let alone = commit_together(db, std::slice::from_ref(changes)).await;
-                results.push(alone.map(|mut applied| applied.remove(0)));
+                results.push(alone.and_then(|mut results| results.remove(0)));
             }
             results
         }
@@ -112,27 +115,34 @@ async fn commit(db: &DatabaseConnection, batch: &[Changes]) -> Vec<Result<Applie
     }
 }
 
-/// Writes every change whose message was not applied before, in one transaction.
+/// Writes every change whose message was not applied before, in one transaction; a write
+/// that creates a task whose id is taken fails alone.
 async fn commit_together(
     db: &DatabaseConnection,
     batch: &[Changes],
-) -> Result<Vec<Applied>, StoreError> {
+) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
     let txn = db.begin().await?;
     let mut done = applied_before(&txn, batch).await?;
-    let applied: Vec<Applied> = batch
+    let taken = existing_tasks(&txn, batch).await?;
+    let results: Vec<Result<Applied, StoreError>> = batch
         .iter()
         .map(|c| {
-            if done.insert(c.message_id.clone()) {
-                Applied::Applied
+            if !done.insert(c.message_id.clone()) {
+                Ok(Applied::Duplicate)
+            } else if c.creates_task && taken.contains(&c.message_id) {
+                Err(StoreError(format!(
+                    "message `{}` creates a task that exists already",
+                    c.message_id
+                )))
             } else {
-                Applied::Duplicate
+                Ok(Applied::Applied)
             }
         })
         .collect();
     let fresh: Vec<&Changes> = batch
         .iter()
-        .zip(&applied)
-        .filter(|(_, a)| **a == Applied::Applied)
+        .zip(&results)
+        .filter(|(_, r)| matches!(r, Ok(Applied::Applied)))
         .map(|(c, _)| c)
         .collect();
     let now = now_ms() as i64;
@@ -143,7 +153,12 @@ async fn commit_together(
     insert_all::<processed_messages::Entity>(&txn, processed.collect(), None).await?;
     {
         use tasks::Column as C;
-        let rows = fresh.iter().filter_map(|c| c.task.clone()).collect();
+        // New tasks are plain inserts: one that appeared meanwhile (another node) fails.
+        let (created, updated): (Vec<&Changes>, Vec<&Changes>) =
+            fresh.iter().partition(|c| c.creates_task);
+        let rows = created.iter().filter_map(|c| c.task.clone()).collect();
+        insert_all::<tasks::Entity>(&txn, rows, None).await?;
+        let rows = updated.iter().filter_map(|c| c.task.clone()).collect();
         let update = OnConflict::column(C::TaskId)
             .update_columns([
                 C::State,
@@ -193,7 +208,42 @@ async fn commit_together(
     let rows = fresh.iter().map(|c| c.activity.clone()).collect();
     insert_all::<activity::Entity>(&txn, rows, None).await?;
     txn.commit().await?;
-    Ok(applied)
+    Ok(results)
+}
+
+/// The message ids of `batch` that create a task whose id is taken.
+async fn existing_tasks(
+    db: &impl ConnectionTrait,
+    batch: &[Changes],
+) -> Result<HashSet<String>, StoreError> {
+    let creates: Vec<(&str, &str)> = batch
+        .iter()
+        .filter(|c| c.creates_task)
+        .filter_map(|c| match c.task.as_ref().map(|t| &t.task_id) {
+            Some(sea_orm::ActiveValue::Set(id)) => Some((id.as_str(), c.message_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    let mut taken = HashSet::new();
+    for chunk in creates.chunks(ROWS_PER_STATEMENT) {
+        let ids = chunk.iter().map(|(task_id, _)| *task_id);
+        let found: HashSet<String> = tasks::Entity::find()
+            .select_only()
+            .column(tasks::Column::TaskId)
+            .filter(tasks::Column::TaskId.is_in(ids))
+            .into_tuple::<String>()
+            .all(db)
+            .await?
+            .into_iter()
+            .collect();
+        taken.extend(
+            chunk
+                .iter()
+                .filter(|(task_id, _)| found.contains(*task_id))
+                .map(|(_, message_id)| (*message_id).to_owned()),
+        );
+    }
+    Ok(taken)
 }
 
 /// The message ids of `batch` already recorded as processed.

@@ -64,7 +64,8 @@ impl Store {
     }
 
     /// Persists `task` (which was `before`) as the effect of `message`, with the notifications
-    /// it caused, the output lines it carried and a row in the activity log.
+    /// it caused, the output lines it carried and a row in the activity log. With no `before`
+    /// the task is new, and the write fails if a task with its id exists.
     pub async fn save_task(
         &self,
         message: &AppliedMessage<'_>,
@@ -76,6 +77,7 @@ impl Store {
         let mut changes = Changes::new(message.id, message.activity());
         if before != Some(task) {
             changes.task = Some(task_to_row(task));
+            changes.creates_task = before.is_none();
         }
         changes.dependencies = task
             .dependencies

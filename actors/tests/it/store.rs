@@ -93,6 +93,19 @@ async fn writes_are_idempotent_by_message_id() {
             "a duplicate writes nothing"
         );
         assert!(store.notifications(None).await.unwrap().is_empty());
+        let again = Task {
+            title: "another".into(),
+            ..t.clone()
+        };
+        assert!(
+            store
+                .save_task(&msg("m1b"), None, &again, &[], &[])
+                .await
+                .is_err(),
+            "a second creation of t1 under another message id fails"
+        );
+        assert_eq!(store.task("t1").await.unwrap().unwrap(), t);
+        assert!(!store.is_processed("m1b").await.unwrap());
         assert_eq!(
             store
                 .save_task(
@@ -187,7 +200,13 @@ async fn queries_order_filter_and_page() {
             ..task("b", Priority::Urgent, 1)
         };
         store
-            .save_task(&msg("mb2"), None, &assigned, &[], &[])
+            .save_task(
+                &msg("mb2"),
+                Some(&task("b", Priority::Urgent, 1)),
+                &assigned,
+                &[],
+                &[],
+            )
             .await
             .unwrap();
         let slots = store.agent_slots().await.unwrap();
