@@ -248,6 +248,9 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             row.updated_at.saturating_sub(row.created_at).max(0) as u64,
         ))?;
     }
+    println!("  the rusqlite floor: the same rows, written straight");
+    let floor_path = temp.path().join("floor.sqlite");
+    let floor = crate::floor::run(&floor_path, args.tasks, crate::floor::LIFECYCLE).await?;
     let lifecycle = Report {
         scenario: "lifecycle".into(),
         run: Run {
@@ -255,7 +258,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             elapsed,
             latencies,
         },
-        baseline: None,
+        baseline: Some(floor),
         settings: serde_json::json!({ "workers": args.workers, "per_worker": args.per_worker, "concurrency": args.concurrency }),
     };
 

@@ -2,6 +2,7 @@
 //! percentiles, beside the raw client doing the same work where the scenario has one.
 
 mod bus;
+mod floor;
 mod lifecycle;
 mod report;
 mod tasks;

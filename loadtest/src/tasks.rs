@@ -152,6 +152,9 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
         ))?;
     }
     node.shutdown().await.context("stopping the node")?;
+    println!("  the rusqlite floor: the same rows, written straight");
+    let floor_path = temp.path().join("floor.sqlite");
+    let floor = crate::floor::run(&floor_path, args.events, crate::floor::CREATED).await?;
     Ok(Report {
         scenario: "tasks".into(),
         run: Run {
@@ -159,7 +162,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
             elapsed,
             latencies,
         },
-        baseline: None,
+        baseline: Some(floor),
         settings: serde_json::json!({
             "concurrency": args.concurrency,
             "partitions": args.partitions,

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actors::credentials::{Principal, Role};
@@ -17,7 +18,8 @@ use schemas::proto::{
     worker_server::Worker,
 };
 use schemas::{AgentHeartbeat, AgentRegistered, Message, TaskRequeued};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -29,6 +31,8 @@ use crate::{GatewayContext, GatewayError};
 const POLL: Duration = Duration::from_millis(250);
 /// How long a report may take to be applied before the worker hears nothing of it.
 const REPORT_WAIT: Duration = Duration::from_secs(30);
+/// Reports of one link being published at once.
+const REPORTS_IN_FLIGHT: usize = 256;
 /// How long registering may take.
 const REGISTER_WAIT: Duration = Duration::from_secs(10);
 const SOURCE: &str = "gateway/worker";
@@ -190,6 +194,9 @@ async fn listen(
     out: Outbound,
 ) {
     use worker_message::Kind;
+    let in_flight = Arc::new(Semaphore::new(REPORTS_IN_FLIGHT));
+    // The latest report on each task, which its next report waits for.
+    let mut last: HashMap<String, JoinHandle<()>> = HashMap::new();
     loop {
         let report = match inbound.message().await {
             Ok(Some(WorkerMessage { kind: Some(kind) })) => kind,
@@ -257,36 +264,41 @@ async fn listen(
                 Box::new(move |_| Command::Fail { error: r.text }),
             ),
         };
-        // Published in order, answered as they are applied: a report does not wait for the
-        // one before it, and the mailbox checks each against the state it finds.
-        match publish_report(&ctx, &principal, &agent_id, &task_id, make).await {
-            Ok(outcome) => {
-                let out = out.clone();
-                tokio::spawn(async move {
-                    let reason = match outcome.await {
-                        Ok(Some(Outcome::Refused(reason))) => reason,
-                        Ok(_) => return,
-                        Err(error) => error.to_string(),
-                    };
-                    let refused = Refused { task_id, reason };
-                    let _ = out
-                        .send(send_kind(node_message::Kind::Refused(refused)))
-                        .await;
-                });
+        // A task's reports are published in order, each once the one before it is durable;
+        // reports on different tasks go out side by side, up to `REPORTS_IN_FLIGHT`.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let previous = last.remove(&task_id);
+        let (ctx, principal, agent_id, out) = (
+            ctx.clone(),
+            principal.clone(),
+            agent_id.clone(),
+            out.clone(),
+        );
+        let key = task_id.clone();
+        let report = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
             }
-            Err(error) => {
-                let refused = Refused {
-                    task_id,
-                    reason: error.to_string(),
-                };
-                if out
-                    .send(send_kind(node_message::Kind::Refused(refused)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
+            let published = publish_report(&ctx, &principal, &agent_id, &task_id, make).await;
+            drop(permit);
+            let reason = match published {
+                Ok(outcome) => match outcome.await {
+                    Ok(Some(Outcome::Refused(reason))) => reason,
+                    Ok(_) => return,
+                    Err(error) => error.to_string(),
+                },
+                Err(error) => error.to_string(),
+            };
+            let refused = Refused { task_id, reason };
+            let _ = out
+                .send(send_kind(node_message::Kind::Refused(refused)))
+                .await;
+        });
+        last.insert(key, report);
+        if last.len() > REPORTS_IN_FLIGHT {
+            last.retain(|_, report| !report.is_finished());
         }
     }
 }
