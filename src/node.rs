@@ -101,7 +101,7 @@ impl Node {
             assign_interval: Duration::from_secs(5).min(agent_timeout / 3),
             ownership: Ownership::default(),
             agent_timeout,
-            agent_signals: tokio::sync::broadcast::channel(1024).0,
+            agent_signals: tokio::sync::broadcast::channel(16 * 1024).0,
             outcomes: Default::default(),
         };
         let gateway = GatewayContext {

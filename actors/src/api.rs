@@ -32,7 +32,7 @@ pub struct NodeApi {
     store: Store,
     bus: Arc<dyn Bus>,
     node_id: String,
-    agent_signals: broadcast::Sender<String>,
+    agent_signals: broadcast::Sender<crate::AgentSignal>,
     agent_timeout: Duration,
     outcomes: Outcomes,
 }
@@ -170,8 +170,8 @@ impl NodeApi {
         }
     }
 
-    /// Ids of agents whose tasks change from now on (from mailboxes on this node).
-    pub fn agent_signals(&self) -> broadcast::Receiver<String> {
+    /// Changes to agents' tasks from now on (from mailboxes on this node).
+    pub fn agent_signals(&self) -> broadcast::Receiver<crate::AgentSignal> {
         self.agent_signals.subscribe()
     }
 

@@ -58,13 +58,22 @@ pub struct NodeContext {
     pub ownership: Ownership,
     /// How long an agent may go without a heartbeat before it counts as offline.
     pub agent_timeout: Duration,
-    /// Ids of agents whose tasks changed, for their workers' links on this node.
-    pub agent_signals: tokio::sync::broadcast::Sender<String>,
+    /// Changes to agents' tasks, for their workers' links on this node.
+    pub agent_signals: tokio::sync::broadcast::Sender<AgentSignal>,
     /// Callers waiting for messages to be applied here.
     pub outcomes: Outcomes,
 }
 
 pub use tree::names;
+
+/// A task of an agent changed (on this node): its worker's link looks at that task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSignal {
+    /// The agent.
+    pub agent_id: String,
+    /// The task that changed.
+    pub task_id: String,
+}
 
 /// A fresh message id: a UUIDv7, so ids sort by creation time.
 pub fn new_message_id() -> String {

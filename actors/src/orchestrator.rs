@@ -63,6 +63,10 @@ pub struct OrchestratorState {
     last_pass: Instant,
     /// Whether decisions recorded by an earlier run still need publishing.
     republish: bool,
+    /// Decisions made and not yet seen applied: they count against agents' room. Read whole
+    /// from the store when republishing, and kept here between passes, so a pass costs the
+    /// decisions in flight rather than every pending task.
+    reserved: Vec<assign::Decision>,
 }
 
 impl Actor for OrchestratorActor {
@@ -82,6 +86,7 @@ impl Actor for OrchestratorActor {
             scheduled: false,
             last_pass: Instant::now(),
             republish: true,
+            reserved: Vec::new(),
         })
     }
 
@@ -170,18 +175,23 @@ async fn pass(state: &mut OrchestratorState) -> Result<(), Failure> {
         // Nobody has room (counting only applied assignments): skip the scans.
         return Ok(());
     }
-    let reserved = store.reservations().await?;
     if state.republish {
-        for decision in &reserved {
+        state.reserved = store.reservations().await?;
+        for decision in &state.reserved {
             if let Some(task) = store.task_summary(&decision.task_id).await? {
                 publish_assignment(ctx, decision, &task.user).await?;
             }
         }
         state.republish = false;
+    } else {
+        state.reserved = store
+            .still_reserved(std::mem::take(&mut state.reserved))
+            .await?;
     }
     let pending = store.pending_tasks(PASS_LIMIT).await?;
-    let decisions = assign::plan(&pending, &slots, &reserved);
+    let decisions = assign::plan(&pending, &slots, &state.reserved);
     store.record_decisions(&decisions, now_ms()).await?;
+    state.reserved.extend(decisions.iter().cloned());
     // Published together: the bus commits them as one batch.
     let published = decisions.iter().map(|decision| {
         let user = pending

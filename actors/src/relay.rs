@@ -73,7 +73,12 @@ pub(crate) fn carry_out(ctx: &NodeContext, task: Option<&Task>, effects: Vec<Eff
             Effect::Assign | Effect::RequeueTasksOf(_) => crate::orchestrator::poke(ctx),
             Effect::NotifyAgent(agent_id) => {
                 // Nobody listening is fine: a worker link also polls.
-                let _ = ctx.agent_signals.send(agent_id);
+                if let Some(task) = task {
+                    let task_id = task.task_id.clone();
+                    let _ = ctx
+                        .agent_signals
+                        .send(crate::AgentSignal { agent_id, task_id });
+                }
             }
             Effect::Cascade(_) => {
                 if let Some(task) = task.cloned() {

@@ -45,6 +45,9 @@ pub struct LifecycleArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
+    /// Keep the node's data directory (its bus log and state) to look into afterwards.
+    #[arg(long)]
+    keep: bool,
 }
 
 fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
@@ -301,5 +304,8 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
         settings: serde_json::json!({ "steps": 3, "workers": args.workers }),
     };
     node.shutdown().await.context("stopping the node")?;
+    if args.keep {
+        println!("kept the node's data directory: {}", temp.keep().display());
+    }
     Ok(vec![lifecycle, dag])
 }

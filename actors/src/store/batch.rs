@@ -13,7 +13,8 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::entities::{
-    activity, agents, notifications, processed_messages, task_dependencies, task_output, tasks,
+    activity, agents, assignments, notifications, processed_messages, task_dependencies,
+    task_output, tasks,
 };
 use super::{Applied, StoreError, now_ms};
 
@@ -53,8 +54,16 @@ impl Changes {
     }
 }
 
+/// What the writer is asked to write.
+enum Work {
+    /// The rows of one applied message.
+    Message(Box<Changes>),
+    /// The orchestrator's decisions, recorded before they are published.
+    Decisions(Vec<assignments::ActiveModel>),
+}
+
 struct Job {
-    changes: Changes,
+    work: Work,
     reply: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
@@ -75,10 +84,23 @@ impl Batcher {
     /// Writes `changes` in the next batch, unless its message was applied before; returns
     /// once that batch is committed.
     pub(crate) async fn write(&self, changes: Changes) -> Result<Applied, StoreError> {
+        self.submit(Work::Message(Box::new(changes))).await
+    }
+
+    /// Records the orchestrator's decisions (a decision recorded before is kept) in the next
+    /// batch: the state database has one writer, so nobody waits on its lock.
+    pub(crate) async fn record(
+        &self,
+        decisions: Vec<assignments::ActiveModel>,
+    ) -> Result<(), StoreError> {
+        self.submit(Work::Decisions(decisions)).await.map(drop)
+    }
+
+    async fn submit(&self, work: Work) -> Result<Applied, StoreError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError("the state writer has stopped".into());
         self.jobs
-            .send(Job { changes, reply })
+            .send(Job { work, reply })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -88,8 +110,7 @@ impl Batcher {
 async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let (batch, replies): (Vec<_>, Vec<_>) =
-            jobs.drain(..).map(|j| (j.changes, j.reply)).unzip();
+        let (batch, replies): (Vec<_>, Vec<_>) = jobs.drain(..).map(|j| (j.work, j.reply)).unzip();
         let results = commit(&db, &batch).await;
         for (reply, result) in replies.into_iter().zip(results) {
             // The writer gave up waiting: its delivery is redelivered and found processed.
@@ -98,15 +119,15 @@ async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Job>) {
     }
 }
 
-/// Commits the batch together or, if that fails, each write alone.
-async fn commit(db: &DatabaseConnection, batch: &[Changes]) -> Vec<Result<Applied, StoreError>> {
+/// Commits the batch together or, if that fails, each write alone; a result per write.
+async fn commit(db: &DatabaseConnection, batch: &[Work]) -> Vec<Result<Applied, StoreError>> {
     match commit_together(db, batch).await {
         Ok(results) => results,
         Err(error) if batch.len() > 1 => {
             tracing::debug!(%error, writes = batch.len(), "a shared write failed; writing each alone");
             let mut results = Vec::with_capacity(batch.len());
-            for changes in batch {
-                let alone = commit_together(db, std::slice::from_ref(changes)).await;
+            for work in batch {
+                let alone = commit_together(db, std::slice::from_ref(work)).await;
                 results.push(alone.and_then(|mut results| results.remove(0)));
             }
             results
@@ -115,12 +136,21 @@ async fn commit(db: &DatabaseConnection, batch: &[Changes]) -> Vec<Result<Applie
     }
 }
 
-/// Writes every change whose message was not applied before, in one transaction; a write
-/// that creates a task whose id is taken fails alone.
+/// Writes the batch in one transaction: every message's rows unless it was applied before
+/// (a write that creates a task whose id is taken fails alone), and every decision.
 async fn commit_together(
     db: &DatabaseConnection,
-    batch: &[Changes],
+    work: &[Work],
 ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    let mut batch = Vec::new();
+    let mut decisions = Vec::new();
+    for item in work {
+        match item {
+            Work::Message(changes) => batch.push(Changes::clone(changes)),
+            Work::Decisions(rows) => decisions.extend(rows.iter().cloned()),
+        }
+    }
+    let batch = batch.as_slice();
     let txn = db.begin().await?;
     let mut done = applied_before(&txn, batch).await?;
     let taken = existing_tasks(&txn, batch).await?;
@@ -207,8 +237,21 @@ async fn commit_together(
     insert_all::<task_output::Entity>(&txn, rows, None).await?;
     let rows = fresh.iter().map(|c| c.activity.clone()).collect();
     insert_all::<activity::Entity>(&txn, rows, None).await?;
+    let keep_first =
+        OnConflict::columns([assignments::Column::TaskId, assignments::Column::Generation])
+            .do_nothing()
+            .to_owned();
+    insert_all::<assignments::Entity>(&txn, decisions, Some(keep_first)).await?;
     txn.commit().await?;
-    Ok(results)
+    // Results in the order of `work`: a message's own, and `Applied` for decisions.
+    let mut results = results.into_iter();
+    Ok(work
+        .iter()
+        .map(|item| match item {
+            Work::Message(_) => results.next().unwrap_or(Ok(Applied::Applied)),
+            Work::Decisions(_) => Ok(Applied::Applied),
+        })
+        .collect())
 }
 
 /// The message ids of `batch` that create a task whose id is taken.

@@ -5,17 +5,15 @@
 use std::collections::HashMap;
 
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 
 use super::entities::{agents, assignments, task_dependencies, tasks};
 use super::{Store, StoreError, convert};
-use crate::domain::Dependency;
 use crate::domain::assign::{AgentSlot, Decision, PendingTask};
 use crate::domain::task::{Task, TaskState};
+use crate::domain::{Dependency, Priority};
 
 /// How a message fared once its mailbox took it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,22 +57,24 @@ impl Store {
             .await?)
     }
 
-    /// Up to `limit` pending tasks, most urgent first, then oldest first.
+    /// Up to `limit` pending tasks, most urgent first, then oldest first: a range of the
+    /// `tasks_pending_order` index per priority, so the cost is the rows read, not the backlog.
     pub async fn pending_tasks(&self, limit: u64) -> Result<Vec<PendingTask>, StoreError> {
-        let rank = Expr::cust(
-            "CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END",
-        );
-        let rows = tasks::Entity::find()
-            .filter(tasks::Column::State.eq(TaskState::Pending.as_str()))
-            .order_by(rank, Order::Asc)
-            .order_by_asc(tasks::Column::CreatedAt)
-            .order_by_asc(tasks::Column::TaskId)
-            .limit(limit)
-            .all(self.connection())
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
+        let mut pending = Vec::new();
+        for priority in Priority::ALL.into_iter().rev() {
+            let left = limit.saturating_sub(pending.len() as u64);
+            if left == 0 {
+                break;
+            }
+            let rows = tasks::Entity::find()
+                .filter(tasks::Column::State.eq(TaskState::Pending.as_str()))
+                .filter(tasks::Column::Priority.eq(priority.as_str()))
+                .order_by_asc(tasks::Column::CreatedAt)
+                .order_by_asc(tasks::Column::TaskId)
+                .limit(left)
+                .all(self.connection())
+                .await?;
+            pending.extend(rows.into_iter().map(|r| {
                 let task = super::tasks::task_from_row(r, Vec::new());
                 PendingTask {
                     task_id: task.task_id,
@@ -85,6 +85,36 @@ impl Store {
                     preferred_agent: task.preferred_agent,
                     generation: task.generation,
                 }
+            }));
+        }
+        Ok(pending)
+    }
+
+    /// Those of `decisions` whose task is still pending in the decision's generation: made,
+    /// maybe published, not yet applied.
+    pub async fn still_reserved(
+        &self,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let mut pending = std::collections::HashSet::new();
+        for chunk in decisions.chunks(1000) {
+            let ids = chunk.iter().map(|d| d.task_id.as_str());
+            let rows: Vec<(String, i32)> = tasks::Entity::find()
+                .select_only()
+                .column(tasks::Column::TaskId)
+                .column(tasks::Column::Generation)
+                .filter(tasks::Column::TaskId.is_in(ids))
+                .filter(tasks::Column::State.eq(TaskState::Pending.as_str()))
+                .into_tuple()
+                .all(self.connection())
+                .await?;
+            pending.extend(rows);
+        }
+        Ok(decisions
+            .into_iter()
+            .filter(|d| {
+                let generation = i32::try_from(d.generation).unwrap_or(i32::MAX);
+                pending.contains(&(d.task_id.clone(), generation))
             })
             .collect())
     }
@@ -158,11 +188,7 @@ impl Store {
             agent_id: Set(d.agent_id.clone()),
             decided_at: Set(at as i64),
         });
-        assignments::Entity::insert_many(rows)
-            .on_conflict_do_nothing()
-            .exec_without_returning(self.connection())
-            .await?;
-        Ok(())
+        self.writes.record(rows.collect()).await
     }
 
     /// The tasks that depend on `upstream`: (task id, its owner, the dependency).

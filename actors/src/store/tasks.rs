@@ -54,6 +54,20 @@ impl Store {
             .map(|row| task_from_row(row, Vec::new())))
     }
 
+    /// The tasks with these ids that exist, without their dependencies (one query per
+    /// thousand ids).
+    pub async fn task_summaries(&self, ids: &[String]) -> Result<Vec<Task>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let rows = tasks::Entity::find()
+                .filter(tasks::Column::TaskId.is_in(chunk.iter().map(String::as_str)))
+                .all(self.connection())
+                .await?;
+            found.extend(rows.into_iter().map(|row| task_from_row(row, Vec::new())));
+        }
+        Ok(found)
+    }
+
     /// The tasks with these ids that exist, with their dependencies.
     pub async fn tasks(&self, ids: &[String]) -> Result<Vec<Task>, StoreError> {
         let mut found = Vec::new();

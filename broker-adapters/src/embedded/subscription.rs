@@ -197,13 +197,17 @@ impl Subscription for EmbeddedSubscription {
                 self.appended.borrow_and_update();
                 self.quiet = false;
             }
-            // An idle consumer does not query the log until something changes.
+            // What is in memory goes out before the log is read again, so a busy consumer
+            // reads in large batches; an idle one does not query until something changes.
+            if let Some(delivery) = self.inbox.next_delivery() {
+                return Ok(Event::Delivery(delivery));
+            }
             if !self.quiet {
                 self.refill().await?;
                 self.quiet = true;
-            }
-            if let Some(delivery) = self.inbox.next_delivery() {
-                return Ok(Event::Delivery(delivery));
+                if let Some(delivery) = self.inbox.next_delivery() {
+                    return Ok(Event::Delivery(delivery));
+                }
             }
             let idle = self.idle_wait();
             tokio::select! {

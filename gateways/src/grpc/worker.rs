@@ -18,8 +18,7 @@ use schemas::proto::{
     worker_server::Worker,
 };
 use schemas::{AgentHeartbeat, AgentRegistered, Message, TaskRequeued};
-use tokio::sync::{Semaphore, broadcast, mpsc};
-use tokio::task::JoinHandle;
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -92,52 +91,99 @@ async fn register(
     Ok(())
 }
 
+/// What a link has told its worker: task id → (generation, state, updated_at) as last sent,
+/// and the owner of each task the agent holds.
+#[derive(Default)]
+struct Sent(HashMap<String, ((u32, TaskState, u64), String)>);
+
+/// A link's `Sent`, shared by its two halves: the reports on a task it holds need no lookup.
+type SharedSent = Arc<std::sync::Mutex<Sent>>;
+
+fn lock(sent: &SharedSent) -> std::sync::MutexGuard<'_, Sent> {
+    sent.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Sent {
+    /// The owner of `task_id` if the agent holds it as last sent.
+    fn owner(&self, task_id: &str) -> Option<String> {
+        self.0.get(task_id).map(|(_, user)| user.clone())
+    }
+
+    /// What the worker must hear of `task` as it is now, if anything: a new assignment, a
+    /// change to a task it holds, or the end of one it held (a finished one needs no word).
+    fn news(&mut self, agent_id: &str, task: Task) -> Option<node_message::Kind> {
+        let seen = (task.generation, task.state, task.updated_at);
+        let held = task.agent_id.as_deref() == Some(agent_id) && task.state.occupies_agent();
+        if !held {
+            self.0.remove(&task.task_id)?;
+            return (task.state != TaskState::Done)
+                .then(|| node_message::Kind::Update(convert::task(task)));
+        }
+        let entry = (seen, task.user.clone());
+        match self
+            .0
+            .insert(task.task_id.clone(), entry)
+            .map(|(before, _)| before)
+        {
+            Some(before) if before == seen => None,
+            Some(before) if before.0 == task.generation => {
+                Some(node_message::Kind::Update(convert::task(task)))
+            }
+            _ if task.state == TaskState::Assigned => {
+                Some(node_message::Kind::Assignment(convert::task(task)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Which tasks a link looks at next.
+enum Look {
+    /// Everything the agent holds and everything sent before: at start, at least every
+    /// `POLL`, and after missed signals.
+    Everything,
+    /// Only the tasks signalled as changed.
+    Tasks(HashSet<String>),
+}
+
 /// Sends the agent's new assignments and changes to tasks sent before, until the link closes.
-async fn push(ctx: GatewayContext, agent_id: String, out: Outbound) {
+async fn push(ctx: GatewayContext, agent_id: String, out: Outbound, sent: SharedSent) {
     let mut signals = ctx.node.agent_signals();
-    // task id → (generation, state, updated_at) as last sent.
-    let mut sent: HashMap<String, (u32, TaskState, u64)> = HashMap::new();
-    let seen = |t: &Task| (t.generation, t.state, t.updated_at);
+    let mut look = Look::Everything;
+    let mut last_full = tokio::time::Instant::now();
     loop {
         let store = ctx.node.store();
-        let held = match store.held_tasks(&agent_id).await {
+        if matches!(look, Look::Everything) {
+            last_full = tokio::time::Instant::now();
+        }
+        let tasks = match look {
+            Look::Everything => match store.held_tasks(&agent_id).await {
+                Ok(held) => {
+                    let holding: HashSet<&str> = held.iter().map(|t| t.task_id.as_str()).collect();
+                    let gone: Vec<String> = lock(&sent)
+                        .0
+                        .keys()
+                        .filter(|id| !holding.contains(id.as_str()))
+                        .cloned()
+                        .collect();
+                    store.task_summaries(&gone).await.map(|mut gone| {
+                        gone.extend(held);
+                        gone
+                    })
+                }
+                Err(error) => Err(error),
+            },
+            Look::Tasks(ids) => store.task_summaries(&Vec::from_iter(ids)).await,
+        };
+        let tasks = match tasks {
             Ok(tasks) => tasks,
             Err(error) => return tracing::warn!(%agent_id, %error, "worker link stopped"),
         };
-        let mut holding = HashSet::new();
-        for task in held {
-            holding.insert(task.task_id.clone());
-            let before = sent.insert(task.task_id.clone(), seen(&task));
-            let kind = match before {
-                Some(before) if before.0 == task.generation && before == seen(&task) => continue,
-                Some(before) if before.0 == task.generation => {
-                    node_message::Kind::Update(convert::task(task))
-                }
-                _ if task.state == TaskState::Assigned => {
-                    node_message::Kind::Assignment(convert::task(task))
-                }
-                _ => continue,
-            };
-            if out.send(send_kind(kind)).await.is_err() {
-                return;
-            }
-        }
-        // Tasks no longer held were finished, cancelled or requeued: the worker hears the end.
-        let gone: Vec<String> = sent
-            .keys()
-            .filter(|id| !holding.contains(*id))
-            .cloned()
-            .collect();
-        for id in gone {
-            sent.remove(&id);
-            let Ok(Some(task)) = store.task(&id).await else {
-                continue;
-            };
-            if task.state != TaskState::Done
-                && out
-                    .send(send_kind(node_message::Kind::Update(convert::task(task))))
-                    .await
-                    .is_err()
+        for task in tasks {
+            let news = lock(&sent).news(&agent_id, task);
+            if let Some(news) = news
+                && out.send(send_kind(news)).await.is_err()
             {
                 return;
             }
@@ -145,18 +191,46 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound) {
         let signalled = async {
             loop {
                 match signals.recv().await {
-                    Ok(id) if id != agent_id => continue,
+                    Ok(signal) if signal.agent_id != agent_id => continue,
                     Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-                    // Ours, or we fell behind and may have missed ours.
-                    _ => return,
+                    other => return other,
                 }
             }
         };
-        tokio::select! {
+        let first = tokio::select! {
             _ = out.closed() => return,
-            _ = tokio::time::sleep(POLL) => {}
-            () = signalled => {}
+            _ = tokio::time::sleep(POLL) => {
+                look = Look::Everything;
+                continue;
+            }
+            first = signalled => first,
+        };
+        // The next look covers every signal so far, however many arrived.
+        let mut changed = HashSet::new();
+        let mut missed = false;
+        let mut next = Some(first);
+        while let Some(signal) = next.take() {
+            match signal {
+                Ok(signal) if signal.agent_id == agent_id => {
+                    changed.insert(signal.task_id);
+                }
+                Ok(_) => {}
+                Err(_) => missed = true,
+            }
+            next = match signals.try_recv() {
+                Ok(signal) => Some(Ok(signal)),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Some(Err(broadcast::error::RecvError::Lagged(n)))
+                }
+                Err(_) => None,
+            };
         }
+        // Changes made on other nodes send no signal here: a full look every `POLL` anyway.
+        look = if missed || last_full.elapsed() >= POLL {
+            Look::Everything
+        } else {
+            Look::Tasks(changed)
+        };
     }
 }
 
@@ -166,22 +240,27 @@ async fn publish_report(
     principal: &Principal,
     agent_id: &str,
     task_id: &str,
+    held_by: Option<String>,
     make: Box<dyn FnOnce(String) -> Command + Send>,
 ) -> Result<impl Future<Output = Result<Option<Outcome>, actors::ApiError>> + use<>, GatewayError> {
-    // Scope only: the mailbox checks the report against the state it finds.
-    let task = ctx
-        .node
-        .store()
-        .task_summary(task_id)
-        .await?
-        .filter(|t| may_see(principal, t))
-        .ok_or_else(|| GatewayError::NotFound(format!("no task `{task_id}`")))?;
+    // Scope only: the mailbox checks the report against the state it finds. A task this link
+    // holds, owned by the agent's user, is in scope without a lookup.
+    let user = match held_by.filter(|user| *user == principal.user) {
+        Some(user) => user,
+        None => {
+            ctx.node
+                .store()
+                .task_summary(task_id)
+                .await?
+                .filter(|t| may_see(principal, t))
+                .ok_or_else(|| GatewayError::NotFound(format!("no task `{task_id}`")))?
+                .user
+        }
+    };
     let command = make(agent_id.to_owned());
-    let envelope = ctx.node.envelope(
-        SOURCE,
-        &task.user,
-        actors::edge::task_message(task_id, &command),
-    );
+    let envelope = ctx
+        .node
+        .envelope(SOURCE, &user, actors::edge::task_message(task_id, &command));
     Ok(ctx.node.publish_then_wait(&envelope, REPORT_WAIT).await?)
 }
 
@@ -192,11 +271,12 @@ async fn listen(
     agent_id: String,
     mut inbound: Streaming<WorkerMessage>,
     out: Outbound,
+    sent: SharedSent,
 ) {
     use worker_message::Kind;
     let in_flight = Arc::new(Semaphore::new(REPORTS_IN_FLIGHT));
-    // The latest report on each task, which its next report waits for.
-    let mut last: HashMap<String, JoinHandle<()>> = HashMap::new();
+    // When the latest report on each task is out: its next report waits for that.
+    let mut last: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
     loop {
         let report = match inbound.message().await {
             Ok(Some(WorkerMessage { kind: Some(kind) })) => kind,
@@ -270,6 +350,8 @@ async fn listen(
             return;
         };
         let previous = last.remove(&task_id);
+        let held_by = lock(&sent).owner(&task_id);
+        let (published_tx, published_rx) = oneshot::channel::<()>();
         let (ctx, principal, agent_id, out) = (
             ctx.clone(),
             principal.clone(),
@@ -277,11 +359,14 @@ async fn listen(
             out.clone(),
         );
         let key = task_id.clone();
-        let report = tokio::spawn(async move {
+        tokio::spawn(async move {
             if let Some(previous) = previous {
+                // Dropped once the task's previous report is out (or failed).
                 let _ = previous.await;
             }
-            let published = publish_report(&ctx, &principal, &agent_id, &task_id, make).await;
+            let published =
+                publish_report(&ctx, &principal, &agent_id, &task_id, held_by, make).await;
+            drop(published_tx);
             drop(permit);
             let reason = match published {
                 Ok(outcome) => match outcome.await {
@@ -296,9 +381,14 @@ async fn listen(
                 .send(send_kind(node_message::Kind::Refused(refused)))
                 .await;
         });
-        last.insert(key, report);
+        last.insert(key, published_rx);
         if last.len() > REPORTS_IN_FLIGHT {
-            last.retain(|_, report| !report.is_finished());
+            last.retain(|_, published| {
+                matches!(
+                    published.try_recv(),
+                    Err(oneshot::error::TryRecvError::Empty)
+                )
+            });
         }
     }
 }
@@ -337,8 +427,21 @@ impl Worker for WorkerService {
         let _ = out
             .send(send_kind(node_message::Kind::Welcome(welcome)))
             .await;
-        tokio::spawn(push(self.0.clone(), agent_id.clone(), out.clone()));
-        tokio::spawn(listen(self.0.clone(), principal, agent_id, inbound, out));
+        let sent = SharedSent::default();
+        tokio::spawn(push(
+            self.0.clone(),
+            agent_id.clone(),
+            out.clone(),
+            sent.clone(),
+        ));
+        tokio::spawn(listen(
+            self.0.clone(),
+            principal,
+            agent_id,
+            inbound,
+            out,
+            sent,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(stream),
         )))
