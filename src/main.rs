@@ -1,6 +1,11 @@
 //! The `switchyard` command line: run a node, or check what it needs (more subcommands arrive
 //! with their issues).
 
+/// glibc's allocator spent a third of the node's time under load in `malloc` / `free`
+/// (perf, `loadtest tasks`); mimalloc keeps per-thread free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

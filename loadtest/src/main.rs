@@ -1,6 +1,11 @@
 //! switchyard's load generator: drives a scenario and reports throughput and latency
 //! percentiles, beside the raw client doing the same work where the scenario has one.
 
+/// glibc's allocator spent a third of the node's time under load in `malloc` / `free`
+/// (perf, `loadtest tasks`); mimalloc keeps per-thread free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod bus;
 mod floor;
 mod lifecycle;

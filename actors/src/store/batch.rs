@@ -146,14 +146,13 @@ async fn commit_together(
     let mut decisions = Vec::new();
     for item in work {
         match item {
-            Work::Message(changes) => batch.push(Changes::clone(changes)),
+            Work::Message(changes) => batch.push(changes.as_ref()),
             Work::Decisions(rows) => decisions.extend(rows.iter().cloned()),
         }
     }
-    let batch = batch.as_slice();
     let txn = db.begin().await?;
-    let mut done = applied_before(&txn, batch).await?;
-    let taken = existing_tasks(&txn, batch).await?;
+    let mut done = applied_before(&txn, &batch).await?;
+    let taken = existing_tasks(&txn, &batch).await?;
     let results: Vec<Result<Applied, StoreError>> = batch
         .iter()
         .map(|c| {
@@ -173,7 +172,7 @@ async fn commit_together(
         .iter()
         .zip(&results)
         .filter(|(_, r)| matches!(r, Ok(Applied::Applied)))
-        .map(|(c, _)| c)
+        .map(|(c, _)| *c)
         .collect();
     let now = now_ms() as i64;
     let processed = fresh.iter().map(|c| processed_messages::ActiveModel {
@@ -257,7 +256,7 @@ async fn commit_together(
 /// The message ids of `batch` that create a task whose id is taken.
 async fn existing_tasks(
     db: &impl ConnectionTrait,
-    batch: &[Changes],
+    batch: &[&Changes],
 ) -> Result<HashSet<String>, StoreError> {
     let creates: Vec<(&str, &str)> = batch
         .iter()
@@ -292,7 +291,7 @@ async fn existing_tasks(
 /// The message ids of `batch` already recorded as processed.
 async fn applied_before(
     db: &impl ConnectionTrait,
-    batch: &[Changes],
+    batch: &[&Changes],
 ) -> Result<HashSet<String>, StoreError> {
     let mut found = HashSet::new();
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
