@@ -7,11 +7,11 @@
 //! they are published, under ids derived from task and generation, so a restarted orchestrator
 //! finds its unapplied decisions again, counts them against capacity and republishes them
 //! without deciding twice; so does every sweep, and the pass after a failed one.
-//! Ordering: assignment requests are coalesced into one pass every few milliseconds; the sweep
-//! (silent agents, orphaned work, unheard cascades) runs every `assign_interval`.
+//! Ordering: a request for a pass runs one at once when none is scheduled; the requests that
+//! arrive while a pass runs share the next one, so under load passes run back to back and
+//! never queue up. The sweep (silent agents, orphaned work, unheard cascades) runs every
+//! `assign_interval`.
 //! Shutdown: nothing to flush; publishes are durable when they return.
-
-use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::{AgentOffline, Message};
@@ -24,8 +24,6 @@ use crate::store::now_ms;
 
 /// Pending tasks looked at per pass.
 const PASS_LIMIT: u64 = 500;
-/// Requests arriving within this window of a pass share the next one.
-const COALESCE: Duration = Duration::from_millis(5);
 /// Unheard cascades repaired per sweep.
 const SWEEP_LIMIT: u64 = 500;
 
@@ -58,9 +56,8 @@ pub struct OrchestratorActor;
 #[doc(hidden)]
 pub struct OrchestratorState {
     ctx: NodeContext,
+    /// A `Run` is on its way: further requests share it.
     scheduled: bool,
-    /// When the last pass began: a request within `COALESCE` of it waits for the next.
-    last_pass: Instant,
     /// Whether decisions recorded by an earlier run still need publishing.
     republish: bool,
     /// Decisions made and not yet seen applied: they count against agents' room. Read whole
@@ -84,7 +81,6 @@ impl Actor for OrchestratorActor {
         Ok(OrchestratorState {
             ctx,
             scheduled: false,
-            last_pass: Instant::now(),
             republish: true,
             reserved: Vec::new(),
         })
@@ -99,19 +95,13 @@ impl Actor for OrchestratorActor {
         match message {
             OrchestratorMsg::Assign => {
                 if !state.scheduled {
-                    // At once when idle (latency), at most once per window when busy (load).
+                    // Queued behind the requests already waiting, which it then covers.
                     state.scheduled = true;
-                    let wait = COALESCE.saturating_sub(state.last_pass.elapsed());
-                    if wait.is_zero() {
-                        myself.send_message(OrchestratorMsg::Run)?;
-                    } else {
-                        myself.send_after(wait, || OrchestratorMsg::Run);
-                    }
+                    myself.send_message(OrchestratorMsg::Run)?;
                 }
             }
             OrchestratorMsg::Run => {
                 state.scheduled = false;
-                state.last_pass = Instant::now();
                 run_pass(state).await;
             }
             OrchestratorMsg::Sweep => {
