@@ -42,6 +42,10 @@ pub struct LifecycleArgs {
     /// Three-step DAGs submitted one after another, for end-to-end latency.
     #[arg(long, default_value_t = 100)]
     dags: u64,
+    /// The node's state database (default: SQLite in its data directory); a PostgreSQL URL
+    /// measures the same work on PostgreSQL, without the SQLite floor beside it.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -172,6 +176,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
         data_dir: temp.path().to_owned(),
         http: "127.0.0.1:0".parse()?,
         grpc,
+        database_url: args.database_url.clone().unwrap_or_default(),
         ..Config::default()
     };
     let node = Node::start(&config).await?;
@@ -251,9 +256,11 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             row.updated_at.saturating_sub(row.created_at).max(0) as u64,
         ))?;
     }
-    println!("  the rusqlite floor: the same rows, written straight");
     let floor_path = temp.path().join("floor.sqlite");
-    let floor = crate::floor::run(&floor_path, args.tasks, crate::floor::LIFECYCLE).await?;
+    let floor = match args.database_url {
+        Some(_) => None,
+        None => Some(crate::floor::run(&floor_path, args.tasks, crate::floor::LIFECYCLE).await?),
+    };
     let lifecycle = Report {
         scenario: "lifecycle".into(),
         run: Run {
@@ -261,7 +268,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             elapsed,
             latencies,
         },
-        baseline: Some(floor),
+        baseline: floor,
         settings: serde_json::json!({ "workers": args.workers, "per_worker": args.per_worker, "concurrency": args.concurrency }),
     };
 

@@ -34,6 +34,10 @@ pub struct TasksArgs {
     /// Node data directory (default: a fresh temporary one).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The node's state database (default: SQLite in its data directory); a PostgreSQL URL
+    /// measures the same work on PostgreSQL, without the SQLite floor beside it.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
     /// Give up waiting for persistence after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -68,6 +72,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
         http: "127.0.0.1:0".parse()?,
         grpc: "127.0.0.1:0".parse()?,
         partitions: args.partitions,
+        database_url: args.database_url.clone().unwrap_or_default(),
         ..Config::default()
     };
     let node = Node::start(&config).await?;
@@ -152,9 +157,11 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
         ))?;
     }
     node.shutdown().await.context("stopping the node")?;
-    println!("  the rusqlite floor: the same rows, written straight");
     let floor_path = temp.path().join("floor.sqlite");
-    let floor = crate::floor::run(&floor_path, args.events, crate::floor::CREATED).await?;
+    let floor = match args.database_url {
+        Some(_) => None,
+        None => Some(crate::floor::run(&floor_path, args.events, crate::floor::CREATED).await?),
+    };
     Ok(Report {
         scenario: "tasks".into(),
         run: Run {
@@ -162,7 +169,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
             elapsed,
             latencies,
         },
-        baseline: Some(floor),
+        baseline: floor,
         settings: serde_json::json!({
             "concurrency": args.concurrency,
             "partitions": args.partitions,

@@ -1,6 +1,7 @@
 //! The load generator runs end to end on small loads and reports what DESIGN §8 promises.
 
-fn run(args: &[&str]) -> serde_json::Value {
+/// Runs the load tool with `args`; returns its reports, each checked for DESIGN §8's fields.
+fn run_all(args: &[&str]) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("result.json");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_loadtest"))
@@ -10,15 +11,32 @@ fn run(args: &[&str]) -> serde_json::Value {
         .status()
         .unwrap();
     assert!(status.success());
-    let mut reports: Vec<serde_json::Value> =
+    let reports: Vec<serde_json::Value> =
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    assert_eq!(reports.len(), 1);
-    let report = reports.remove(0);
-    for field in ["throughput_per_s", "p50_ms", "p99_ms", "p999_ms"] {
-        assert!(report[field].as_f64().is_some(), "{field} in {report}");
+    for report in &reports {
+        for field in ["throughput_per_s", "p50_ms", "p99_ms", "p999_ms"] {
+            assert!(report[field].as_f64().is_some(), "{field} in {report}");
+        }
+        assert!(report["p50_ms"].as_f64() <= report["p999_ms"].as_f64());
     }
-    assert!(report["p50_ms"].as_f64() <= report["p999_ms"].as_f64());
-    report
+    reports
+}
+
+/// Runs a scenario that makes one report.
+fn run(args: &[&str]) -> serde_json::Value {
+    let mut reports = run_all(args);
+    assert_eq!(reports.len(), 1);
+    reports.remove(0)
+}
+
+/// The ratio is the run's throughput over its baseline's.
+fn assert_ratio(report: &serde_json::Value) {
+    let (run, baseline) = (
+        report["throughput_per_s"].as_f64().unwrap(),
+        report["baseline_per_s"].as_f64().expect("a baseline"),
+    );
+    assert!(baseline > 0.0, "{report}");
+    assert!((report["ratio"].as_f64().unwrap() - run / baseline).abs() < 1e-9);
 }
 
 #[test]
@@ -39,6 +57,25 @@ fn the_tasks_scenario_reports_throughput_and_latency() {
         (Some("tasks"), Some(50))
     );
     assert!(report["throughput_per_s"].as_f64().unwrap() > 0.0);
+    assert_ratio(&report);
+}
+
+#[test]
+fn the_lifecycle_scenario_reports_lifecycles_beside_their_floor_and_dags() {
+    let reports = run_all(&[
+        "lifecycle",
+        "--tasks",
+        "20",
+        "--workers",
+        "2",
+        "--dags",
+        "2",
+    ]);
+    let scenarios: Vec<_> = reports.iter().map(|r| r["scenario"].as_str()).collect();
+    assert_eq!(scenarios, [Some("lifecycle"), Some("dag")]);
+    assert_eq!(reports[0]["count"].as_u64(), Some(20));
+    assert_ratio(&reports[0]);
+    assert_eq!(reports[1]["count"].as_u64(), Some(2));
 }
 
 #[test]
@@ -56,9 +93,5 @@ fn the_bus_scenario_compares_the_adapter_with_its_raw_client() {
         (report["scenario"].as_str(), report["count"].as_u64()),
         (Some("bus-embedded"), Some(300))
     );
-    let (run, baseline) = (
-        report["throughput_per_s"].as_f64().unwrap(),
-        report["baseline_per_s"].as_f64().unwrap(),
-    );
-    assert!((report["ratio"].as_f64().unwrap() - run / baseline).abs() < 1e-9);
+    assert_ratio(&report);
 }
