@@ -102,6 +102,7 @@ impl Tally {
             count: self.count,
             elapsed,
             latencies: self.latencies,
+            timeline: Default::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use migrations::{Migrator, MigratorTrait};
 use rusqlite::{Connection, params};
 
-use crate::report::{Latencies, Run};
+use crate::report::{Latencies, Run, Timeline};
 
 /// The rows one task's messages write.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +61,7 @@ fn write(path: &Path, tasks: u64, shape: Shape) -> anyhow::Result<Run> {
     db.execute_batch(LOG)?;
     let payload = vec![0x5a_u8; 200];
     let mut latencies = Latencies::new()?;
+    let mut timeline = Timeline::default();
     let start = Instant::now();
     let mut offset = 0_i64;
     let mut first = 0;
@@ -114,10 +115,12 @@ fn write(path: &Path, tasks: u64, shape: Shape) -> anyhow::Result<Run> {
             latencies.record(began.elapsed())?;
         }
         first += count;
+        timeline.record(start.elapsed(), first);
     }
     Ok(Run {
         count: tasks,
         elapsed: start.elapsed().max(Duration::from_nanos(1)),
         latencies,
+        timeline,
     })
 }

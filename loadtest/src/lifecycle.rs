@@ -22,7 +22,7 @@ use switchyard::{Config, Node};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::report::{Latencies, Report, Run};
+use crate::report::{Latencies, Report, Run, Timeline};
 
 /// The `lifecycle` scenario's settings.
 #[derive(Debug, clap::Args)]
@@ -233,8 +233,10 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             .filter(tasks::Column::TaskId.starts_with(format!("{run}-")))
     };
     let mut last_report = Instant::now();
+    let mut timeline = Timeline::default();
     loop {
         let finished = done().count(store.connection()).await?;
+        timeline.record(start.elapsed(), finished);
         if finished >= args.tasks {
             break;
         }
@@ -267,6 +269,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             count: args.tasks,
             elapsed,
             latencies,
+            timeline,
         },
         baseline: floor,
         settings: serde_json::json!({ "workers": args.workers, "per_worker": args.per_worker, "concurrency": args.concurrency }),
@@ -275,6 +278,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
     println!("dag: {} three-step DAGs, one at a time", args.dags);
     let mut tasks_client = TasksClient::new(channel);
     let mut latencies = Latencies::new()?;
+    let mut dag_timeline = Timeline::default();
     let start = Instant::now();
     for d in 0..args.dags {
         let ids: Vec<String> = (0..3).map(|s| format!("{run}-dag{d}-{s}")).collect();
@@ -299,6 +303,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             tokio::time::sleep(Duration::from_micros(250)).await;
         }
         latencies.record(submitted.elapsed())?;
+        dag_timeline.record(start.elapsed(), d + 1);
     }
     let dag = Report {
         scenario: "dag".into(),
@@ -306,6 +311,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             count: args.dags,
             elapsed: start.elapsed(),
             latencies,
+            timeline: dag_timeline,
         },
         baseline: None,
         settings: serde_json::json!({ "steps": 3, "workers": args.workers }),

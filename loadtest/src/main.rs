@@ -7,6 +7,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bus;
+mod chart;
 mod floor;
 mod lifecycle;
 mod report;
@@ -25,6 +26,9 @@ struct Cli {
     /// Also write the results as JSON to this file.
     #[arg(long, global = true, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also draw the results as an SVG chart (throughput over time, latency percentiles).
+    #[arg(long, global = true, value_name = "FILE.svg")]
+    chart: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -47,5 +51,5 @@ fn main() -> anyhow::Result<()> {
             Scenario::Lifecycle(args) => lifecycle::run(args).await,
         }
     })?;
-    report::finish(&reports, cli.json.as_deref())
+    report::finish(&reports, cli.json.as_deref(), cli.chart.as_deref())
 }

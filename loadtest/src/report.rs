@@ -18,8 +18,35 @@ impl Latencies {
         Ok(self.0.record(micros.clamp(1, 3_600_000_000))?)
     }
 
-    fn ms(&self, quantile: f64) -> f64 {
+    pub fn ms(&self, quantile: f64) -> f64 {
         self.0.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+/// Completions over a run, sampled as it goes: (seconds since the start, completed so far).
+#[derive(Default)]
+pub struct Timeline(Vec<(f64, u64)>);
+
+impl Timeline {
+    /// Notes that `done` had completed `at` into the run.
+    pub fn record(&mut self, at: Duration, done: u64) {
+        self.0.push((at.as_secs_f64(), done));
+    }
+
+    /// Throughput between consecutive samples about a fifteenth of the run apart (at most
+    /// `TIMELINE_STEP`): (seconds, per second).
+    pub fn rates(&self) -> Vec<(f64, f64)> {
+        let span = self.0.last().map_or(0.0, |(at, _)| *at);
+        let step = (span / 15.0).min(TIMELINE_STEP);
+        let mut rates = Vec::new();
+        let mut last = (0.0, 0);
+        for &(at, done) in &self.0 {
+            if at - last.0 >= step && at > last.0 {
+                rates.push((at, (done - last.1.min(done)) as f64 / (at - last.0)));
+                last = (at, done);
+            }
+        }
+        rates
     }
 }
 
@@ -28,10 +55,12 @@ pub struct Run {
     pub count: u64,
     pub elapsed: Duration,
     pub latencies: Latencies,
+    /// Completions as the run went, where the scenario samples them.
+    pub timeline: Timeline,
 }
 
 impl Run {
-    fn per_s(&self) -> f64 {
+    pub fn per_s(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
     }
 
@@ -67,6 +96,7 @@ impl Report {
             "p99_ms": self.run.latencies.ms(0.99),
             "p999_ms": self.run.latencies.ms(0.999),
             "settings": self.settings,
+            "timeline": self.run.timeline.rates(),
         });
         if let Some(baseline) = &self.baseline {
             object["baseline_per_s"] = json!(baseline.per_s());
@@ -92,10 +122,22 @@ impl Report {
     }
 }
 
-/// Prints the reports and, if asked, writes them as a JSON array to `path`.
-pub fn finish(reports: &[Report], path: Option<&std::path::Path>) -> anyhow::Result<()> {
+/// Seconds between two points of a long run's throughput timeline.
+pub const TIMELINE_STEP: f64 = 0.25;
+
+/// Prints the reports and, if asked, writes them as a JSON array to `path` and draws them as an
+/// SVG chart to `chart`.
+pub fn finish(
+    reports: &[Report],
+    path: Option<&std::path::Path>,
+    chart: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     for report in reports {
         report.print();
+    }
+    if let Some(chart) = chart {
+        crate::chart::draw(reports, chart)?;
+        println!("drew {}", chart.display());
     }
     if let Some(path) = path {
         let all: Vec<Value> = reports.iter().map(Report::json).collect();

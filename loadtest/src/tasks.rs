@@ -13,7 +13,7 @@ use schemas::{Capabilities, Envelope, Message, Priority, TaskCreated};
 use sea_orm::{EntityTrait, PaginatorTrait};
 use switchyard::{Config, Node};
 
-use crate::report::{Latencies, Report, Run};
+use crate::report::{Latencies, Report, Run, Timeline};
 
 /// The `tasks` scenario's settings.
 #[derive(Debug, clap::Args)]
@@ -88,6 +88,21 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
     let published_at = Arc::new(Mutex::new(vec![0u64; args.events as usize]));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    // Sampled from the start, publishing included, for the throughput timeline.
+    let sampler = {
+        let (store, events) = (store.clone(), args.events);
+        tokio::spawn(async move {
+            let mut timeline = Timeline::default();
+            loop {
+                let persisted = tasks::Entity::find().count(store.connection()).await? - before;
+                timeline.record(start.elapsed(), persisted);
+                if persisted >= events {
+                    return anyhow::Ok(timeline);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let mut publishers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
         let (bus, next, published_at, run) =
@@ -136,6 +151,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = start.elapsed();
+    let timeline = sampler.await??;
 
     let published_at = published_at.lock().expect("publishers are done").clone();
     let mut latencies = Latencies::new()?;
@@ -168,6 +184,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
             count: args.events,
             elapsed,
             latencies,
+            timeline,
         },
         baseline: floor,
         settings: serde_json::json!({

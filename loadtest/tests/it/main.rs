@@ -79,6 +79,36 @@ fn the_lifecycle_scenario_reports_lifecycles_beside_their_floor_and_dags() {
 }
 
 #[test]
+fn the_chart_is_an_svg_with_each_run_as_a_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("chart.svg");
+    run(&[
+        "tasks",
+        "--events",
+        "30",
+        "--concurrency",
+        "4",
+        "--chart",
+        chart.to_str().unwrap(),
+    ]);
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for text in [
+        "throughput (completed per second)",
+        "latency percentiles",
+        "<polyline",
+    ] {
+        assert!(svg.contains(text), "`{text}` in the chart");
+    }
+    for series in ["tasks", "tasks (baseline)"] {
+        assert!(
+            svg.lines().any(|line| line.trim() == series),
+            "the series `{series}` in the legend"
+        );
+    }
+}
+
+#[test]
 fn the_bus_scenario_compares_the_adapter_with_its_raw_client() {
     let report = run(&[
         "bus",
