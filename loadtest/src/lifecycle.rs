@@ -22,6 +22,7 @@ use switchyard::{Config, Node};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use crate::progress::Progress;
 use crate::report::{Latencies, Report, Run, Timeline};
 
 /// The `lifecycle` scenario's settings.
@@ -232,17 +233,14 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
             .filter(tasks::Column::State.eq(TaskState::Done.as_str()))
             .filter(tasks::Column::TaskId.starts_with(format!("{run}-")))
     };
-    let mut last_report = Instant::now();
+    let mut progress = Progress::new("done", args.tasks);
     let mut timeline = Timeline::default();
     loop {
         let finished = done().count(store.connection()).await?;
         timeline.record(start.elapsed(), finished);
+        progress.set(finished);
         if finished >= args.tasks {
             break;
-        }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            println!("  done {finished}/{}", args.tasks);
-            last_report = Instant::now();
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -251,6 +249,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    progress.finish();
     let elapsed = start.elapsed();
     let mut latencies = Latencies::new()?;
     for row in done().all(store.connection()).await? {

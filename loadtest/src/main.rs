@@ -10,6 +10,7 @@ mod bus;
 mod chart;
 mod floor;
 mod lifecycle;
+mod progress;
 mod report;
 mod tasks;
 

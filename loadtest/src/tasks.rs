@@ -13,6 +13,7 @@ use schemas::{Capabilities, Envelope, Message, Priority, TaskCreated};
 use sea_orm::{EntityTrait, PaginatorTrait};
 use switchyard::{Config, Node};
 
+use crate::progress::Progress;
 use crate::report::{Latencies, Report, Run, Timeline};
 
 /// The `tasks` scenario's settings.
@@ -88,15 +89,18 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
     let published_at = Arc::new(Mutex::new(vec![0u64; args.events as usize]));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    // Sampled from the start, publishing included, for the throughput timeline.
+    // Sampled from the start, publishing included, for the timeline and the progress shown.
     let sampler = {
         let (store, events) = (store.clone(), args.events);
         tokio::spawn(async move {
             let mut timeline = Timeline::default();
+            let mut progress = Progress::new("persisted", events);
             loop {
                 let persisted = tasks::Entity::find().count(store.connection()).await? - before;
                 timeline.record(start.elapsed(), persisted);
+                progress.set(persisted);
                 if persisted >= events {
+                    progress.finish();
                     return anyhow::Ok(timeline);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -133,15 +137,10 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
     println!("  published in {:.2?}", start.elapsed());
 
     let deadline = start + Duration::from_secs(args.timeout_secs);
-    let mut last_report = Instant::now();
     loop {
         let persisted = tasks::Entity::find().count(store.connection()).await? - before;
         if persisted >= args.events {
             break;
-        }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            println!("  persisted {persisted}/{}", args.events);
-            last_report = Instant::now();
         }
         anyhow::ensure!(
             Instant::now() < deadline,
