@@ -87,6 +87,8 @@ impl EmbeddedSubscription {
             self.inbox.assign(*partition);
             self.fetch_from
                 .insert(*partition, self.member.committed(*partition));
+            // A partition taken over may hold a backlog: read it without waiting for news.
+            self.quiet = false;
         }
         if !added.is_empty() {
             self.events.push_back(Event::Assigned(added));

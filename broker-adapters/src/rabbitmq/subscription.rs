@@ -247,6 +247,9 @@ pub(crate) struct RabbitSubscription {
     partitions: u32,
     id: String,
     inbox: Inbox<Acker>,
+    /// Settled messages the inbox released, in order, until they are acked to the broker:
+    /// kept here so a cancelled `next` loses none of them.
+    released: VecDeque<Done<Acker>>,
     session: Option<Session>,
     /// A connection being opened, while there is no session.
     connecting: Option<tokio::task::JoinHandle<Result<Session, BusError>>>,
@@ -288,6 +291,7 @@ impl RabbitSubscription {
             partitions,
             id: super::stream::new_marker(),
             inbox: Inbox::new(options),
+            released: VecDeque::new(),
             session: None,
             connecting: None,
             handovers: Vec::new(),
@@ -520,6 +524,8 @@ impl RabbitSubscription {
     /// The connection is gone: every partition with it (the broker returns their unacked
     /// messages); the next call reconnects.
     fn lose(&mut self, reason: &str) -> BusError {
+        // Their acks cannot reach the broker any more; it delivers them again.
+        self.released.clear();
         if let Some(session) = self.session.take() {
             let partitions: Vec<u32> = session.partitions.keys().copied().collect();
             for partition in &partitions {
@@ -538,18 +544,19 @@ impl RabbitSubscription {
         ))
     }
 
-    /// Carries out a settled message: an acked one is acked to the broker (were this cut
-    /// short, the broker would deliver it again: a duplicate, never a loss); a dead letter is
-    /// published first, and reports back as acked.
-    async fn settle(&mut self, done: Done<Acker>) -> Result<(), BusError> {
-        match done {
-            Done::Ack(entry) => {
-                if let Err(error) = entry.token.ack(BasicAckOptions::default()).await {
-                    // The channel is gone, and the message with it back to the queue.
-                    return Err(self.lose(&error.to_string()));
-                }
+    /// Carries out the settled messages, in order: an acked one is acked to the broker; a
+    /// dead letter is published first, and reports back as acked. Each leaves `released` only
+    /// once carried out, so a cancelled call resumes where it stopped.
+    async fn settle_released(&mut self) -> Result<(), BusError> {
+        while let Some(done) = self.released.front() {
+            if let Done::Ack(entry) = done
+                && let Err(error) = entry.token.ack(BasicAckOptions::default()).await
+            {
+                // The connection is gone, and the unacked messages with it back to their
+                // queues: a duplicate, never a loss.
+                return Err(self.lose(&error.to_string()));
             }
-            Done::DeadLetter(message, ticket) => {
+            if let Some(Done::DeadLetter(message, ticket)) = self.released.pop_front() {
                 let retry = self.inbox.retry_delay();
                 spawn_publish(&self.bus, &self.dlq, message, ticket, retry);
             }
@@ -559,11 +566,9 @@ impl RabbitSubscription {
 
     async fn apply_reports(&mut self) -> Result<(), BusError> {
         while let Some(report) = self.inbox.try_report() {
-            for done in self.inbox.apply(report) {
-                self.settle(done).await?;
-            }
+            self.released.extend(self.inbox.apply(report));
         }
-        Ok(())
+        self.settle_released().await
     }
 }
 
@@ -607,9 +612,8 @@ impl Subscription for RabbitSubscription {
             let wake = wake.min(HEARTBEAT);
             tokio::select! {
                 report = self.inbox.report() => {
-                    for done in self.inbox.apply(report) {
-                        self.settle(done).await?;
-                    }
+                    self.released.extend(self.inbox.apply(report));
+                    self.settle_released().await?;
                 }
                 incoming = session.incoming.recv() => {
                     if let Some(incoming) = incoming {
