@@ -55,7 +55,7 @@ pub struct LifecycleArgs {
     keep: bool,
 }
 
-fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+pub(crate) fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", value);

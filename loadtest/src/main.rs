@@ -9,6 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bus;
 mod chart;
 mod floor;
+mod grpc_read;
 mod lifecycle;
 mod progress;
 mod report;
@@ -40,6 +41,9 @@ enum Scenario {
     Bus(bus::BusArgs),
     /// Whole task lifecycles worked by no-op workers over the gRPC link, then three-step DAGs.
     Lifecycle(lifecycle::LifecycleArgs),
+    /// GetTask on a node holding many tasks beside the health check on the same server, then
+    /// ListTasks pages by state.
+    GrpcRead(grpc_read::GrpcReadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Tasks(args) => tasks::run(args).await.map(|r| vec![r]),
             Scenario::Bus(args) => bus::run(args).await.map(|r| vec![r]),
             Scenario::Lifecycle(args) => lifecycle::run(args).await,
+            Scenario::GrpcRead(args) => grpc_read::run(args).await,
         }
     })?;
     report::finish(&reports, cli.json.as_deref(), cli.chart.as_deref())

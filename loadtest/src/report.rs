@@ -18,6 +18,11 @@ impl Latencies {
         Ok(self.0.record(micros.clamp(1, 3_600_000_000))?)
     }
 
+    /// Adds the latencies of `other`.
+    pub fn merge(&mut self, other: &Latencies) -> anyhow::Result<()> {
+        Ok(self.0.add(&other.0)?)
+    }
+
     pub fn ms(&self, quantile: f64) -> f64 {
         self.0.value_at_quantile(quantile) as f64 / 1000.0
     }

@@ -44,7 +44,7 @@ pub struct TasksArgs {
     timeout_secs: u64,
 }
 
-fn envelope(run: &str, i: u64) -> Envelope {
+pub(crate) fn envelope(run: &str, i: u64) -> Envelope {
     Envelope::new(
         format!("{run}-{i}"),
         "loadtest",

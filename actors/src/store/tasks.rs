@@ -1,7 +1,10 @@
 //! Tasks and their dependencies: loading, saving an applied command, listing.
 
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+};
 
 use super::batch::Changes;
 use super::entities::{task_dependencies, task_output, tasks};
@@ -30,19 +33,41 @@ pub struct TaskFilter {
 }
 
 impl Store {
-    /// The task `task_id`, if it exists.
+    /// The task `task_id`, if it exists, with its dependencies: one query, a row per
+    /// dependency (a raw join: the entities declare no relations, and this read is on the way
+    /// of every `GetTask` and mailbox start).
     pub async fn task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
-        let Some(row) = tasks::Entity::find_by_id(task_id.to_owned())
-            .one(self.connection())
-            .await?
-        else {
+        let db = self.connection();
+        let sql = "SELECT t.*, d.depends_on AS dep_upstream, d.kind AS dep_kind, \
+                   d.contract_key AS dep_contract_key, d.state AS dep_state, \
+                   d.reason AS dep_reason \
+                   FROM tasks t LEFT JOIN task_dependencies d ON d.task_id = t.task_id \
+                   WHERE t.task_id = $1 ORDER BY d.depends_on";
+        let sql = match db.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => sql.to_owned(),
+            _ => sql.replace("$1", "?"),
+        };
+        let statement =
+            Statement::from_sql_and_values(db.get_database_backend(), sql, [task_id.into()]);
+        let rows = db.query_all_raw(statement).await?;
+        let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let deps = task_dependencies::Entity::find()
-            .filter(task_dependencies::Column::TaskId.eq(task_id))
-            .order_by_asc(task_dependencies::Column::DependsOn)
-            .all(self.connection())
-            .await?;
+        let row = tasks::Model::from_query_result(first, "")?;
+        let mut deps = Vec::new();
+        for r in &rows {
+            let Some(upstream) = r.try_get::<Option<String>>("", "dep_upstream")? else {
+                continue;
+            };
+            deps.push(task_dependencies::Model {
+                task_id: row.task_id.clone(),
+                depends_on: upstream,
+                kind: r.try_get("", "dep_kind")?,
+                contract_key: r.try_get("", "dep_contract_key")?,
+                state: r.try_get("", "dep_state")?,
+                reason: r.try_get("", "dep_reason")?,
+            });
+        }
         Ok(Some(task_from_row(row, deps)))
     }
 

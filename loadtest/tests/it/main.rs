@@ -79,6 +79,25 @@ fn the_lifecycle_scenario_reports_lifecycles_beside_their_floor_and_dags() {
 }
 
 #[test]
+fn the_grpc_read_scenario_compares_get_task_with_the_health_check() {
+    let reports = run_all(&[
+        "grpc-read",
+        "--tasks",
+        "50",
+        "--reads",
+        "100",
+        "--pages",
+        "3",
+        "--concurrency",
+        "4",
+    ]);
+    let scenarios: Vec<_> = reports.iter().map(|r| r["scenario"].as_str()).collect();
+    assert_eq!(scenarios, [Some("grpc-read"), Some("grpc-list")]);
+    assert_eq!(reports[0]["count"].as_u64(), Some(100));
+    assert_ratio(&reports[0]);
+}
+
+#[test]
 fn the_chart_is_an_svg_with_each_run_as_a_series() {
     let dir = tempfile::tempdir().unwrap();
     let chart = dir.path().join("chart.svg");
