@@ -12,12 +12,12 @@ use anyhow::Context;
 use schemas::proto::tasks_client::TasksClient;
 use schemas::proto::{GetTaskRequest, ListTasksRequest};
 use sea_orm::{EntityTrait, PaginatorTrait};
-use switchyard::{Config, Node};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::lifecycle::bearer;
+use crate::node::{LoadNode, publish};
 use crate::progress::Progress;
 use crate::report::{Latencies, Report, Run, Timeline};
 
@@ -75,39 +75,22 @@ where
 }
 
 pub async fn run(args: GrpcReadArgs) -> anyhow::Result<Vec<Report>> {
-    let temp = tempfile::tempdir()?;
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let config = Config {
-        data_dir: temp.path().to_owned(),
-        http: "127.0.0.1:0".parse()?,
+    let LoadNode {
+        node,
+        store,
+        admin,
         grpc,
-        ..Config::default()
-    };
-    let node = Node::start(&config).await?;
-    let store = actors::Store::connect(&config.database_url()).await?;
-    let admin = std::fs::read_to_string(temp.path().join("admin.token"))?
-        .trim()
-        .to_owned();
-    let bus = node.bus();
+        dir: _dir,
+    } = LoadNode::start(None).await?;
     let run = format!("gr{}", now_ms());
 
     println!("grpc-read: storing {} tasks", args.tasks);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut publishers = Vec::new();
-    for _ in 0..256 {
-        let (bus, next, run, total) = (bus.clone(), next.clone(), run.clone(), args.tasks);
-        publishers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(());
-                }
-                actors::publish(bus.as_ref(), &crate::tasks::envelope(&run, i))
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e.error))?;
-            }
-        }));
-    }
+    let publishers = {
+        let run = run.clone();
+        publish(&node, args.tasks, 256, move |i| {
+            crate::tasks::envelope(&run, i)
+        })
+    };
     let mut progress = Progress::new("stored", args.tasks);
     loop {
         let stored = tasks::Entity::find().count(store.connection()).await?;

@@ -3,8 +3,6 @@
 //! then three-step DAGs submitted one at a time, from `SubmitDag` to the last step done.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actors::domain::task::TaskState;
@@ -18,10 +16,10 @@ use schemas::proto::{
 };
 use schemas::{Envelope, Message, TaskCreated};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-use switchyard::{Config, Node};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
+use crate::node::{LoadNode, publish};
 use crate::progress::Progress;
 use crate::report::{Latencies, Report, Run, Timeline};
 
@@ -171,20 +169,13 @@ fn step(id: String, upstream: Option<String>) -> CreateTaskRequest {
 }
 
 pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
-    let temp = tempfile::tempdir()?;
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let config = Config {
-        data_dir: temp.path().to_owned(),
-        http: "127.0.0.1:0".parse()?,
+    let LoadNode {
+        node,
+        store,
+        admin,
         grpc,
-        database_url: args.database_url.clone().unwrap_or_default(),
-        ..Config::default()
-    };
-    let node = Node::start(&config).await?;
-    let store = actors::Store::connect(&config.database_url()).await?;
-    let admin = std::fs::read_to_string(temp.path().join("admin.token"))?
-        .trim()
-        .to_owned();
+        dir: temp,
+    } = LoadNode::start(args.database_url.clone()).await?;
     let channel = Channel::from_shared(format!("http://{grpc}"))?
         .connect()
         .await
@@ -200,7 +191,6 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
         });
     }
     let user = key(&mut keys, &admin, "user", "").await?;
-    let bus = node.bus();
     let run = format!("lc{}", now_ms());
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
 
@@ -208,23 +198,13 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
         "lifecycle: {} tasks over {} no-op workers on the gRPC link",
         args.tasks, args.workers
     );
-    let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let mut publishers = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
-        let (bus, next, run, total) = (bus.clone(), next.clone(), run.clone(), args.tasks);
-        publishers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return anyhow::Ok(());
-                }
-                actors::publish(bus.as_ref(), &created(&run, i))
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e.error))?;
-            }
-        }));
-    }
+    let publishers = {
+        let run = run.clone();
+        publish(&node, args.tasks, args.concurrency, move |i| {
+            created(&run, i)
+        })
+    };
     for publisher in publishers {
         publisher.await??;
     }

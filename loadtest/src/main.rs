@@ -11,6 +11,7 @@ mod chart;
 mod floor;
 mod grpc_read;
 mod lifecycle;
+mod node;
 mod progress;
 mod report;
 mod tasks;
