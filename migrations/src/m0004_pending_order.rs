@@ -1,5 +1,6 @@
-//! The orchestrator's scan: pending tasks read in the order they are assigned (priority, then
-//! age), from an index rather than a sort of every pending task.
+//! Reads in the order they are served, from an index rather than a sort of every task: the
+//! orchestrator's pending tasks (priority, then age), and `ListTasks` pages (age, then id),
+//! whole or by state or by user. The pages by state replace `tasks_by_state` (state, age).
 
 use sea_orm_migration::prelude::*;
 
@@ -13,30 +14,54 @@ enum Tasks {
     Priority,
     CreatedAt,
     TaskId,
+    User,
 }
 
-const INDEX: &str = "tasks_pending_order";
+const PENDING: &str = "tasks_pending_order";
+const REPLACED: &str = "tasks_by_state";
+
+/// The indexes this migration adds, by name, with their columns.
+fn indexes() -> [(&'static str, Vec<Tasks>); 4] {
+    use Tasks::*;
+    [
+        (PENDING, vec![State, Priority, CreatedAt, TaskId]),
+        ("tasks_by_state_page", vec![State, CreatedAt, TaskId]),
+        ("tasks_by_user_page", vec![User, CreatedAt, TaskId]),
+        ("tasks_page", vec![CreatedAt, TaskId]),
+    ]
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (name, columns) in indexes() {
+            let mut index = Index::create().name(name).table(Tasks::Table).to_owned();
+            for column in columns {
+                index.col(column);
+            }
+            manager.create_index(index).await?;
+        }
         manager
-            .create_index(
-                Index::create()
-                    .name(INDEX)
-                    .table(Tasks::Table)
-                    .col(Tasks::State)
-                    .col(Tasks::Priority)
-                    .col(Tasks::CreatedAt)
-                    .col(Tasks::TaskId)
-                    .to_owned(),
-            )
+            .drop_index(Index::drop().name(REPLACED).table(Tasks::Table).to_owned())
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name(INDEX).table(Tasks::Table).to_owned())
-            .await
+            .create_index(
+                Index::create()
+                    .name(REPLACED)
+                    .table(Tasks::Table)
+                    .col(Tasks::State)
+                    .col(Tasks::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        for (name, _) in indexes() {
+            manager
+                .drop_index(Index::drop().name(name).table(Tasks::Table).to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }
