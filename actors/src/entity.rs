@@ -204,6 +204,21 @@ pub struct EntityState<S> {
     last_active: Instant,
 }
 
+impl<S> EntityState<S> {
+    /// Settles a message found applied before (maybe by another owner): the state is read
+    /// again from the store, which has what that application wrote.
+    async fn applied_before<K: Kind<State = S>>(
+        &mut self,
+        message_id: &str,
+        delivery: Delivery,
+    ) -> Result<(), StoreError> {
+        self.entity = Some(K::load(&self.ctx.store, &self.id).await?);
+        delivery.ack();
+        self.ctx.outcomes.settle(message_id, Outcome::Applied);
+        Ok(())
+    }
+}
+
 impl<K: Kind> Actor for EntityActor<K> {
     type Msg = MailboxMsg;
     type State = EntityState<K::State>;
@@ -262,16 +277,12 @@ impl<K: Kind> Actor for EntityActor<K> {
                         state.entity = Some(Some(entity));
                     }
                     Ok((_, _, Applied::Duplicate)) => {
-                        state.entity = Some(K::load(&state.ctx.store, &state.id).await?);
-                        delivery.ack();
-                        state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
+                        state.applied_before::<K>(&envelope.id, delivery).await?;
                     }
                     Err(ApplyError::Refused(_))
                         if state.ctx.store.is_processed(&envelope.id).await? =>
                     {
-                        state.entity = Some(K::load(&state.ctx.store, &state.id).await?);
-                        delivery.ack();
-                        state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
+                        state.applied_before::<K>(&envelope.id, delivery).await?;
                     }
                     Err(ApplyError::Refused(refusal)) => {
                         tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");

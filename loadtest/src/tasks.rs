@@ -89,7 +89,8 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
     let published_at = Arc::new(Mutex::new(vec![0u64; args.events as usize]));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    // Sampled from the start, publishing included, for the timeline and the progress shown.
+    // Sampled from the start, publishing included: the timeline, the progress shown, and when
+    // the last task was persisted.
     let sampler = {
         let (store, events) = (store.clone(), args.events);
         tokio::spawn(async move {
@@ -101,9 +102,9 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
                 progress.set(persisted);
                 if persisted >= events {
                     progress.finish();
-                    return anyhow::Ok(timeline);
+                    return anyhow::Ok((timeline, start.elapsed()));
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
@@ -137,20 +138,11 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
     println!("  published in {:.2?}", start.elapsed());
 
     let deadline = start + Duration::from_secs(args.timeout_secs);
-    loop {
+    let Ok(sampled) = tokio::time::timeout_at(deadline.into(), sampler).await else {
         let persisted = tasks::Entity::find().count(store.connection()).await? - before;
-        if persisted >= args.events {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {persisted} of {} persisted in time",
-            args.events
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let elapsed = start.elapsed();
-    let timeline = sampler.await??;
+        anyhow::bail!("only {persisted} of {} persisted in time", args.events);
+    };
+    let (timeline, elapsed) = sampled??;
 
     let published_at = published_at.lock().expect("publishers are done").clone();
     let mut latencies = Latencies::new()?;
