@@ -5,7 +5,7 @@
 //! backoff when the link drops, and reports what it is still running so the node requeues
 //! only what it lost.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use schemas::proto::{
     node_message, worker_client::WorkerClient, worker_message,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Endpoint;
 
 /// Longest wait between reconnects.
@@ -42,103 +42,127 @@ pub struct WorkerConfig {
 
 /// Reports waiting to be sent; they outlive a link, so a reconnect sends what the last one did not.
 type Reports = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<WorkerMessage>>>;
-/// Ids of the tasks being run now.
-type Running = Arc<Mutex<BTreeSet<String>>>;
+/// The tasks being run now, each with the switch that stops its command.
+type Running = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
 
 fn report(kind: worker_message::Kind) -> WorkerMessage {
     WorkerMessage { kind: Some(kind) }
 }
+
+/// The first backoff, and the one after a link that worked.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Runs the worker until the process is stopped.
 pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let (sender, receiver) = mpsc::unbounded_channel();
     let reports: Reports = Arc::new(tokio::sync::Mutex::new(receiver));
     let running: Running = Arc::default();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        match link(&config, &sender, &reports, &running).await {
-            Ok(()) => backoff = Duration::from_millis(200),
-            Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), node = %config.node, "link down; reconnecting")
-            }
-        }
+        let error = link(&config, &sender, &reports, &running, &mut backoff).await;
+        tracing::warn!(error = format!("{error:#}"), node = %config.node, "link down; reconnecting");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// One link: hello, then assignments in and reports out until it drops.
+/// One link: hello, then assignments in and reports out until it drops (why, it returns).
+/// A link that was welcomed starts the backoff over.
 async fn link(
     config: &WorkerConfig,
     sender: &mpsc::UnboundedSender<WorkerMessage>,
     reports: &Reports,
     running: &Running,
-) -> anyhow::Result<()> {
-    let channel = Endpoint::from_shared(config.node.clone())
-        .context("the node address")?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .context("connecting")?;
-    let (out, stream) = mpsc::channel(64);
-    let hello = Hello {
-        name: config.name.clone(),
-        capabilities: Some(proto::Capabilities {
-            repos: config.capabilities.repos.clone(),
-            languages: config.capabilities.languages.clone(),
-            environments: config.capabilities.environments.clone(),
-            tools: config.capabilities.tools.clone(),
-            tags: config.capabilities.tags.clone(),
-        }),
-        max_concurrent: config.max_concurrent,
-        running: running
-            .lock()
-            .map(|r| r.iter().cloned().collect())
-            .unwrap_or_default(),
-    };
-    out.send(report(worker_message::Kind::Hello(hello))).await?;
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(stream));
-    let bearer = format!("Bearer {}", config.token)
-        .parse()
-        .context("the token is not valid in a header")?;
-    request.metadata_mut().insert("authorization", bearer);
-    let mut inbound = WorkerClient::new(channel)
-        .link(request)
-        .await
-        .context("linking")?
-        .into_inner();
-    let heartbeat = match inbound.message().await? {
-        Some(NodeMessage {
-            kind: Some(node_message::Kind::Welcome(w)),
-        }) => {
-            tracing::info!(agent_id = %w.agent_id, node = %config.node, "linked");
-            Duration::from_millis(u64::from(w.heartbeat_ms.max(100)))
+    backoff: &mut Duration,
+) -> anyhow::Error {
+    let welcomed = async {
+        let channel = Endpoint::from_shared(config.node.clone())
+            .context("the node address")?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .context("connecting")?;
+        let (out, stream) = mpsc::channel(64);
+        let hello = Hello {
+            name: config.name.clone(),
+            capabilities: Some(proto::Capabilities {
+                repos: config.capabilities.repos.clone(),
+                languages: config.capabilities.languages.clone(),
+                environments: config.capabilities.environments.clone(),
+                tools: config.capabilities.tools.clone(),
+                tags: config.capabilities.tags.clone(),
+            }),
+            max_concurrent: config.max_concurrent,
+            running: running
+                .lock()
+                .map(|r| r.keys().cloned().collect())
+                .unwrap_or_default(),
+        };
+        out.send(report(worker_message::Kind::Hello(hello))).await?;
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(stream));
+        let bearer = format!("Bearer {}", config.token)
+            .parse()
+            .context("the token is not valid in a header")?;
+        request.metadata_mut().insert("authorization", bearer);
+        let mut inbound = WorkerClient::new(channel)
+            .link(request)
+            .await
+            .context("linking")?
+            .into_inner();
+        match inbound.message().await? {
+            Some(NodeMessage {
+                kind: Some(node_message::Kind::Welcome(w)),
+            }) => {
+                tracing::info!(agent_id = %w.agent_id, node = %config.node, "linked");
+                let every = Duration::from_millis(u64::from(w.heartbeat_ms.max(100)));
+                anyhow::Ok((out, inbound, w.agent_id, every))
+            }
+            other => anyhow::bail!("expected a welcome, got {other:?}"),
         }
-        other => anyhow::bail!("expected a welcome, got {other:?}"),
     };
+    let (out, mut inbound, agent_id, heartbeat) = match welcomed.await {
+        Ok(linked) => linked,
+        Err(error) => return error,
+    };
+    *backoff = FIRST_BACKOFF;
     let forward = tokio::spawn(forward(out, reports.clone(), heartbeat));
     let result = async {
         while let Some(message) = inbound.message().await? {
             match message.kind {
                 Some(node_message::Kind::Assignment(task)) => {
-                    let fresh = running
-                        .lock()
-                        .map(|mut r| r.insert(task.task_id.clone()))
-                        .unwrap_or(false);
+                    let (stop, stopped) = oneshot::channel();
+                    let fresh = running.lock().is_ok_and(|mut r| {
+                        !r.contains_key(&task.task_id) && r.insert(task.task_id.clone(), stop).is_none()
+                    });
                     if fresh {
                         tokio::spawn(run_task(
                             config.exec.clone(),
                             task,
                             sender.clone(),
                             running.clone(),
+                            stopped,
                         ));
                     }
                 }
                 Some(node_message::Kind::Refused(r)) => {
-                    tracing::warn!(task = %r.task_id, reason = %r.reason, "report refused")
+                    tracing::warn!(task = %r.task_id, reason = %r.reason, "report refused");
+                    // A result the task does not take (a promised contract missing, say)
+                    // fails it, rather than leaving it running with nobody on it.
+                    if r.reason.starts_with("task.completed:") {
+                        let text = format!("the result was refused: {}", r.reason);
+                        let failed = TaskText { task_id: r.task_id, text };
+                        let _ = sender.send(report(worker_message::Kind::Failed(failed)));
+                    }
                 }
                 Some(node_message::Kind::Update(task)) => {
-                    tracing::debug!(task = %task.task_id, state = %task.state, "task changed")
+                    tracing::debug!(task = %task.task_id, state = %task.state, "task changed");
+                    if !still_ours(&task, &agent_id) {
+                        // Cancelled or requeued: stop its command; the node wants no report.
+                        if let Some(stop) = running.lock().ok().and_then(|mut r| r.remove(&task.task_id)) {
+                            tracing::info!(task = %task.task_id, state = %task.state, "stopping its command");
+                            let _ = stop.send(());
+                        }
+                    }
                 }
                 Some(node_message::Kind::Welcome(_)) | None => {}
             }
@@ -147,7 +171,23 @@ async fn link(
     }
     .await;
     forward.abort();
-    result.and(Err(anyhow::anyhow!("the node closed the link")))
+    match result {
+        Ok(()) => anyhow::anyhow!("the node closed the link"),
+        Err(error) => error,
+    }
+}
+
+/// Whether `task`, as the node tells it now, is still this agent's to work on.
+fn still_ours(task: &proto::Task, agent_id: &str) -> bool {
+    let held = [
+        "assigned",
+        "running",
+        "planning",
+        "plan_review",
+        "review",
+        "needs_human",
+    ];
+    task.agent_id == agent_id && held.contains(&task.state.as_str())
 }
 
 /// Sends queued reports and a heartbeat every `every` until the link closes.
@@ -168,12 +208,14 @@ async fn forward(out: mpsc::Sender<WorkerMessage>, reports: Reports, every: Dura
     }
 }
 
-/// Runs the command for `task` and reports its start, output and end.
+/// Runs the command for `task` and reports its start, output and end, unless `stop` fires
+/// first (the task was taken away), which kills the command and reports nothing more.
 async fn run_task(
     exec: String,
     task: proto::Task,
     reports: mpsc::UnboundedSender<WorkerMessage>,
     running: Running,
+    stop: oneshot::Receiver<()>,
 ) {
     let task_id = task.task_id.clone();
     let send = |kind| {
@@ -182,13 +224,20 @@ async fn run_task(
     send(worker_message::Kind::Started(TaskRef {
         task_id: task_id.clone(),
     }));
-    let outcome = execute(&exec, &task, |line| {
+    let work = execute(&exec, &task, |line| {
         send(worker_message::Kind::Output(TaskLines {
             task_id: task_id.clone(),
             lines: vec![line],
         }))
-    })
-    .await;
+    });
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        // Dropping the command's future kills it (`kill_on_drop`).
+        Ok(()) = stop => return,
+    };
+    if let Ok(mut running) = running.lock() {
+        running.remove(&task_id);
+    }
     match outcome {
         Ok(result) => send(worker_message::Kind::Completed(TaskResult {
             task_id: task_id.clone(),
@@ -199,8 +248,22 @@ async fn run_task(
             text: error,
         })),
     }
-    if let Ok(mut running) = running.lock() {
-        running.remove(&task_id);
+}
+
+/// Reads `pipe` line by line (invalid UTF-8 replaced, so odd bytes never stall the command),
+/// handing each line to `on_line`.
+async fn each_line(pipe: impl tokio::io::AsyncRead + Unpin, mut on_line: impl FnMut(String)) {
+    let mut reader = BufReader::new(pipe);
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match reader.read_until(b'\n', &mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buffer);
+                on_line(line.trim_end_matches(['\n', '\r']).to_owned());
+            }
+        }
     }
 }
 
@@ -233,28 +296,29 @@ async fn execute(
     let stdin = serde_json::json!({
         "task_id": task.task_id, "title": task.title, "spec": task.spec, "inputs": serde_json::from_str::<Value>(&inputs).unwrap_or_default(),
     });
+    // Written beside the reading of stdout, so a command that prints before it reads all of a
+    // large task cannot stall on a full pipe.
     if let Some(mut pipe) = child.stdin.take() {
-        // A command that does not read its stdin closes it early; that is its business.
-        let _ = pipe.write_all(format!("{stdin}\n").as_bytes()).await;
+        tokio::spawn(async move {
+            // A command that does not read its stdin closes it early; that is its business.
+            let _ = pipe.write_all(format!("{stdin}\n").as_bytes()).await;
+        });
     }
     let stderr = child.stderr.take().map(|pipe| {
         tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
             let mut last = String::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                last = line;
-            }
+            each_line(pipe, |line| last = line).await;
             last
         })
     });
     let mut stdout = String::new();
     if let Some(pipe) = child.stdout.take() {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
+        each_line(pipe, |line| {
             stdout.push_str(&line);
             stdout.push('\n');
             on_line(line);
-        }
+        })
+        .await;
     }
     let status = child
         .wait()
@@ -328,5 +392,28 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error, "exit status 3: oops");
+    }
+
+    #[tokio::test]
+    async fn odd_bytes_and_a_large_task_do_not_stall_the_command() {
+        let mut big = task(Map::new());
+        big.spec = "x".repeat(1 << 20);
+        // Prints before reading its stdin, then prints invalid UTF-8.
+        let script = r#"seq 1 20000; printf 'ok \377\n'; cat >/dev/null"#;
+        let mut lines = 0;
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            execute(script, &big, |_| lines += 1),
+        )
+        .await
+        .expect("the command finished")
+        .unwrap();
+        assert_eq!(lines, 20001);
+        let output = result["output"].as_str().unwrap();
+        assert!(
+            output.ends_with("ok \u{fffd}"),
+            "{}",
+            &output[output.len() - 10..]
+        );
     }
 }

@@ -24,6 +24,14 @@ pub enum ApiError {
     /// The database failed; retry.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The message is larger than any node reads: final.
+    #[error("the message is {size} bytes encoded; at most {max} are taken")]
+    TooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The most a node decodes.
+        max: usize,
+    },
 }
 
 /// Handle to a running node for its front doors; cheap to clone.
@@ -65,12 +73,50 @@ impl NodeApi {
         self.bus.as_ref()
     }
 
-    /// Publishes `envelope`; returns once the bus holds it durably.
+    /// Publishes `envelope`; returns once the bus holds it durably. One too large for a node
+    /// to read back is refused, so nothing it says ends in the dead-letter topic unheard.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), ApiError> {
-        crate::publish(self.bus.as_ref(), envelope)
+        let message = crate::outbound::message(envelope);
+        if message.payload.len() > schemas::MAX_ENVELOPE_BYTES {
+            return Err(ApiError::TooLarge {
+                size: message.payload.len(),
+                max: schemas::MAX_ENVELOPE_BYTES,
+            });
+        }
+        self.bus
+            .publish(schemas::EVENTS_TOPIC, message)
             .await
             .map(|_| ())
             .map_err(|e| ApiError::Bus(e.error.to_string()))
+    }
+
+    /// The node's clock, ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    /// A fresh message id.
+    pub fn new_message_id(&self) -> String {
+        new_message_id()
+    }
+
+    /// The members heard from recently (within the cluster actor's time to live).
+    pub async fn live_members(&self) -> Result<Vec<crate::store::Member>, StoreError> {
+        let since = now_ms().saturating_sub(crate::shells::cluster::MEMBER_TTL.as_millis() as u64);
+        self.store.members(since).await
+    }
+
+    /// Creates a key for `user` with `role` (and `agent_id`, for an agent's): the key, shown
+    /// once, and its id.
+    pub async fn create_key(
+        &self,
+        user: &str,
+        role: crate::credentials::Role,
+        agent_id: Option<&str>,
+    ) -> Result<(String, String), StoreError> {
+        let key = crate::credentials::new_token()?;
+        let key_id = self.store.add_key(&key, user, role, agent_id).await?;
+        Ok((key, key_id))
     }
 
     /// An envelope for `message` from `source` on behalf of `user`, with a fresh id and now.

@@ -2,18 +2,19 @@
 //! is stored), whom a key stands for, and the admin key a new node writes once to
 //! `<data-dir>/admin.token`.
 
-use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-
-/// Hex digits of a key's hash that name it (for revoking), without revealing it.
-const KEY_ID_LEN: usize = 16;
-use sha2::{Digest, Sha256};
-
 use std::io::Write;
 use std::path::Path;
 
+use schemas::{Envelope, Message};
+use sea_orm::ActiveValue::Set;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sha2::{Digest, Sha256};
+
 use crate::store::entities::api_keys;
 use crate::store::{Store, StoreError, now_ms};
+
+/// Hex digits of a key's hash that name it (for revoking), without revealing it.
+const KEY_ID_LEN: usize = 16;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +56,65 @@ pub struct Principal {
     pub agent_id: Option<String>,
 }
 
+/// Message types only the node itself publishes (its orchestrator and relay).
+const NODE_ONLY: [&str; 5] = [
+    "task.assigned",
+    "task.requeued",
+    "task.dependency_resolved",
+    "task.dependency_failed",
+    "agent.offline",
+];
+
 impl Principal {
     /// Whether this principal may act for `user`.
     pub fn may_act_for(&self, user: &str) -> bool {
         self.role == Role::Admin || self.user == user
+    }
+
+    /// Checks that this principal may publish `envelope` from outside the node, and marks an
+    /// agent's completion or failure as its agent's, so the task checks who reports; the
+    /// refusal's reason otherwise. Users publish for themselves only, and never what only the
+    /// node publishes; an agent's key publishes only its own agent's reports.
+    pub fn admit(&self, envelope: &mut Envelope) -> Result<(), String> {
+        if !self.may_act_for(&envelope.user) {
+            return Err(format!(
+                "this key may not publish for user `{}`",
+                envelope.user
+            ));
+        }
+        let kind = envelope.type_name();
+        if self.role != Role::Admin && NODE_ONLY.contains(&kind) {
+            return Err(format!("`{kind}` is published by the node only"));
+        }
+        if self.role != Role::Agent {
+            return Ok(());
+        }
+        let own = self.agent_id.as_deref().unwrap_or_default();
+        let reporter = match &mut envelope.message {
+            Message::AgentRegistered(m) => Some(m.agent_id.as_str()),
+            Message::AgentHeartbeat(m) => Some(m.agent_id.as_str()),
+            Message::TaskStarted(m) => Some(m.agent_id.as_str()),
+            Message::TaskOutput(m) => Some(m.agent_id.as_str()),
+            Message::TaskPlanSubmitted(m) => Some(m.agent_id.as_str()),
+            Message::TaskHelpRequested(m) => Some(m.agent_id.as_str()),
+            Message::TaskReviewRequested(m) => Some(m.agent_id.as_str()),
+            Message::TaskCompleted(m) => {
+                Some(m.agent_id.get_or_insert_with(|| own.to_owned()).as_str())
+            }
+            Message::TaskFailed(m) => {
+                Some(m.agent_id.get_or_insert_with(|| own.to_owned()).as_str())
+            }
+            _ => None,
+        };
+        match reporter {
+            Some(agent_id) if agent_id == own => Ok(()),
+            Some(agent_id) => Err(format!(
+                "this agent's key reports for `{own}`, not `{agent_id}`"
+            )),
+            None => Err(format!(
+                "an agent's key may only report on its own work, not publish `{kind}`"
+            )),
+        }
     }
 }
 
@@ -161,4 +217,90 @@ fn write_private(path: &Path, token: &str) -> std::io::Result<()> {
     file.write_all(token.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::{TaskAssigned, TaskCompleted, TaskStarted};
+
+    use super::*;
+
+    fn principal(role: Role, agent_id: Option<&str>) -> Principal {
+        Principal {
+            user: "u1".into(),
+            role,
+            agent_id: agent_id.map(Into::into),
+        }
+    }
+
+    fn envelope(user: &str, message: Message) -> Envelope {
+        Envelope::new("m1", "test", 0, user, message)
+    }
+
+    fn started(agent_id: &str) -> Message {
+        Message::TaskStarted(TaskStarted {
+            task_id: "t1".into(),
+            agent_id: agent_id.into(),
+        })
+    }
+
+    fn completed(agent_id: Option<&str>) -> Message {
+        Message::TaskCompleted(TaskCompleted {
+            task_id: "t1".into(),
+            result: Default::default(),
+            agent_id: agent_id.map(Into::into),
+        })
+    }
+
+    fn assigned() -> Message {
+        Message::TaskAssigned(TaskAssigned {
+            task_id: "t1".into(),
+            agent_id: "a1".into(),
+        })
+    }
+
+    #[test]
+    fn users_publish_for_themselves_and_never_what_the_node_publishes() {
+        let user = principal(Role::User, None);
+        assert!(user.admit(&mut envelope("u1", started("a1"))).is_ok());
+        assert_eq!(
+            user.admit(&mut envelope("u2", started("a1"))),
+            Err("this key may not publish for user `u2`".into())
+        );
+        assert_eq!(
+            user.admit(&mut envelope("u1", assigned())),
+            Err("`task.assigned` is published by the node only".into())
+        );
+        let admin = principal(Role::Admin, None);
+        assert!(admin.admit(&mut envelope("u2", assigned())).is_ok());
+    }
+
+    #[test]
+    fn an_agent_key_reports_only_as_its_own_agent() {
+        let agent = principal(Role::Agent, Some("a1"));
+        assert!(agent.admit(&mut envelope("u1", started("a1"))).is_ok());
+        assert_eq!(
+            agent.admit(&mut envelope("u1", started("a2"))),
+            Err("this agent's key reports for `a1`, not `a2`".into())
+        );
+        let mut unsigned = envelope("u1", completed(None));
+        assert!(agent.admit(&mut unsigned).is_ok());
+        assert_eq!(unsigned.message, completed(Some("a1")), "marked as a1's");
+        assert!(
+            agent
+                .admit(&mut envelope("u1", completed(Some("a2"))))
+                .is_err()
+        );
+        let cancel = Message::TaskCancelled(schemas::TaskCancelled {
+            task_id: "t1".into(),
+            reason: None,
+        });
+        assert_eq!(
+            agent.admit(&mut envelope("u1", cancel)),
+            Err(
+                "an agent's key may only report on its own work, not publish `task.cancelled`"
+                    .into()
+            )
+        );
+    }
 }

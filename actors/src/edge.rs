@@ -108,12 +108,14 @@ pub fn command(envelope: &Envelope) -> Routed {
         Message::TaskCompleted(m) => task(
             &m.task_id,
             T::Complete {
+                agent_id: m.agent_id.clone(),
                 result: map_from_wire(&m.result),
             },
         ),
         Message::TaskFailed(m) => task(
             &m.task_id,
             T::Fail {
+                agent_id: m.agent_id.clone(),
                 error: m.error.clone(),
             },
         ),
@@ -209,11 +211,16 @@ pub fn task_message(task_id: &str, command: &task::Command) -> Message {
         T::RequestRevision { feedback } => {
             Message::TaskRevisionRequested(schemas::TaskRevisionRequested { task_id, feedback })
         }
-        T::Complete { result } => Message::TaskCompleted(schemas::TaskCompleted {
+        T::Complete { agent_id, result } => Message::TaskCompleted(schemas::TaskCompleted {
             task_id,
             result: map_to_wire(&result),
+            agent_id,
         }),
-        T::Fail { error } => Message::TaskFailed(schemas::TaskFailed { task_id, error }),
+        T::Fail { agent_id, error } => Message::TaskFailed(schemas::TaskFailed {
+            task_id,
+            error,
+            agent_id,
+        }),
         T::Cancel { reason } => Message::TaskCancelled(schemas::TaskCancelled { task_id, reason }),
         T::Retry => Message::TaskRetried(schemas::TaskRetried { task_id }),
         T::Requeue { agent_id, reason } => Message::TaskRequeued(schemas::TaskRequeued {
@@ -418,7 +425,12 @@ mod tests {
                 reason: Some("no".into()),
             },
             task::Command::Complete {
+                agent_id: Some("a".into()),
                 result: Map::from([("k".into(), json!({"x": 1}))]),
+            },
+            task::Command::Fail {
+                agent_id: None,
+                error: "e".into(),
             },
             task::Command::ResolveDependency {
                 upstream: "u".into(),

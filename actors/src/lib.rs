@@ -1,24 +1,18 @@
 //! switchyard's domain actors, their pure state machines, and persistence.
 //!
-//! `domain` is pure; `store` is the database; the actor modules run the first against the
-//! second and the bus. The node's tree is composed from these by the root crate.
+//! `domain` is pure; `store` is the database; `shells` are the actors that run the first
+//! against the second and the bus. The node's tree is composed from these by the root crate.
 
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod cluster;
 pub mod credentials;
 pub mod domain;
 pub mod edge;
-mod entity;
-mod ingress;
-mod notifier;
-mod orchestrator;
 mod outbound;
 mod outcomes;
 mod ownership;
-mod relay;
-mod router;
+mod shells;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -30,13 +24,14 @@ use std::time::Duration;
 use broker_adapters::Bus;
 
 pub use api::{ApiError, NodeApi};
-pub use entity::{AgentMailbox, EntityActor, MailboxMsg, TaskMailbox};
-pub use ingress::{INGRESS_GROUP, IngressActor};
-pub use notifier::NotifierActor;
-pub use orchestrator::{OrchestratorActor, OrchestratorMsg};
 pub use outbound::publish;
 pub use outcomes::Outcomes;
 pub use ownership::Ownership;
+pub use shells::cluster;
+pub use shells::entity::{AgentMailbox, EntityActor, MailboxMsg, TaskMailbox};
+pub use shells::ingress::{INGRESS_GROUP, IngressActor};
+pub use shells::notifier::NotifierActor;
+pub use shells::orchestrator::{OrchestratorActor, OrchestratorMsg};
 pub use store::Store;
 
 /// Everything the node's actors share: storage, the bus, and where they sit in the tree.

@@ -5,10 +5,14 @@ use schemas::{EVENTS_TOPIC, Envelope};
 
 /// Publishes `envelope` on the events topic; returns once the broker holds it durably.
 pub async fn publish(bus: &dyn Bus, envelope: &Envelope) -> Result<Receipt, PublishError> {
-    let message = OutMessage {
+    bus.publish(EVENTS_TOPIC, message(envelope)).await
+}
+
+/// `envelope` as the bus carries it.
+pub(crate) fn message(envelope: &Envelope) -> OutMessage {
+    OutMessage {
         key: envelope.key.clone(),
         payload: schemas::encode(envelope),
         headers: envelope.headers(),
-    };
-    bus.publish(EVENTS_TOPIC, message).await
+    }
 }

@@ -27,7 +27,8 @@ impl Ownership {
             .collect()
     }
 
-    pub(crate) fn add(&self, partitions: &[u32]) {
+    /// Takes `partitions` as this node's (the bus assigned them).
+    pub fn add(&self, partitions: &[u32]) {
         self.0
             .write()
             .unwrap_or_else(PoisonError::into_inner)

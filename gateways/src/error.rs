@@ -93,6 +93,7 @@ impl From<actors::ApiError> for GatewayError {
         match error {
             actors::ApiError::Bus(e) => GatewayError::Unavailable(format!("bus: {e}")),
             actors::ApiError::Store(e) => e.into(),
+            e @ actors::ApiError::TooLarge { .. } => GatewayError::BadRequest(e.to_string()),
         }
     }
 }

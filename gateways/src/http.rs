@@ -61,9 +61,8 @@ async fn cluster_status(
             "the cluster's status needs the admin key".into(),
         ));
     }
-    let now = actors::store::now_ms();
-    let since = now.saturating_sub(actors::cluster::MEMBER_TTL.as_millis() as u64);
-    let members = ctx.node.store().members(since).await?;
+    let now = ctx.node.now_ms();
+    let members = ctx.node.live_members().await?;
     let partitions = ctx
         .node
         .bus()
@@ -114,19 +113,26 @@ async fn post_event(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let envelope = parse(content_type, &bytes)?;
-    if !principal.may_act_for(&envelope.user) {
-        return Err(GatewayError::Forbidden(format!(
-            "this key may not publish for user `{}`",
-            envelope.user
-        )));
-    }
+    let defaults = Defaults {
+        id: ctx.node.new_message_id(),
+        time: ctx.node.now_ms(),
+    };
+    let mut envelope = parse(content_type, &bytes, defaults)?;
+    principal
+        .admit(&mut envelope)
+        .map_err(GatewayError::Forbidden)?;
     ctx.node.publish(&envelope).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": envelope.id }))).into_response())
 }
 
+/// What a JSON envelope that leaves out its id or time gets.
+struct Defaults {
+    id: String,
+    time: u64,
+}
+
 /// Reads an envelope from a CBOR or JSON body.
-fn parse(content_type: &str, bytes: &Bytes) -> Result<Envelope, GatewayError> {
+fn parse(content_type: &str, bytes: &Bytes, defaults: Defaults) -> Result<Envelope, GatewayError> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     let bad = |e: schemas::DecodeError| GatewayError::BadRequest(e.to_string());
     match media {
@@ -134,7 +140,7 @@ fn parse(content_type: &str, bytes: &Bytes) -> Result<Envelope, GatewayError> {
         "application/json" => {
             let value: CborValue = serde_json::from_slice(bytes)
                 .map_err(|e| GatewayError::BadRequest(format!("malformed JSON: {e}")))?;
-            schemas::decode_value(with_defaults(value)?).map_err(bad)
+            schemas::decode_value(with_defaults(value, defaults)?).map_err(bad)
         }
         other => Err(GatewayError::BadRequest(format!(
             "unsupported content type `{other}`: use application/cbor or application/json"
@@ -143,7 +149,7 @@ fn parse(content_type: &str, bytes: &Bytes) -> Result<Envelope, GatewayError> {
 }
 
 /// Fills `v`, `id`, `time` and `source` where a JSON client left them out.
-fn with_defaults(value: CborValue) -> Result<CborValue, GatewayError> {
+fn with_defaults(value: CborValue, fill: Defaults) -> Result<CborValue, GatewayError> {
     let CborValue::Map(mut map) = value else {
         return Err(GatewayError::BadRequest(
             "an envelope must be a JSON object".into(),
@@ -152,8 +158,8 @@ fn with_defaults(value: CborValue) -> Result<CborValue, GatewayError> {
     let text = |s: &str| CborValue::Text(s.to_owned());
     let defaults = [
         ("v", CborValue::Integer(schemas::ENVELOPE_VERSION.into())),
-        ("id", CborValue::Text(actors::new_message_id())),
-        ("time", CborValue::Integer(actors::store::now_ms().into())),
+        ("id", CborValue::Text(fill.id)),
+        ("time", CborValue::Integer(fill.time.into())),
         ("source", text("gateway/http")),
     ];
     for (key, default) in defaults {
@@ -166,10 +172,17 @@ fn with_defaults(value: CborValue) -> Result<CborValue, GatewayError> {
 mod tests {
     use super::*;
 
+    fn defaults() -> Defaults {
+        Defaults {
+            id: "fresh".into(),
+            time: 7,
+        }
+    }
+
     #[test]
     fn json_defaults_fill_only_what_is_missing() {
         let value: CborValue = serde_json::from_str(r#"{"id": "mine", "user": "u1"}"#).unwrap();
-        let CborValue::Map(map) = with_defaults(value).unwrap() else {
+        let CborValue::Map(map) = with_defaults(value, defaults()).unwrap() else {
             panic!()
         };
         assert_eq!(
@@ -177,12 +190,12 @@ mod tests {
             CborValue::Text("mine".into())
         );
         assert_eq!(map[&CborValue::Text("v".into())], CborValue::Integer(1));
-        assert!(with_defaults(CborValue::Array(vec![])).is_err());
+        assert!(with_defaults(CborValue::Array(vec![]), defaults()).is_err());
     }
 
     #[test]
     fn unknown_content_types_are_named() {
-        let error = parse("text/plain", &Bytes::from_static(b"x")).unwrap_err();
+        let error = parse("text/plain", &Bytes::from_static(b"x"), defaults()).unwrap_err();
         assert!(error.to_string().contains("`text/plain`"), "{error}");
     }
 }

@@ -44,6 +44,7 @@ fn task_completed() -> Envelope {
                 ("ok".into(), CborValue::Bool(true)),
                 ("lines".into(), CborValue::Integer(1234)),
             ]),
+            agent_id: None,
         }),
     )
 }

@@ -155,6 +155,9 @@ pub struct TaskCompleted {
     pub task_id: String,
     /// The result, a map of free-form values.
     pub result: BTreeMap<String, Value>,
+    /// The agent reporting it, if an agent does: checked against the task's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
 }
 
 /// `task.failed`: the task finished with an error.
@@ -164,6 +167,9 @@ pub struct TaskFailed {
     pub task_id: String,
     /// Why it failed.
     pub error: String,
+    /// The agent reporting it, if an agent does: checked against the task's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
 }
 
 /// `task.plan_submitted`: the agent proposes how it will do the task.

@@ -194,12 +194,13 @@ impl Client {
             .trim()
             .to_owned();
         let grpc_url = format!("http://127.0.0.1:{grpc}");
+        let channel = channel(&grpc_url).await;
         Client {
             http: reqwest::Client::new(),
             base: format!("http://127.0.0.1:{http}"),
             token,
-            tasks: TasksClient::connect(grpc_url.clone()).await.unwrap(),
-            cluster: ClusterClient::connect(grpc_url.clone()).await.unwrap(),
+            tasks: TasksClient::new(channel.clone()),
+            cluster: ClusterClient::new(channel),
             grpc_url,
         }
     }
@@ -381,4 +382,13 @@ pub async fn in_process(dir: &Path) -> (switchyard::Node, u16, u16) {
     let node = switchyard::Node::start(&config).await.unwrap();
     assert!(ready(http).await, "in-process node did not become ready");
     (node, http, grpc)
+}
+
+/// A gRPC channel to `url`, connected.
+pub async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
 }

@@ -11,9 +11,9 @@ use schemas::proto::agents_client::AgentsClient;
 use schemas::proto::keys_client::KeysClient;
 use schemas::proto::tasks_client::TasksClient;
 use schemas::proto::{
-    CreateKeyRequest, CreateTaskRequest, Dependency, GetAgentRequest, GetTaskRequest,
-    ListAgentsRequest, ListTasksRequest, SubmitDagRequest, Task, TaskRef, TaskResult, TaskText,
-    WatchRequest,
+    AddDependencyRequest, CreateKeyRequest, CreateTaskRequest, Dependency, GetAgentRequest,
+    GetTaskRequest, ListAgentsRequest, ListTasksRequest, RevokeKeyRequest, SubmitDagRequest, Task,
+    TaskRef, TaskResult, TaskText, WatchRequest,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -32,11 +32,12 @@ struct Caller {
 impl Caller {
     async fn new(grpc: u16, token: &str) -> Caller {
         let url = format!("http://127.0.0.1:{grpc}");
+        let channel = crate::harness::channel(&url).await;
         Caller {
             token: token.to_owned(),
-            tasks: TasksClient::connect(url.clone()).await.unwrap(),
-            agents: AgentsClient::connect(url.clone()).await.unwrap(),
-            keys: KeysClient::connect(url).await.unwrap(),
+            tasks: TasksClient::new(channel.clone()),
+            agents: AgentsClient::new(channel.clone()),
+            keys: KeysClient::new(channel),
         }
     }
 
@@ -287,15 +288,38 @@ async fn check_graph(
     );
 }
 
+/// The variables that point a node at `database` (none for SQLite in its data directory),
+/// with `more` after them.
+fn node_env<'a>(database: &'a str, more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = Vec::new();
+    if !database.is_empty() {
+        env.push(("SWITCHYARD_DATABASE_URL", database));
+    }
+    env.extend_from_slice(more);
+    env
+}
+
+/// Two tests of `$test`: on SQLite, and on a fresh PostgreSQL schema of its own.
+macro_rules! on_both_databases {
+    ($test:ident, $sqlite:ident, $postgres:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $test("").await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let Some(database) = postgres_schema(stringify!($test)).await else {
+                return;
+            };
+            $test(&database).await;
+        }
+    };
+}
+
 async fn a_dag_runs_on_five_workers(database: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let env = [("SWITCHYARD_DATABASE_URL", database)];
-    let env = if database.is_empty() {
-        &env[..0]
-    } else {
-        &env[..]
-    };
-    let node = Proc::start_with_env(dir.path(), env).await;
+    let node = Proc::start_with_env(dir.path(), &node_env(database, &[])).await;
     let mut admin = Caller::admin(&node).await;
     let user_key = admin.key("user", "u1", "").await;
     let mut user = Caller::new(node.grpc, &user_key).await;
@@ -373,23 +397,22 @@ async fn a_dag_runs_on_five_workers(database: &str) {
     drop(workers);
 }
 
-#[tokio::test]
-async fn a_dag_of_50_tasks_runs_in_dependency_order_on_five_workers_on_sqlite() {
-    a_dag_runs_on_five_workers("").await;
-}
+on_both_databases!(
+    a_dag_runs_on_five_workers,
+    a_dag_of_50_tasks_runs_in_dependency_order_on_five_workers_on_sqlite,
+    a_dag_of_50_tasks_runs_in_dependency_order_on_five_workers_on_postgres
+);
 
-#[tokio::test]
-async fn a_dag_of_50_tasks_runs_in_dependency_order_on_five_workers_on_postgres() {
-    let Some(database) = postgres_schema("dag").await else {
-        return;
-    };
-    a_dag_runs_on_five_workers(&database).await;
-}
+on_both_databases!(
+    a_killed_worker_goes_offline,
+    a_worker_killed_mid_task_goes_offline_and_another_finishes_its_task_on_sqlite,
+    a_worker_killed_mid_task_goes_offline_and_another_finishes_its_task_on_postgres
+);
 
-#[tokio::test]
-async fn a_worker_killed_mid_task_goes_offline_and_another_finishes_its_task() {
+async fn a_killed_worker_goes_offline(database: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let node = Proc::start_with_env(dir.path(), &[("SWITCHYARD_AGENT_TIMEOUT_MS", "1500")]).await;
+    let env = node_env(database, &[("SWITCHYARD_AGENT_TIMEOUT_MS", "1500")]);
+    let node = Proc::start_with_env(dir.path(), &env).await;
     let mut admin = Caller::admin(&node).await;
     let mut user = Caller::new(node.grpc, &admin.key("user", "u1", "").await).await;
     let mut slow = Worker::start(
@@ -424,7 +447,7 @@ async fn a_worker_killed_mid_task_goes_offline_and_another_finishes_its_task() {
         .unwrap()
         .into_inner();
     assert!(!slow_agent.online, "the silent agent went offline");
-    let store = crate::harness::state_store(dir.path()).await;
+    let store = store_of(dir.path(), database).await;
     let kinds: Vec<String> = store
         .activity_after(0, Some("task/job"), None, 100)
         .await
@@ -448,11 +471,17 @@ async fn a_worker_killed_mid_task_goes_offline_and_another_finishes_its_task() {
     assert!(store.applied_twice().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn kill_9_of_the_node_mid_dag_then_restart_finishes_the_dag_with_nothing_lost_or_doubled() {
+on_both_databases!(
+    kill_9_mid_dag,
+    kill_9_of_the_node_mid_dag_then_restart_finishes_the_dag_with_nothing_lost_or_doubled_on_sqlite,
+    kill_9_of_the_node_mid_dag_then_restart_finishes_the_dag_with_nothing_lost_or_doubled_on_postgres
+);
+
+async fn kill_9_mid_dag(database: &str) {
     let dir = tempfile::tempdir().unwrap();
     let ports = (free_port(), free_port());
-    let mut node = Proc::launch_on(dir.path(), ports, &[], &[]).await;
+    let env = node_env(database, &[]);
+    let mut node = Proc::launch_on(dir.path(), ports, &[], &env).await;
     let mut admin = Caller::admin(&node).await;
     let user_key = admin.key("user", "u1", "").await;
     let mut user = Caller::new(node.grpc, &user_key).await;
@@ -491,10 +520,10 @@ async fn kill_9_of_the_node_mid_dag_then_restart_finishes_the_dag_with_nothing_l
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     node.kill9();
-    let node = Proc::launch_on(dir.path(), ports, &[], &[]).await;
+    let node = Proc::launch_on(dir.path(), ports, &[], &env).await;
     let mut user = Caller::new(node.grpc, &user_key).await;
     let tasks = user.wait_all(&ids, "done", Duration::from_secs(90)).await;
-    let store = crate::harness::state_store(dir.path()).await;
+    let store = store_of(dir.path(), database).await;
     check_graph(&store, &requests, &tasks).await;
     for id in &ids {
         let completed = store
@@ -555,10 +584,15 @@ fn task_ref(task_id: &str) -> TaskRef {
     }
 }
 
-#[tokio::test]
-async fn every_verb_over_grpc_with_refusals_and_scoping() {
+on_both_databases!(
+    every_verb,
+    every_verb_over_grpc_with_refusals_and_scoping_on_sqlite,
+    every_verb_over_grpc_with_refusals_and_scoping_on_postgres
+);
+
+async fn every_verb(database: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let node = Proc::start(dir.path()).await;
+    let node = Proc::start_with_env(dir.path(), &node_env(database, &[])).await;
     let mut admin = Caller::admin(&node).await;
     let (a_key, b_key) = (
         admin.key("user", "alice", "").await,
@@ -727,6 +761,21 @@ async fn every_verb_over_grpc_with_refusals_and_scoping() {
             .collect();
         Some(gateways::to_struct(&map))
     };
+    let huge = TaskResult {
+        task_id: "p1".into(),
+        result: result(&"x".repeat(schemas::MAX_ENVELOPE_BYTES)),
+    };
+    let refused = agent
+        .tasks
+        .complete_task(agent.req(huge))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("at most 1048576 are taken"),
+        "{}",
+        refused.message()
+    );
     let lacking = TaskResult {
         task_id: "p1".into(),
         result: Some(gateways::to_struct(&Default::default())),
@@ -868,5 +917,275 @@ async fn every_verb_over_grpc_with_refusals_and_scoping() {
     );
     assert!(
         kinds.contains(&"task.approved".to_owned()) && kinds.contains(&"task.retried".to_owned())
+    );
+}
+
+/// Every page of `caller`'s `ListTasks` with `page_size` (and `agent_id`), in order.
+async fn pages(caller: &mut Caller, page_size: u32, agent_id: Option<&str>) -> Vec<Vec<Task>> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = caller.req(ListTasksRequest {
+            page_size,
+            page_token: page_token.clone(),
+            agent_id: agent_id.map(Into::into),
+            ..Default::default()
+        });
+        let page = caller.tasks.list_tasks(request).await.unwrap().into_inner();
+        pages.push(page.tasks);
+        if page.next_page_token.is_empty() {
+            return pages;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Posts `envelope` over HTTP with `token`; the status.
+async fn post_as(node: &Proc, token: &str, envelope: serde_json::Value) -> u16 {
+    let client = node.client().await;
+    let body = serde_json::to_vec(&envelope).unwrap();
+    client
+        .post_raw("application/json", body, Some(token))
+        .await
+        .unwrap()
+        .0
+}
+
+#[tokio::test]
+async fn keys_reach_only_their_own_user_and_agent_across_lists_watches_dependencies_and_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::start(dir.path()).await;
+    let mut admin = Caller::admin(&node).await;
+    let (a_key, b_key) = (
+        admin.key("user", "alice", "").await,
+        admin.key("user", "bob", "").await,
+    );
+    let (mut alice, mut bob) = (
+        Caller::new(node.grpc, &a_key).await,
+        Caller::new(node.grpc, &b_key).await,
+    );
+    let watch = |caller: &Caller| {
+        let (mut caller, request) = (caller.clone(), caller.req(WatchRequest::default()));
+        async move { caller.tasks.watch(request).await.unwrap().into_inner() }
+    };
+    let (mut alice_watch, mut bob_watch) = (watch(&alice).await, watch(&bob).await);
+
+    // Interleaved tasks of two users: each lists full pages of its own only.
+    for i in 0..7 {
+        let mine = create(&format!("a{i}"), Vec::new());
+        alice.tasks.create_task(alice.req(mine)).await.unwrap();
+        if i < 5 {
+            let theirs = create(&format!("b{i}"), Vec::new());
+            bob.tasks.create_task(bob.req(theirs)).await.unwrap();
+        }
+    }
+    let sizes = |pages: &[Vec<Task>]| pages.iter().map(Vec::len).collect::<Vec<_>>();
+    let alice_pages = pages(&mut alice, 3, None).await;
+    assert_eq!(sizes(&alice_pages), [3, 3, 1]);
+    let listed: std::collections::BTreeSet<String> = alice_pages
+        .iter()
+        .flatten()
+        .map(|t| {
+            assert_eq!(t.user, "alice");
+            t.task_id.clone()
+        })
+        .collect();
+    assert_eq!(listed.len(), 7, "no task twice");
+    assert_eq!(sizes(&pages(&mut bob, 2, None).await), [2, 2, 1]);
+    assert_eq!(sizes(&pages(&mut bob, 2, Some("nobody")).await), [0]);
+    let forged = alice.req(ListTasksRequest {
+        page_token: "page two, please".into(),
+        ..Default::default()
+    });
+    let refused = alice.tasks.list_tasks(forged).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    // Each watch saw its own user's creations and nothing of the other's.
+    for (watch, user, count) in [(&mut alice_watch, "alice", 7), (&mut bob_watch, "bob", 5)] {
+        for _ in 0..count {
+            let event = tokio::time::timeout(WAIT, watch.message())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (event.r#type.as_str(), event.task.unwrap().user.as_str()),
+                ("task.created", user)
+            );
+        }
+    }
+
+    // Dependencies: added and refused when they would loop; another user's task is unknown.
+    let add = |caller: &Caller, task: &str, upstream: &str| {
+        caller.req(AddDependencyRequest {
+            task_id: task.into(),
+            dependency: Some(dependency(upstream, "blocks", "")),
+        })
+    };
+    let blocked = alice
+        .tasks
+        .add_dependency(add(&alice, "a1", "a0"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (blocked.state.as_str(), blocked.blocked_reason.as_str()),
+        ("blocked", "waiting for `a0`")
+    );
+    let looping = alice
+        .tasks
+        .add_dependency(add(&alice, "a0", "a1"))
+        .await
+        .unwrap_err();
+    assert_eq!(looping.code(), Code::FailedPrecondition);
+    assert_eq!(
+        looping.message(),
+        "the dependency would close a cycle: a0 → a1 → a0"
+    );
+    let foreign = bob
+        .tasks
+        .add_dependency(add(&bob, "b0", "a0"))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound, "{foreign:?}");
+
+    // Over HTTP: users publish for themselves and not what the node publishes; agent keys
+    // only their own agent's reports.
+    let agent_key = admin.key("agent", "alice", "w1").await;
+    let body = |kind: &str, key: &str, user: &str, body: serde_json::Value| serde_json::json!({"type": kind, "key": key, "user": user, "body": body});
+    let assigned = body(
+        "task.assigned",
+        "task/a2",
+        "alice",
+        serde_json::json!({"task_id": "a2", "agent_id": "w1"}),
+    );
+    assert_eq!(post_as(&node, &a_key, assigned.clone()).await, 403);
+    assert_eq!(
+        post_as(
+            &node,
+            &b_key,
+            body(
+                "task.cancelled",
+                "task/a2",
+                "alice",
+                serde_json::json!({"task_id": "a2"})
+            )
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        post_as(
+            &node,
+            &agent_key,
+            body(
+                "task.cancelled",
+                "task/a2",
+                "alice",
+                serde_json::json!({"task_id": "a2"})
+            )
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        post_as(
+            &node,
+            &agent_key,
+            body(
+                "task.started",
+                "task/a2",
+                "alice",
+                serde_json::json!({"task_id": "a2", "agent_id": "w9"})
+            )
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        post_as(
+            &node,
+            &agent_key,
+            body(
+                "agent.heartbeat",
+                "agent/w1",
+                "alice",
+                serde_json::json!({"agent_id": "w1"})
+            )
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        alice.get("a2").await.unwrap().state,
+        "pending",
+        "nothing reached a2"
+    );
+
+    // A dependency made straight on the bus on another user's task hears nothing of it.
+    let steal = body(
+        "task.created",
+        "task/steal",
+        "bob",
+        serde_json::json!({"task_id": "steal", "title": "steal", "spec": "x",
+                           "depends_on": [{"task_id": "a3", "type": "input", "contract_key": "out"}]}),
+    );
+    assert_eq!(post_as(&node, &b_key, steal).await, 202);
+    bob.wait_task("steal", "blocked", |t| t.state == "blocked")
+        .await;
+    let fair = create("a-after", vec![dependency("a3", "input", "out")]);
+    alice.tasks.create_task(alice.req(fair)).await.unwrap();
+    let _worker = Worker::start(&node, "w1", &agent_key, ECHO);
+    alice
+        .wait_task("a-after", "done with a3's value", |t| t.state == "done")
+        .await;
+    let steal = bob.get("steal").await.unwrap();
+    assert_eq!(
+        (steal.state.as_str(), steal.blocked_reason.as_str()),
+        ("blocked", "waiting for `a3`")
+    );
+    assert!(
+        steal.inputs.as_ref().is_none_or(|i| i.fields.is_empty()),
+        "{:?}",
+        steal.inputs
+    );
+
+    // A revoked key is refused from then on; revoking it again finds nothing.
+    let created = admin
+        .keys
+        .create_key(admin.req(CreateKeyRequest {
+            role: "user".into(),
+            user: "carol".into(),
+            agent_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut carol = Caller::new(node.grpc, &created.key).await;
+    assert!(carol.all().await.is_empty(), "carol's key works");
+    let revoke = || {
+        admin.req(RevokeKeyRequest {
+            key_id: created.key_id.clone(),
+        })
+    };
+    let mut keys = admin.keys.clone();
+    assert!(
+        keys.revoke_key(revoke())
+            .await
+            .unwrap()
+            .into_inner()
+            .revoked
+    );
+    assert!(
+        !keys
+            .revoke_key(revoke())
+            .await
+            .unwrap()
+            .into_inner()
+            .revoked
+    );
+    assert_eq!(
+        carol.get("a0").await.unwrap_err().code(),
+        Code::Unauthenticated
     );
 }

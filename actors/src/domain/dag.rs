@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{DependencyKind, Refusal};
 
+/// The most tasks one submitted graph may have.
+pub const MAX_GRAPH_TASKS: usize = 1000;
+
 /// One task of a submitted graph, as far as the graph is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -23,6 +26,12 @@ pub fn check(
     nodes: &[Node],
     existing: impl Fn(&str) -> Option<Vec<String>>,
 ) -> Result<Vec<usize>, Refusal> {
+    if nodes.len() > MAX_GRAPH_TASKS {
+        return Err(Refusal(format!(
+            "a graph has at most {MAX_GRAPH_TASKS} tasks; this one has {}",
+            nodes.len()
+        )));
+    }
     let mut index = BTreeMap::new();
     for (i, node) in nodes.iter().enumerate() {
         if index.insert(node.task_id.as_str(), i).is_some() {
@@ -74,30 +83,24 @@ pub fn check(
         )));
     }
     // Kahn's order over the graph's own edges.
-    let mut waiting: Vec<usize> = nodes
-        .iter()
-        .map(|n| {
-            n.upstream
-                .iter()
-                .filter(|(u, _, _)| index.contains_key(u.as_str()))
-                .count()
-        })
-        .collect();
+    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    let mut waiting = vec![0usize; nodes.len()];
+    for (j, node) in nodes.iter().enumerate() {
+        for (upstream, _, _) in &node.upstream {
+            if let Some(&i) = index.get(upstream.as_str()) {
+                downstream[i].push(j);
+                waiting[j] += 1;
+            }
+        }
+    }
     let mut ready: Vec<usize> = (0..nodes.len()).filter(|i| waiting[*i] == 0).collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(i) = ready.pop() {
         order.push(i);
-        for (j, node) in nodes.iter().enumerate() {
-            let depends = node
-                .upstream
-                .iter()
-                .filter(|(u, _, _)| *u == nodes[i].task_id)
-                .count();
-            if depends > 0 {
-                waiting[j] -= depends;
-                if waiting[j] == 0 {
-                    ready.push(j);
-                }
+        for &j in &downstream[i] {
+            waiting[j] -= 1;
+            if waiting[j] == 0 {
+                ready.push(j);
             }
         }
     }
@@ -105,6 +108,7 @@ pub fn check(
 }
 
 /// A cycle among `edges` (upstream, downstream), as the ids along it back to the first.
+/// Depth-first with a stack of its own, so a long chain cannot exhaust the thread's.
 pub fn find_cycle(edges: &[(String, String)]) -> Option<Vec<String>> {
     let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (from, to) in edges {
@@ -112,35 +116,34 @@ pub fn find_cycle(edges: &[(String, String)]) -> Option<Vec<String>> {
     }
     let mut done = BTreeSet::new();
     for start in next.keys().copied() {
-        let mut path = Vec::new();
-        if let Some(cycle) = visit(start, &next, &mut path, &mut done) {
-            return Some(cycle);
+        if !done.insert(start) {
+            continue;
+        }
+        // The path from `start`: each node with the number of its children looked at.
+        let mut path: Vec<(&str, usize)> = vec![(start, 0)];
+        let mut on_path: BTreeMap<&str, usize> = BTreeMap::from([(start, 0)]);
+        while let Some(&(node, looked)) = path.last() {
+            let children = next.get(node).map_or(&[][..], Vec::as_slice);
+            let Some(&child) = children.get(looked) else {
+                on_path.remove(node);
+                path.pop();
+                continue;
+            };
+            if let Some(top) = path.last_mut() {
+                top.1 += 1;
+            }
+            if let Some(&at) = on_path.get(child) {
+                let mut cycle: Vec<String> =
+                    path[at..].iter().map(|(n, _)| n.to_string()).collect();
+                cycle.push(child.to_owned());
+                return Some(cycle);
+            }
+            if done.insert(child) {
+                on_path.insert(child, path.len());
+                path.push((child, 0));
+            }
         }
     }
-    None
-}
-
-fn visit<'a>(
-    node: &'a str,
-    next: &BTreeMap<&'a str, Vec<&'a str>>,
-    path: &mut Vec<&'a str>,
-    done: &mut BTreeSet<&'a str>,
-) -> Option<Vec<String>> {
-    if let Some(at) = path.iter().position(|n| *n == node) {
-        let mut cycle: Vec<String> = path[at..].iter().map(|n| n.to_string()).collect();
-        cycle.push(node.to_owned());
-        return Some(cycle);
-    }
-    if !done.insert(node) {
-        return None;
-    }
-    path.push(node);
-    for child in next.get(node).into_iter().flatten() {
-        if let Some(cycle) = visit(child, next, path, done) {
-            return Some(cycle);
-        }
-    }
-    path.pop();
     None
 }
 
@@ -214,5 +217,33 @@ mod tests {
         assert_eq!(find_cycle(&edges), None);
         let closing = [&edges[..], &[("c".to_string(), "a".to_string())]].concat();
         assert_eq!(find_cycle(&closing).unwrap(), ["a", "b", "c", "a"]);
+    }
+
+    #[test]
+    fn long_chains_and_big_graphs_are_handled_without_recursion() {
+        let chain: Vec<(String, String)> = (0..200_000)
+            .map(|i| (format!("t{i}"), format!("t{}", i + 1)))
+            .collect();
+        assert_eq!(find_cycle(&chain), None);
+        let closed = [&chain[..], &[("t200000".to_string(), "t0".to_string())]].concat();
+        assert_eq!(find_cycle(&closed).map(|c| c.len()), Some(200_002));
+        let nodes: Vec<Node> = (0..MAX_GRAPH_TASKS)
+            .map(|i| {
+                let upstream =
+                    (i > 0).then(|| (format!("t{}", i - 1), DependencyKind::Blocks, None));
+                Node {
+                    task_id: format!("t{i}"),
+                    upstream: upstream.into_iter().collect(),
+                    contracts: Vec::new(),
+                }
+            })
+            .collect();
+        let order = check(&nodes, |_| None).unwrap();
+        assert_eq!(order, (0..MAX_GRAPH_TASKS).collect::<Vec<_>>());
+        let too_big = [&nodes[..], &[node("extra", &[], &[])]].concat();
+        assert_eq!(
+            check(&too_big, |_| None).unwrap_err().0,
+            "a graph has at most 1000 tasks; this one has 1001"
+        );
     }
 }

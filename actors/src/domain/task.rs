@@ -229,13 +229,17 @@ pub enum Command {
         /// What to change.
         feedback: String,
     },
-    /// The agent finishes with a result.
+    /// The work finishes with a result.
     Complete {
+        /// The agent reporting it, if an agent does (it must hold the task).
+        agent_id: Option<String>,
         /// The result.
         result: Map,
     },
     /// The work failed.
     Fail {
+        /// The agent reporting it, if an agent does (it must hold the task).
+        agent_id: Option<String>,
         /// Why.
         error: String,
     },
@@ -421,6 +425,12 @@ pub fn step(
         let Command::Create(new) = command else {
             return Err(Refusal(format!("{kind}: no such task")));
         };
+        if new.dependencies.iter().any(|d| d.upstream == new.task_id) {
+            return Err(Refusal(format!(
+                "{kind}: task `{}` cannot depend on itself",
+                new.task_id
+            )));
+        }
         let task = create(new, user, now);
         let mut effects = Vec::new();
         if !task.dependencies.is_empty() {
@@ -528,8 +538,11 @@ pub fn step(
             next.note = Some(feedback.clone());
             effects.extend(task.agent_id.clone().map(Effect::NotifyAgent));
         }
-        Command::Complete { result } => {
+        Command::Complete { agent_id, result } => {
             expect(&[TaskState::Running])?;
+            if let Some(agent_id) = agent_id {
+                expect_agent(agent_id)?;
+            }
             check_contracts(task, kind, result)?;
             next.state = TaskState::Done;
             next.result = Some(result.clone());
@@ -542,8 +555,11 @@ pub fn step(
                 now,
             );
         }
-        Command::Fail { error } => {
+        Command::Fail { agent_id, error } => {
             expect(&[TaskState::Assigned, TaskState::Running, TaskState::Planning])?;
+            if let Some(agent_id) = agent_id {
+                expect_agent(agent_id)?;
+            }
             next.state = TaskState::Failed;
             next.error = Some(error.clone());
             finish(
@@ -598,11 +614,29 @@ pub fn step(
                     task.agent_id.as_deref().unwrap_or("nobody")
                 )));
             }
-            next.state = TaskState::Pending;
-            next.agent_id = None;
             next.note = Some(reason.clone());
-            next.generation += 1;
-            effects.push(Effect::Assign);
+            if task.attempts >= task.max_attempts {
+                // Every attempt was started and none finished: no further one is due.
+                let error = format!(
+                    "{reason}, after all {} attempts were started",
+                    task.max_attempts
+                );
+                next.state = TaskState::Failed;
+                next.error = Some(error.clone());
+                finish(
+                    &mut effects,
+                    &mut notifications,
+                    task,
+                    "failed",
+                    Finished::Failed(error),
+                    now,
+                );
+            } else {
+                next.state = TaskState::Pending;
+                next.agent_id = None;
+                next.generation += 1;
+                effects.push(Effect::Assign);
+            }
         }
         Command::AddDependency(dependency) => {
             expect(&[TaskState::Pending, TaskState::Blocked])?;

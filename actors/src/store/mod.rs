@@ -28,7 +28,7 @@ use crate::domain::task::NotificationDraft;
 
 pub use members::Member;
 pub use orchestration::{Cascade, Outcome};
-pub use tasks::{TaskFilter, TaskPage};
+pub use tasks::{TaskFilter, TaskPage, is_page_token};
 
 /// A database failure; transient as far as callers can tell, so the message is retried.
 #[derive(Debug, Clone, thiserror::Error)]

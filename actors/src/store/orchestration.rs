@@ -2,7 +2,7 @@
 //! dependencies that have not heard how their upstream finished, work held by agents that
 //! went offline, and how a message fared.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
@@ -191,6 +191,47 @@ impl Store {
         self.writes.record(rows.collect()).await
     }
 
+    /// The cycle that new edges from each of `upstreams` to `task_id` would close among the
+    /// stored dependencies, as the ids along it, if any.
+    pub async fn cycle_through(
+        &self,
+        task_id: &str,
+        upstreams: &[String],
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut edges: Vec<(String, String)> = upstreams
+            .iter()
+            .map(|u| (u.clone(), task_id.to_owned()))
+            .collect();
+        let mut seen = HashSet::new();
+        let mut queue = upstreams.to_vec();
+        while let Some(id) = queue.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let further: Vec<String> = task_dependencies::Entity::find()
+                .select_only()
+                .column(task_dependencies::Column::DependsOn)
+                .filter(task_dependencies::Column::TaskId.eq(id.as_str()))
+                .into_tuple()
+                .all(self.connection())
+                .await?;
+            for upstream in further {
+                edges.push((upstream.clone(), id.clone()));
+                queue.push(upstream);
+            }
+        }
+        Ok(crate::domain::dag::find_cycle(&edges))
+    }
+
+    /// Whether any stored task depends on `task_id`.
+    pub async fn has_dependents(&self, task_id: &str) -> Result<bool, StoreError> {
+        let found = task_dependencies::Entity::find()
+            .filter(task_dependencies::Column::DependsOn.eq(task_id))
+            .one(self.connection())
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// The tasks that depend on `upstream`: (task id, its owner, the dependency).
     pub async fn dependents(
         &self,
@@ -225,14 +266,15 @@ impl Store {
             .collect())
     }
 
-    /// Up to `limit` dependencies still waiting on an upstream task that has finished: what a
-    /// cascade interrupted by a crash left unsaid.
+    /// Up to `limit` dependencies still waiting on an upstream task of the same user that has
+    /// finished: what a cascade interrupted by a crash left unsaid.
     pub async fn unheard_cascades(&self, limit: u64) -> Result<Vec<Cascade>, StoreError> {
         let finished =
             quoted([TaskState::Done, TaskState::Failed, TaskState::Cancelled].into_iter());
         let sql = format!(
             "SELECT d.task_id, d.depends_on FROM task_dependencies d \
              JOIN tasks u ON u.task_id = d.depends_on \
+             JOIN tasks t ON t.task_id = d.task_id AND t.\"user\" = u.\"user\" \
              WHERE d.state = 'waiting' AND u.state IN ({finished}) LIMIT {limit}"
         );
         let mut found = Vec::new();

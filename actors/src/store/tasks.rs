@@ -248,6 +248,12 @@ fn dependency_row(task_id: &str, d: &Dependency) -> task_dependencies::ActiveMod
     }
 }
 
+/// Whether `token` is a page token `list_tasks` gave out (any other is refused, not read as
+/// the first page).
+pub fn is_page_token(token: &str) -> bool {
+    parse_token(token).is_some()
+}
+
 fn parse_token(token: &str) -> Option<(i64, String)> {
     let (created, task_id) = token.split_once(':')?;
     Some((created.parse().ok()?, task_id.to_owned()))

@@ -1,6 +1,6 @@
 //! `switchyard.v1.Agents` (scoped to the caller's user) and `switchyard.v1.Keys` (admin only).
 
-use actors::credentials::{Principal, Role, new_token};
+use actors::credentials::{Principal, Role};
 use schemas::proto::{
     self, CreateKeyRequest, CreateKeyResponse, GetAgentRequest, ListAgentsRequest,
     ListAgentsResponse, RevokeKeyRequest, RevokeKeyResponse, agents_server::Agents,
@@ -100,12 +100,10 @@ impl Keys for KeysService {
             Role::Agent => Some(r.agent_id.as_str()),
             _ => None,
         };
-        let key = new_token().map_err(GatewayError::from)?;
-        let key_id = self
+        let (key, key_id) = self
             .0
             .node
-            .store()
-            .add_key(&key, &r.user, role, agent_id)
+            .create_key(&r.user, role, agent_id)
             .await
             .map_err(GatewayError::from)?;
         tracing::info!(%key_id, user = %r.user, role = role.as_str(), "key created");

@@ -4,7 +4,7 @@
 //! the task's current state (so an invalid transition is refused at once), then published as
 //! its message and answered once the task's mailbox applied or refused it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -112,7 +112,7 @@ pub(crate) async fn act(
         .or_else(|| task.agent_id.clone())
         .unwrap_or_default();
     let command = make(agent_id);
-    task::step(Some(&task), &task.user, &command, actors::store::now_ms())?;
+    task::step(Some(&task), &task.user, &command, ctx.node.now_ms())?;
     submit(ctx, &task.user, task_id, &command).await
 }
 
@@ -186,29 +186,6 @@ async fn checked_graph(
     Ok(order.into_iter().map(|i| tasks[i].clone()).collect())
 }
 
-/// A cycle that depending on `upstream` would close for `task_id`, if any.
-async fn closes_cycle(
-    ctx: &GatewayContext,
-    task_id: &str,
-    upstream: &str,
-) -> Result<Option<Vec<String>>, GatewayError> {
-    let mut edges = vec![(upstream.to_owned(), task_id.to_owned())];
-    let mut seen = BTreeMap::new();
-    let mut queue = vec![upstream.to_owned()];
-    while let Some(id) = queue.pop() {
-        if seen.insert(id.clone(), ()).is_some() {
-            continue;
-        }
-        if let Some(task) = ctx.node.store().task(&id).await? {
-            for d in task.dependencies {
-                edges.push((d.upstream.clone(), id.clone()));
-                queue.push(d.upstream);
-            }
-        }
-    }
-    Ok(dag::find_cycle(&edges))
-}
-
 fn text_verb(request: &Request<TaskText>) -> (String, String) {
     let r = request.get_ref();
     (r.task_id.clone(), r.text.clone())
@@ -278,6 +255,13 @@ impl Tasks for TasksService {
             },
         };
         let token = Some(query.page_token.as_str()).filter(|t| !t.is_empty());
+        if token.is_some_and(|t| !actors::store::is_page_token(t)) {
+            return Err(GatewayError::BadRequest(format!(
+                "`{}` is not a page token this node gave out",
+                query.page_token
+            ))
+            .into());
+        }
         let page = self
             .0
             .node
@@ -395,7 +379,14 @@ impl Tasks for TasksService {
             ))
             .into());
         }
-        if let Some(cycle) = closes_cycle(&self.0, &task.task_id, &upstream.task_id).await? {
+        let cycle = self
+            .0
+            .node
+            .store()
+            .cycle_through(&task.task_id, std::slice::from_ref(&upstream.task_id))
+            .await
+            .map_err(GatewayError::from)?;
+        if let Some(cycle) = cycle {
             return Err(GatewayError::FailedPrecondition(format!(
                 "the dependency would close a cycle: {}",
                 cycle.join(" → ")
@@ -482,7 +473,8 @@ impl Tasks for TasksService {
             request.get_ref().task_id.clone(),
             result_of(request.get_ref()),
         );
-        self.verb(&request, &id, Actor::Agent, |_| Command::Complete {
+        self.verb(&request, &id, Actor::Agent, |agent_id| Command::Complete {
+            agent_id: Some(agent_id).filter(|a| !a.is_empty()),
             result,
         })
         .await
@@ -490,8 +482,11 @@ impl Tasks for TasksService {
 
     async fn fail_task(&self, request: Request<TaskText>) -> Answer {
         let (id, error) = text_verb(&request);
-        self.verb(&request, &id, Actor::Agent, |_| Command::Fail { error })
-            .await
+        self.verb(&request, &id, Actor::Agent, |agent_id| Command::Fail {
+            agent_id: Some(agent_id).filter(|a| !a.is_empty()),
+            error,
+        })
+        .await
     }
 
     async fn cancel_task(&self, request: Request<TaskText>) -> Answer {

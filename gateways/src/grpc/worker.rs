@@ -337,11 +337,20 @@ async fn listen(
                     .as_ref()
                     .map(convert::from_struct)
                     .unwrap_or_default();
-                (r.task_id, Box::new(move |_| Command::Complete { result }))
+                (
+                    r.task_id,
+                    Box::new(move |agent_id| Command::Complete {
+                        agent_id: Some(agent_id),
+                        result,
+                    }),
+                )
             }
             Kind::Failed(r) => (
                 r.task_id,
-                Box::new(move |_| Command::Fail { error: r.text }),
+                Box::new(move |agent_id| Command::Fail {
+                    agent_id: Some(agent_id),
+                    error: r.text,
+                }),
             ),
         };
         // A task's reports are published in order, each once the one before it is durable;

@@ -51,10 +51,12 @@ fn samples() -> Vec<Envelope> {
                 ("ok".into(), CborValue::Bool(true)),
                 ("lines".into(), CborValue::Integer(42)),
             ]),
+            agent_id: None,
         }),
         Message::TaskFailed(TaskFailed {
             task_id: "t1".into(),
             error: "exit status 2".into(),
+            agent_id: None,
         }),
         Message::NotificationRequested(NotificationRequested {
             channel: "webhook".into(),

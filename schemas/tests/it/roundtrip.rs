@@ -100,14 +100,23 @@ fn message() -> impl Strategy<Value = Message> {
         })),
         (
             text(),
-            prop::collection::btree_map(text(), cbor_leaf(), 0..4)
+            prop::collection::btree_map(text(), cbor_leaf(), 0..4),
+            prop::option::of(text())
         )
-            .prop_map(|(task_id, result)| Message::TaskCompleted(TaskCompleted {
+            .prop_map(|(task_id, result, agent_id)| Message::TaskCompleted(
+                TaskCompleted {
+                    task_id,
+                    result,
+                    agent_id
+                }
+            )),
+        (text(), text(), prop::option::of(text())).prop_map(|(task_id, error, agent_id)| {
+            Message::TaskFailed(TaskFailed {
                 task_id,
-                result
-            })),
-        (text(), text())
-            .prop_map(|(task_id, error)| Message::TaskFailed(TaskFailed { task_id, error })),
+                error,
+                agent_id,
+            })
+        }),
         (text(), text(), text(), text(), prop::option::of(text())).prop_map(
             |(channel, to, subject, text, dedupe_key)| {
                 Message::NotificationRequested(NotificationRequested {

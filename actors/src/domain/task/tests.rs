@@ -57,7 +57,10 @@ fn start(agent: &str) -> Command {
 }
 
 fn complete(pairs: &[(&str, Value)]) -> Command {
-    Command::Complete { result: map(pairs) }
+    Command::Complete {
+        agent_id: None,
+        result: map(pairs),
+    }
 }
 
 #[test]
@@ -158,6 +161,45 @@ fn interventions_and_reviews() {
 }
 
 #[test]
+fn a_task_requeued_after_its_last_attempt_fails_instead() {
+    let requeue = Command::Requeue {
+        agent_id: "a1".into(),
+        reason: "its agent went offline".into(),
+    };
+    let mut new = new_task("t1");
+    new.max_attempts = Some(2);
+    let once = [assign("a1"), start("a1"), requeue.clone()];
+    let s = run(new.clone(), &once).unwrap();
+    assert_eq!((s.task.state, s.task.attempts), (TaskState::Pending, 1));
+    let twice = [&once[..], &once[..]].concat();
+    let s = run(new, &twice).unwrap();
+    assert_eq!((s.task.state, s.task.attempts), (TaskState::Failed, 2));
+    assert_eq!(
+        s.task.error.as_deref(),
+        Some("its agent went offline, after all 2 attempts were started")
+    );
+    assert!(matches!(
+        &s.effects[0],
+        Effect::Cascade(Finished::Failed(_))
+    ));
+}
+
+#[test]
+fn an_agent_reporting_completion_must_hold_the_task() {
+    let report = |agent: &str| Command::Complete {
+        agent_id: Some(agent.into()),
+        result: Map::new(),
+    };
+    let running = [assign("a1"), start("a1")];
+    assert_eq!(
+        run(new_task("t1"), &[&running[..], &[report("a2")]].concat()).unwrap_err(),
+        "task.completed: task `t1` is assigned to `a1`, not `a2`"
+    );
+    let s = run(new_task("t1"), &[&running[..], &[report("a1")]].concat()).unwrap();
+    assert_eq!(s.task.state, TaskState::Done);
+}
+
+#[test]
 fn cancel_from_anywhere_but_the_end_and_retry_within_attempts() {
     let cancel = Command::Cancel {
         reason: Some("not needed".into()),
@@ -176,6 +218,7 @@ fn cancel_from_anywhere_but_the_end_and_retry_within_attempts() {
         "task.cancelled: task `t1` is done, which is final"
     );
     let fail = Command::Fail {
+        agent_id: None,
         error: "exit 1".into(),
     };
     let mut new = new_task("t1");
@@ -394,14 +437,33 @@ fn allowed(from: TaskState, command: &Command, to: TaskState) -> bool {
         | (Running, Command::Complete { .. }, Done)
         | (Assigned | Running | Planning, Command::Fail { .. }, Failed)
         | (Failed, Command::Retry, Pending)
-        | (Assigned | Running | Planning, Command::Requeue { .. }, Pending)
+        | (Assigned | Running | Planning, Command::Requeue { .. }, Pending | Failed)
         | (Pending, Command::AddDependency(_), Blocked)
         | (Blocked, Command::ResolveDependency { .. }, Pending) => true,
         _ => false,
     }
 }
 
+/// Any command, most often one of a lifecycle (assign, start, requeue, fail, retry), so that
+/// sequences use up attempts.
 fn command() -> impl Strategy<Value = Command> {
+    let lifecycle = prop_oneof![
+        Just(assign("a1")),
+        Just(start("a1")),
+        Just(Command::Requeue {
+            agent_id: "a1".into(),
+            reason: "r".into()
+        }),
+        Just(Command::Fail {
+            agent_id: Some("a1".into()),
+            error: "e".into()
+        }),
+        Just(Command::Retry),
+    ];
+    prop_oneof![3 => lifecycle, 2 => any_command()]
+}
+
+fn any_command() -> impl Strategy<Value = Command> {
     let agent = prop_oneof![Just("a1".to_string()), Just("a2".to_string())];
     let upstream = prop_oneof![Just("u1".to_string()), Just("u2".to_string())];
     prop_oneof![
@@ -432,8 +494,14 @@ fn command() -> impl Strategy<Value = Command> {
         Just(Command::RequestRevision {
             feedback: "f".into()
         }),
-        Just(Command::Complete { result: Map::new() }),
-        Just(Command::Fail { error: "e".into() }),
+        prop::option::of(agent.clone()).prop_map(|agent_id| Command::Complete {
+            agent_id,
+            result: Map::new()
+        }),
+        prop::option::of(agent.clone()).prop_map(|agent_id| Command::Fail {
+            agent_id,
+            error: "e".into()
+        }),
         Just(Command::Cancel { reason: None }),
         Just(Command::Retry),
         agent.clone().prop_map(|agent_id| Command::Requeue {
@@ -464,10 +532,12 @@ proptest! {
     #[test]
     fn no_sequence_leaves_the_table_and_the_end_stays_the_end(
         plan in any::<bool>(),
-        commands in proptest::collection::vec(command(), 0..40),
+        max_attempts in 1u32..4,
+        commands in proptest::collection::vec(command(), 0..60),
     ) {
         let mut new = new_task("t1");
         new.require_plan_approval = plan;
+        new.max_attempts = Some(max_attempts);
         let mut task = step(None, "u1", &Command::Create(new), 0).unwrap().task;
         for (i, command) in commands.iter().enumerate() {
             let Ok(next) = step(Some(&task), "u1", command, i as u64 + 1) else { continue };

@@ -22,9 +22,9 @@ use schemas::Envelope;
 use tokio::task::JoinSet;
 
 use crate::NodeContext;
-use crate::entity::MailboxMsg;
 use crate::ownership::mailbox_group;
-use crate::router::{self, RouteError};
+use crate::shells::entity::MailboxMsg;
+use crate::shells::router::{self, RouteError};
 
 /// The consumer group every node's ingress joins.
 pub const INGRESS_GROUP: &str = "switchyard-node";
@@ -134,8 +134,8 @@ impl IngressState {
     fn assigned(&mut self, partitions: &[u32]) {
         tracing::info!(?partitions, "partitions assigned");
         self.ctx.ownership.add(partitions);
-        if partitions.contains(&crate::orchestrator::LEADER_PARTITION) {
-            crate::orchestrator::poke(&self.ctx);
+        if partitions.contains(&crate::shells::orchestrator::LEADER_PARTITION) {
+            crate::shells::orchestrator::poke(&self.ctx);
         }
     }
 

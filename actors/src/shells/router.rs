@@ -5,7 +5,7 @@ use std::time::Duration;
 use ractor::ActorRef;
 use supervisor::{ChildSpec, Restart, SupervisorError, SupervisorMsg};
 
-use crate::entity::{AgentMailbox, EntityActor, EntityArgs, Kind, MailboxMsg, TaskMailbox};
+use crate::shells::entity::{AgentMailbox, EntityActor, EntityArgs, Kind, MailboxMsg, TaskMailbox};
 use crate::{NodeContext, names};
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,11 +18,12 @@ use broker_adapters::Delivery;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::Envelope;
 
+use crate::NodeContext;
 use crate::domain::{Effect, Refusal, agent, task};
 use crate::edge::{self, Routed};
 use crate::ownership::mailbox_group;
+use crate::shells::relay;
 use crate::store::{Applied, AppliedMessage, Outcome, Store, StoreError};
-use crate::{NodeContext, relay};
 
 /// Messages of an entity mailbox.
 pub enum MailboxMsg {
@@ -119,6 +120,14 @@ impl Kind for TaskMailbox {
             let refusal = format!("{}: no task `{task_id}`", command.name());
             return Err(ApplyError::Refused(Refusal(refusal)));
         }
+        if let Some(cycle) = closes_cycle(store, &task_id, &command).await? {
+            let refusal = format!(
+                "{}: it would close a cycle: {}",
+                command.name(),
+                cycle.join(" → ")
+            );
+            return Err(ApplyError::Refused(Refusal(refusal)));
+        }
         let step = task::step(state, &envelope.user, &command, envelope.time)
             .map_err(ApplyError::Refused)?;
         let output = match &command {
@@ -140,6 +149,28 @@ impl Kind for TaskMailbox {
     fn carry_out(ctx: &NodeContext, task: &task::Task, effects: Vec<Effect>) {
         relay::carry_out(ctx, Some(task), effects);
     }
+}
+
+/// The cycle that the upstream edges `command` adds to task `task_id` would close, if any.
+/// A new task closes one only if a stored task already waits on it, which is looked up first.
+async fn closes_cycle(
+    store: &Store,
+    task_id: &str,
+    command: &task::Command,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let upstreams: Vec<String> = match command {
+        task::Command::AddDependency(dependency) => vec![dependency.upstream.clone()],
+        task::Command::Create(new)
+            if !new.dependencies.is_empty() && store.has_dependents(task_id).await? =>
+        {
+            new.dependencies
+                .iter()
+                .map(|d| d.upstream.clone())
+                .collect()
+        }
+        _ => return Ok(None),
+    };
+    store.cycle_through(task_id, &upstreams).await
 }
 
 /// Agents: registration, heartbeats and going offline, of `domain::agent`.

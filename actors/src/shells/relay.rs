@@ -42,7 +42,9 @@ pub(crate) async fn publish(
         .map_err(|e| e.to_string())
 }
 
-/// Tells `downstream` how `upstream` finished, once per upstream generation.
+/// Tells `downstream` (a task of `user`) how `upstream` finished, once per upstream
+/// generation. Another user's task of that id is none of its business: to `downstream` it does
+/// not exist, so its dependency waits on.
 pub(crate) async fn tell_dependent(
     ctx: &NodeContext,
     downstream: &str,
@@ -50,7 +52,7 @@ pub(crate) async fn tell_dependent(
     dependency: &Dependency,
     upstream: &Task,
 ) -> Result<(), String> {
-    let Some(finished) = upstream.finished() else {
+    let Some(finished) = upstream.finished().filter(|_| upstream.user == user) else {
         return Ok(());
     };
     let command = task::resolution(dependency, &upstream.task_id, &finished);
@@ -70,7 +72,7 @@ pub(crate) async fn tell_dependent(
 pub(crate) fn carry_out(ctx: &NodeContext, task: Option<&Task>, effects: Vec<Effect>) {
     for effect in effects {
         match effect {
-            Effect::Assign | Effect::RequeueTasksOf(_) => crate::orchestrator::poke(ctx),
+            Effect::Assign | Effect::RequeueTasksOf(_) => crate::shells::orchestrator::poke(ctx),
             Effect::NotifyAgent(agent_id) => {
                 // Nobody listening is fine: a worker link also polls.
                 if let Some(task) = task {

@@ -8,7 +8,7 @@
 
 use crate::NodeContext;
 use crate::edge::{self, Routed};
-use crate::entity::MailboxMsg;
+use crate::shells::entity::MailboxMsg;
 use crate::store::AppliedMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 

@@ -19,7 +19,7 @@ use schemas::{AgentOffline, Message};
 use crate::NodeContext;
 use crate::domain::{agent, assign, task};
 use crate::edge;
-use crate::relay::{self, derived_id};
+use crate::shells::relay::{self, derived_id};
 use crate::store::now_ms;
 
 /// Pending tasks looked at per pass.

@@ -1,0 +1,11 @@
+//! The actor shells: each runs a part of the pure domain against the store and the bus, and
+//! carries out what it asks for (mailboxes, the ingress, the orchestrator, the notifier, the
+//! cluster record), plus the routing and relaying between them.
+
+pub mod cluster;
+pub(crate) mod entity;
+pub(crate) mod ingress;
+pub(crate) mod notifier;
+pub(crate) mod orchestrator;
+pub(crate) mod relay;
+pub(crate) mod router;

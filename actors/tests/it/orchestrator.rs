@@ -1,0 +1,159 @@
+//! The orchestrator's decisions outlive it: one restarted before its decisions were applied
+//! counts them against the agents' room and publishes them again under the same ids, rather
+//! than deciding anew. No ingress runs here, so nothing it publishes is applied.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::domain::agent::Agent;
+use actors::domain::task::{Task, TaskState};
+use actors::domain::{Capabilities, Map, Priority};
+use actors::store::AppliedMessage;
+use actors::{NodeContext, OrchestratorActor, Ownership, Store, names};
+use broker_adapters::{Bus, EmbeddedBus, ReplayFrom};
+use ractor::Actor;
+
+fn message(id: &str) -> AppliedMessage<'_> {
+    AppliedMessage {
+        id,
+        key: "test",
+        kind: "test",
+        time: actors::store::now_ms(),
+        user: "u1",
+    }
+}
+
+fn pending(id: &str, created_at: u64) -> Task {
+    Task {
+        task_id: id.into(),
+        user: "u1".into(),
+        title: id.into(),
+        spec: "true".into(),
+        priority: Priority::Normal,
+        requirements: Capabilities::default(),
+        dependencies: Vec::new(),
+        contracts: Vec::new(),
+        require_plan_approval: false,
+        preferred_agent: None,
+        attempts: 0,
+        max_attempts: 3,
+        state: TaskState::Pending,
+        agent_id: None,
+        inputs: Map::new(),
+        result: None,
+        error: None,
+        blocked_reason: None,
+        note: None,
+        generation: 1,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+/// The `task.assigned` messages on the bus, as (message id, task id), in order.
+async fn assignments(bus: &dyn Bus) -> Vec<(String, String)> {
+    let mut replay = bus
+        .replay(schemas::EVENTS_TOPIC, ReplayFrom::Start)
+        .await
+        .unwrap();
+    let mut found = Vec::new();
+    while let Some(record) = replay.next().await.unwrap() {
+        let envelope = schemas::decode(&record.payload).unwrap();
+        if let schemas::Message::TaskAssigned(m) = envelope.message {
+            found.push((envelope.id, m.task_id));
+        }
+    }
+    found
+}
+
+/// Runs an orchestrator until it has handled what it starts with (its start-up pass).
+async fn run_once(ctx: &NodeContext) {
+    let (orchestrator, handle) = Actor::spawn(
+        Some(ctx.path(names::SCHEDULER)),
+        OrchestratorActor,
+        ctx.clone(),
+    )
+    .await
+    .unwrap();
+    orchestrator
+        .drain_and_wait(Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    handle.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
+    let temp = actors::testkit::sqlite().await;
+    let store: Store = temp.store.clone();
+    let now = actors::store::now_ms();
+    let agent = Agent {
+        agent_id: "a1".into(),
+        user: "u1".into(),
+        name: "a1".into(),
+        capabilities: Capabilities::default(),
+        max_concurrent: 2,
+        online: true,
+        last_heartbeat: now,
+        registered_at: now,
+    };
+    store
+        .save_agent(&message("register"), &agent)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let task = pending(&format!("t{i}"), now + i);
+        let id = format!("create-{i}");
+        store
+            .save_task(&message(&id), None, &task, &[], &[])
+            .await
+            .unwrap();
+    }
+    let bus = Arc::new(
+        EmbeddedBus::open(&temp.dir.path().join("bus.sqlite"))
+            .await
+            .unwrap(),
+    );
+    bus.create_topic(schemas::EVENTS_TOPIC, 1).await.unwrap();
+    let ownership = Ownership::default();
+    ownership.add(&[0]);
+    let ctx = NodeContext {
+        store: store.clone(),
+        bus: bus.clone(),
+        node_id: "n1".into(),
+        root: "orchestrator-test".into(),
+        passivate_after: Duration::from_secs(60),
+        assign_interval: Duration::from_secs(60),
+        ownership,
+        agent_timeout: Duration::from_secs(600),
+        agent_signals: tokio::sync::broadcast::channel(16).0,
+        outcomes: Default::default(),
+    };
+
+    run_once(&ctx).await;
+    let first = assignments(bus.as_ref()).await;
+    assert_eq!(first.len(), 2, "the agent's room: {first:?}");
+    assert_eq!(first[0].1, "t0", "oldest first");
+
+    // An urgent task arrives, then a new orchestrator starts: the two decisions still fill
+    // the agent, so the urgent task waits, and they go out again unchanged.
+    let urgent = Task {
+        priority: Priority::Urgent,
+        ..pending("urgent", now + 10)
+    };
+    store
+        .save_task(&message("create-urgent"), None, &urgent, &[], &[])
+        .await
+        .unwrap();
+    run_once(&ctx).await;
+    let both = assignments(bus.as_ref()).await;
+    assert_eq!(both.len(), 4, "{both:?}");
+    let distinct: BTreeSet<&(String, String)> = both.iter().collect();
+    assert_eq!(
+        distinct,
+        first.iter().collect(),
+        "the same decisions, resent"
+    );
+    assert_eq!(store.reservations().await.unwrap().len(), 2);
+}
