@@ -29,6 +29,8 @@ use crate::bus::{
 use crate::inbox::{Done, Entry, Inbox, dead_letter_message, spawn_publish};
 use crate::partition::partition_for;
 
+/// How long dropping a subscription waits for its member to leave the group.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
 /// How long a revocation may be held before the rebalance goes on without it.
 const REVOKE_GRACE: Duration = Duration::from_secs(15);
 /// Acked offsets are committed this often (and at every revocation and close).
@@ -332,6 +334,8 @@ pub(crate) struct KafkaSubscription {
     events: VecDeque<Event>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Disconnected once the poll thread has left the group.
+    left: std_mpsc::Receiver<()>,
 }
 
 impl KafkaSubscription {
@@ -375,11 +379,15 @@ impl KafkaSubscription {
             .map_err(|e| BusError::Broker(format!("kafka subscribe to `{topic}`: {e}")))?;
         let (commands, commands_rx) = std_mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let (leaving, left) = std_mpsc::channel();
         let thread = {
             let (stop, brokers) = (stop.clone(), bus.brokers().to_owned());
             std::thread::Builder::new()
                 .name(format!("kafka-{group}"))
-                .spawn(move || poll_loop(consumer, commands_rx, stop, brokers))
+                .spawn(move || {
+                    poll_loop(consumer, commands_rx, stop, brokers);
+                    drop(leaving);
+                })
                 .map_err(|e| BusError::Broker(format!("starting the kafka poll thread: {e}")))?
         };
         let hook_acked = acked.clone();
@@ -403,6 +411,7 @@ impl KafkaSubscription {
             events: VecDeque::new(),
             stop,
             thread: Some(thread),
+            left,
         })
     }
 
@@ -587,8 +596,14 @@ impl Subscription for KafkaSubscription {
 
 impl Drop for KafkaSubscription {
     fn drop(&mut self) {
-        // The thread sees the flag within one poll, commits what was acked and leaves; a
-        // handover it is blocked on fails because our receiver is gone.
-        self.shut_down();
+        // The thread sees the flag within one poll, commits what was acked and leaves the
+        // group; a handover it is blocked on fails once the channel is closed. Waiting (a
+        // little) for the leave means a member that joins next is given the partitions at
+        // once: tansu holds a join that overlaps a leave for a session timeout, or longer.
+        if self.shut_down().is_some() {
+            self.incoming.close();
+            while self.incoming.try_recv().is_ok() {}
+            let _ = self.left.recv_timeout(LEAVE_WAIT);
+        }
     }
 }
