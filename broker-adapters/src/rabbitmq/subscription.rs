@@ -638,3 +638,35 @@ impl Subscription for RabbitSubscription {
         Ok(())
     }
 }
+
+impl Drop for RabbitSubscription {
+    fn drop(&mut self) {
+        // Acks the handlers gave that have not reached the broker yet (a cancelled `next`
+        // leaves them here) go out before the connection closes, so a subscription dropped
+        // unclosed redelivers only what was never acked.
+        while let Some(report) = self.inbox.try_report() {
+            self.released.extend(self.inbox.apply(report));
+        }
+        let acks: Vec<Acker> = self
+            .released
+            .drain(..)
+            .filter_map(|done| match done {
+                Done::Ack(entry) => Some(entry.token),
+                Done::DeadLetter(..) => None,
+            })
+            .collect();
+        if let (Some(session), Ok(runtime)) =
+            (self.session.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                for acker in acks {
+                    if acker.ack(BasicAckOptions::default()).await.is_err() {
+                        break;
+                    }
+                }
+                // Closes the connection, which returns what is still unacked.
+                drop(session);
+            });
+        }
+    }
+}
