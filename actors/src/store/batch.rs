@@ -10,7 +10,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
     TransactionTrait,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::entities::{
     activity, agents, assignments, notifications, processed_messages, task_dependencies,
@@ -71,14 +71,21 @@ struct Job {
 #[derive(Clone, Debug)]
 pub(crate) struct Batcher {
     jobs: mpsc::Sender<Job>,
+    commits: watch::Receiver<u64>,
 }
 
 impl Batcher {
     /// Starts the writer task on `db`.
     pub(crate) fn start(db: DatabaseConnection) -> Batcher {
         let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(db, queue));
-        Batcher { jobs }
+        let (committed, commits) = watch::channel(0);
+        tokio::spawn(run(db, queue, committed));
+        Batcher { jobs, commits }
+    }
+
+    /// A count of the batches committed, which changes after each commit.
+    pub(crate) fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
     }
 
     /// Writes `changes` in the next batch, unless its message was applied before; returns
@@ -107,11 +114,12 @@ impl Batcher {
     }
 }
 
-async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Job>) {
+async fn run(db: DatabaseConnection, mut queue: mpsc::Receiver<Job>, committed: watch::Sender<u64>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (batch, replies): (Vec<_>, Vec<_>) = jobs.drain(..).map(|j| (j.work, j.reply)).unzip();
         let results = commit(&db, &batch).await;
+        committed.send_modify(|n| *n = n.wrapping_add(1));
         for (reply, result) in replies.into_iter().zip(results) {
             // The writer gave up waiting: its delivery is redelivered and found processed.
             let _ = reply.send(result);

@@ -145,6 +145,12 @@ impl Store {
         })
     }
 
+    /// Changes each time this process commits a batch of state writes: readers that follow
+    /// the state (Watch) look again then rather than on a timer.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writes.commits()
+    }
+
     /// The underlying connection, for migrations.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db

@@ -93,11 +93,30 @@ impl Store {
         Ok(found)
     }
 
-    /// The tasks with these ids that exist, with their dependencies.
+    /// The tasks with these ids that exist, with their dependencies: two queries per
+    /// thousand ids.
     pub async fn tasks(&self, ids: &[String]) -> Result<Vec<Task>, StoreError> {
-        let mut found = Vec::new();
-        for id in ids {
-            found.extend(self.task(id).await?);
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let chunk = || chunk.iter().map(String::as_str);
+            let rows = tasks::Entity::find()
+                .filter(tasks::Column::TaskId.is_in(chunk()))
+                .all(self.connection())
+                .await?;
+            let mut deps: std::collections::HashMap<String, Vec<task_dependencies::Model>> =
+                Default::default();
+            for dep in task_dependencies::Entity::find()
+                .filter(task_dependencies::Column::TaskId.is_in(chunk()))
+                .order_by_asc(task_dependencies::Column::DependsOn)
+                .all(self.connection())
+                .await?
+            {
+                deps.entry(dep.task_id.clone()).or_default().push(dep);
+            }
+            found.extend(rows.into_iter().map(|row| {
+                let deps = deps.remove(&row.task_id).unwrap_or_default();
+                task_from_row(row, deps)
+            }));
         }
         Ok(found)
     }

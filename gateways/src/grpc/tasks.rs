@@ -28,8 +28,11 @@ const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 /// How long a verb waits for its message to be applied before answering UNAVAILABLE.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
-/// How often Watch looks for new events when there were none.
-const WATCH_POLL: Duration = Duration::from_millis(50);
+/// How often Watch looks for new events when this node committed nothing (writes of other
+/// nodes are seen then); this node's own commits wake it at once.
+const WATCH_POLL: Duration = Duration::from_millis(100);
+/// Activity rows Watch reads at a time.
+const WATCH_PAGE: u64 = 500;
 const SOURCE: &str = "gateway/grpc";
 
 /// Whether `principal` may see `task`: admins all, users their own, agents their assignments.
@@ -197,6 +200,62 @@ fn result_of(request: &TaskResult) -> Map {
         .as_ref()
         .map(convert::from_struct)
         .unwrap_or_default()
+}
+
+/// Sends `principal`'s task events after activity position `after` (of `entity` alone, if
+/// given) to `events` until it closes: a page of the log and its tasks in three queries,
+/// woken by this node's commits or, for other nodes', every `WATCH_POLL`.
+async fn follow(
+    ctx: &GatewayContext,
+    principal: &Principal,
+    entity: Option<&str>,
+    mut after: i64,
+    events: &tokio::sync::mpsc::Sender<Result<TaskEvent, Status>>,
+) -> Result<(), GatewayError> {
+    let store = ctx.node.store();
+    let mut commits = store.commits();
+    let user = (principal.role != Role::Admin).then(|| principal.user.clone());
+    loop {
+        commits.borrow_and_update();
+        let rows = store
+            .activity_after(after, entity, user.as_deref(), WATCH_PAGE)
+            .await?;
+        if rows.is_empty() {
+            tokio::select! {
+                () = events.closed() => return Ok(()),
+                _ = commits.changed() => {}
+                () = tokio::time::sleep(WATCH_POLL) => {}
+            }
+            continue;
+        }
+        let ids: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.entity.strip_prefix("task/").map(str::to_owned))
+            .collect();
+        let tasks: HashMap<String, Task> = store
+            .tasks(&ids)
+            .await?
+            .into_iter()
+            .filter(|t| may_see(principal, t))
+            .map(|t| (t.task_id.clone(), t))
+            .collect();
+        for row in rows {
+            after = row.id;
+            let Some(task) = row.entity.strip_prefix("task/").and_then(|id| tasks.get(id)) else {
+                continue;
+            };
+            let event = TaskEvent {
+                message_id: row.message_id,
+                r#type: row.kind,
+                task_id: task.task_id.clone(),
+                time: row.at,
+                task: Some(convert::task(task.clone())),
+            };
+            if events.send(Ok(event)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// `switchyard.v1.Tasks`.
@@ -520,53 +579,11 @@ impl Tasks for TasksService {
             .activity_end()
             .await
             .map_err(GatewayError::from)?;
-        let (events, stream) = tokio::sync::mpsc::channel(64);
+        let (events, stream) = tokio::sync::mpsc::channel(WATCH_PAGE as usize);
         tokio::spawn(async move {
             let entity = task_id.map(|t| format!("task/{t}"));
-            let user = (principal.role != Role::Admin).then(|| principal.user.clone());
-            let mut after = start;
-            loop {
-                let rows = match ctx
-                    .node
-                    .store()
-                    .activity_after(after, entity.as_deref(), user.as_deref(), 100)
-                    .await
-                {
-                    Ok(rows) => rows,
-                    Err(error) => {
-                        let _ = events.send(Err(GatewayError::from(error).into())).await;
-                        return;
-                    }
-                };
-                if rows.is_empty() {
-                    if events.is_closed() {
-                        return;
-                    }
-                    tokio::time::sleep(WATCH_POLL).await;
-                    continue;
-                }
-                for row in rows {
-                    after = row.id;
-                    let Some(task_id) = row.entity.strip_prefix("task/") else {
-                        continue;
-                    };
-                    let Ok(Some(task)) = ctx.node.store().task(task_id).await else {
-                        continue;
-                    };
-                    if !may_see(&principal, &task) {
-                        continue;
-                    }
-                    let event = TaskEvent {
-                        message_id: row.message_id,
-                        r#type: row.kind,
-                        task_id: task_id.to_owned(),
-                        time: row.at,
-                        task: Some(convert::task(task)),
-                    };
-                    if events.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
+            if let Err(error) = follow(&ctx, &principal, entity.as_deref(), start, &events).await {
+                let _ = events.send(Err(error.into())).await;
             }
         });
         Ok(Response::new(Box::pin(
