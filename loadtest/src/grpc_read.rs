@@ -2,23 +2,17 @@
 //! ids and walks `ListTasks` pages by state, beside the health service's `Check` on the same
 //! server and channel (the hello-world of that gRPC stack) in the same run.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actors::store::entities::tasks;
 use actors::store::now_ms;
 use anyhow::Context;
 use schemas::proto::tasks_client::TasksClient;
 use schemas::proto::{GetTaskRequest, ListTasksRequest};
-use sea_orm::{EntityTrait, PaginatorTrait};
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::lifecycle::bearer;
-use crate::node::{LoadNode, publish};
-use crate::progress::Progress;
+use crate::drive::drive;
+use crate::node::{LoadNode, NodeOptions, Watcher, bearer, numbered, publish};
 use crate::report::{Latencies, Report, Run, Timeline};
 
 /// The `grpc-read` scenario's settings.
@@ -38,77 +32,35 @@ pub struct GrpcReadArgs {
     concurrency: u64,
 }
 
-/// Runs `calls` calls of `call`, `concurrency` at once; their latencies and the time taken.
-async fn drive<F, Fut>(calls: u64, concurrency: u64, call: F) -> anyhow::Result<Run>
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency.max(1) {
-        let (next, call) = (next.clone(), call.clone());
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Latencies::new()?;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= calls {
-                    return anyhow::Ok(latencies);
-                }
-                let began = Instant::now();
-                call(i).await?;
-                latencies.record(began.elapsed())?;
-            }
-        }));
-    }
-    let mut latencies = Latencies::new()?;
-    for worker in workers {
-        latencies.merge(&worker.await??)?;
-    }
-    Ok(Run {
-        count: calls,
-        elapsed: start.elapsed(),
-        latencies,
-        timeline: Timeline::default(),
-    })
-}
-
 pub async fn run(args: GrpcReadArgs) -> anyhow::Result<Vec<Report>> {
-    let LoadNode {
-        node,
-        store,
-        admin,
-        grpc,
-        dir: _dir,
-    } = LoadNode::start(None).await?;
+    let node = LoadNode::start(NodeOptions::default()).await?;
+    let admin = node.admin.clone();
     let run = format!("gr{}", now_ms());
 
     println!("grpc-read: storing {} tasks", args.tasks);
+    let start = Instant::now();
+    let watcher = {
+        let run = run.clone();
+        Watcher::start(&node, start, args.tasks, move |event| {
+            (event.r#type == "task.created")
+                .then(|| numbered(&run, &event.task_id))
+                .flatten()
+        })
+        .await?
+    };
     let publishers = {
         let run = run.clone();
-        publish(&node, args.tasks, 256, move |i| {
+        publish(&node.node, args.tasks, 256, None, move |i| {
             crate::tasks::envelope(&run, i)
         })
     };
-    let mut progress = Progress::new("stored", args.tasks);
-    loop {
-        let stored = tasks::Entity::find().count(store.connection()).await?;
-        progress.set(stored);
-        if stored >= args.tasks {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    progress.finish();
+    let deadline = start + Duration::from_secs(600);
+    watcher.wait_all("stored", deadline).await?;
     for publisher in publishers {
         publisher.await??;
     }
 
-    let channel = Channel::from_shared(format!("http://{grpc}"))?
-        .connect()
-        .await
-        .context("the node's gRPC")?;
+    let channel = node.channel().await?;
     println!(
         "  {} GetTask and {} health checks, {} at a time",
         args.reads, args.reads, args.concurrency
@@ -176,7 +128,7 @@ pub async fn run(args: GrpcReadArgs) -> anyhow::Result<Vec<Report>> {
         latencies,
         timeline: Timeline::default(),
     };
-    node.shutdown().await.context("stopping the node")?;
+    node.node.shutdown().await.context("stopping the node")?;
     let settings = serde_json::json!({ "tasks": args.tasks, "concurrency": args.concurrency });
     Ok(vec![
         Report {

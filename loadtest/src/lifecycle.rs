@@ -1,12 +1,12 @@
 //! The `lifecycle` scenario: whole task lifecycles (create → assign → start → complete) through
-//! an in-process node on the embedded defaults, worked by no-op workers on the real gRPC link;
-//! then three-step DAGs submitted one at a time, from `SubmitDag` to the last step done.
+//! an in-process node on the embedded defaults, worked by no-op workers on the real gRPC link,
+//! each timed from its `task.created` publish until the Watch stream tells it completed; and
+//! the `dag` scenario: three-step DAGs submitted one at a time, from `SubmitDag` to the last
+//! step done.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use actors::domain::task::TaskState;
-use actors::store::entities::tasks;
 use actors::store::now_ms;
 use anyhow::Context;
 use schemas::proto::{
@@ -15,11 +15,10 @@ use schemas::proto::{
     tasks_client::TasksClient, worker_client::WorkerClient, worker_message,
 };
 use schemas::{Envelope, Message, TaskCreated};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::node::{LoadNode, publish};
+use crate::node::{LoadNode, Marks, NodeOptions, Watcher, bearer, numbered, publish};
 use crate::progress::Progress;
 use crate::report::{Latencies, Report, Run, Timeline};
 
@@ -38,9 +37,6 @@ pub struct LifecycleArgs {
     /// Publishers of `task.created` running at once.
     #[arg(long, default_value_t = 32)]
     concurrency: u64,
-    /// Three-step DAGs submitted one after another, for end-to-end latency.
-    #[arg(long, default_value_t = 100)]
-    dags: u64,
     /// The node's state database (default: SQLite in its data directory); a PostgreSQL URL
     /// measures the same work on PostgreSQL, without the SQLite floor beside it.
     #[arg(long, value_name = "URL")]
@@ -51,14 +47,6 @@ pub struct LifecycleArgs {
     /// Keep the node's data directory (its bus log and state) to look into afterwards.
     #[arg(long)]
     keep: bool,
-}
-
-pub(crate) fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
 }
 
 async fn key(
@@ -168,81 +156,78 @@ fn step(id: String, upstream: Option<String>) -> CreateTaskRequest {
     }
 }
 
-pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
-    let LoadNode {
-        node,
-        store,
-        admin,
-        grpc,
-        dir: temp,
-    } = LoadNode::start(args.database_url.clone()).await?;
-    let channel = Channel::from_shared(format!("http://{grpc}"))?
-        .connect()
-        .await
-        .context("the node's gRPC")?;
+/// Starts `workers` no-op workers on `node`, each an agent of user `load` holding up to
+/// `capacity` tasks; returns a user key of `load`.
+async fn start_workers(node: &LoadNode, workers: u32, capacity: u32) -> anyhow::Result<String> {
+    let channel = node.channel().await?;
     let mut keys = KeysClient::new(channel.clone());
-    for w in 0..args.workers {
-        let token = key(&mut keys, &admin, "agent", &format!("w{w}")).await?;
-        let (channel, name, capacity) = (channel.clone(), format!("w{w}"), args.per_worker);
+    for w in 0..workers {
+        let token = key(&mut keys, &node.admin, "agent", &format!("w{w}")).await?;
+        let (channel, name) = (channel.clone(), format!("w{w}"));
         tokio::spawn(async move {
             if let Err(error) = noop_worker(channel, token, name, capacity).await {
                 eprintln!("worker stopped: {error:#}");
             }
         });
     }
-    let user = key(&mut keys, &admin, "user", "").await?;
-    let run = format!("lc{}", now_ms());
-    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    key(&mut keys, &node.admin, "user", "").await
+}
 
+pub async fn run(args: LifecycleArgs) -> anyhow::Result<Report> {
+    let node = LoadNode::start(NodeOptions {
+        database_url: args.database_url.clone(),
+        ..NodeOptions::default()
+    })
+    .await?;
+    start_workers(&node, args.workers, args.per_worker).await?;
+    let run = format!("lc{}", now_ms());
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.timeout_secs);
+    let watcher = {
+        let run = run.clone();
+        Watcher::start(&node, start, args.tasks, move |event| {
+            (event.r#type == "task.completed")
+                .then(|| numbered(&run, &event.task_id))
+                .flatten()
+        })
+        .await?
+    };
     println!(
         "lifecycle: {} tasks over {} no-op workers on the gRPC link",
         args.tasks, args.workers
     );
-    let start = Instant::now();
+    let published = Marks::new(start, args.tasks);
     let publishers = {
         let run = run.clone();
-        publish(&node, args.tasks, args.concurrency, move |i| {
-            created(&run, i)
-        })
+        publish(
+            &node.node,
+            args.tasks,
+            args.concurrency,
+            Some(published.clone()),
+            move |i| created(&run, i),
+        )
     };
+    let waited = watcher.wait_all("done", deadline).await;
     for publisher in publishers {
         publisher.await??;
     }
-    let done = || {
-        tasks::Entity::find()
-            .filter(tasks::Column::State.eq(TaskState::Done.as_str()))
-            .filter(tasks::Column::TaskId.starts_with(format!("{run}-")))
-    };
-    let mut progress = Progress::new("done", args.tasks);
-    let mut timeline = Timeline::default();
-    loop {
-        let finished = done().count(store.connection()).await?;
-        timeline.record(start.elapsed(), finished);
-        progress.set(finished);
-        if finished >= args.tasks {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {finished} of {} done in time",
-            args.tasks
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    progress.finish();
-    let elapsed = start.elapsed();
-    let mut latencies = Latencies::new()?;
-    for row in done().all(store.connection()).await? {
-        latencies.record(Duration::from_millis(
-            row.updated_at.saturating_sub(row.created_at).max(0) as u64,
-        ))?;
-    }
-    let floor_path = temp.path().join("floor.sqlite");
+    let (timeline, elapsed) = waited?;
+    let latencies = watcher.seen.latencies_since(&published)?;
+    node.node.shutdown().await.context("stopping the node")?;
     let floor = match args.database_url {
         Some(_) => None,
-        None => Some(crate::floor::run(&floor_path, args.tasks, crate::floor::LIFECYCLE).await?),
+        None => {
+            let path = node.dir.path().join("floor.sqlite");
+            Some(crate::floor::run(&path, args.tasks, crate::floor::LIFECYCLE).await?)
+        }
     };
-    let lifecycle = Report {
+    if args.keep {
+        println!(
+            "kept the node's data directory: {}",
+            node.dir.keep().display()
+        );
+    }
+    Ok(Report {
         scenario: "lifecycle".into(),
         run: Run {
             count: args.tasks,
@@ -252,13 +237,61 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
         },
         baseline: floor,
         settings: serde_json::json!({ "workers": args.workers, "per_worker": args.per_worker, "concurrency": args.concurrency }),
-    };
+    })
+}
 
-    println!("dag: {} three-step DAGs, one at a time", args.dags);
-    let mut tasks_client = TasksClient::new(channel);
-    let mut latencies = Latencies::new()?;
-    let mut dag_timeline = Timeline::default();
+/// The `dag` scenario's settings.
+#[derive(Debug, clap::Args)]
+pub struct DagArgs {
+    /// Three-step DAGs submitted one after another.
+    #[arg(long, default_value_t = 100)]
+    dags: u64,
+    /// No-op workers, each an agent on its own link.
+    #[arg(long, default_value_t = 2)]
+    workers: u32,
+    /// The node's state database (default: SQLite in its data directory).
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+}
+
+/// The number of the DAG whose last step a `task.completed` of `id` finishes.
+fn last_step(run: &str, id: &str) -> Option<u64> {
+    let (dag, step) = id
+        .strip_prefix(run)?
+        .strip_prefix("-dag")?
+        .split_once('-')?;
+    (step == "2").then(|| dag.parse().ok()).flatten()
+}
+
+/// Three-step DAGs (each step the next one's input) submitted one at a time, each timed
+/// from `SubmitDag` until the Watch stream tells its last step completed.
+pub async fn run_dags(args: DagArgs) -> anyhow::Result<Report> {
+    let node = LoadNode::start(NodeOptions {
+        database_url: args.database_url.clone(),
+        ..NodeOptions::default()
+    })
+    .await?;
+    let user = start_workers(&node, args.workers, 4).await?;
+    let run = format!("dag{}", now_ms());
     let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.timeout_secs);
+    let watcher = {
+        let run = run.clone();
+        Watcher::start(&node, start, args.dags, move |event| {
+            (event.r#type == "task.completed")
+                .then(|| last_step(&run, &event.task_id))
+                .flatten()
+        })
+        .await?
+    };
+    println!("dag: {} three-step DAGs, one at a time", args.dags);
+    let mut tasks_client = TasksClient::new(node.channel().await?);
+    let mut latencies = Latencies::new()?;
+    let mut timeline = Timeline::default();
+    let mut progress = Progress::new("done", args.dags);
     for d in 0..args.dags {
         let ids: Vec<String> = (0..3).map(|s| format!("{run}-dag{d}-{s}")).collect();
         let graph = vec![
@@ -270,34 +303,33 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Vec<Report>> {
         tasks_client
             .submit_dag(bearer(&user, SubmitDagRequest { tasks: graph }))
             .await?;
-        loop {
-            if store
-                .task(&ids[2])
-                .await?
-                .is_some_and(|t| t.state == TaskState::Done)
-            {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "DAG {d} not done in time");
-            tokio::time::sleep(Duration::from_micros(250)).await;
-        }
+        watcher.wait_for(d, deadline).await?;
         latencies.record(submitted.elapsed())?;
-        dag_timeline.record(start.elapsed(), d + 1);
+        timeline.record(start.elapsed(), d + 1);
+        progress.set(d + 1);
     }
-    let dag = Report {
+    progress.finish();
+    let elapsed = start.elapsed();
+    node.node.shutdown().await.context("stopping the node")?;
+    Ok(Report {
         scenario: "dag".into(),
         run: Run {
             count: args.dags,
-            elapsed: start.elapsed(),
+            elapsed,
             latencies,
-            timeline: dag_timeline,
+            timeline,
         },
         baseline: None,
         settings: serde_json::json!({ "steps": 3, "workers": args.workers }),
-    };
-    node.shutdown().await.context("stopping the node")?;
-    if args.keep {
-        println!("kept the node's data directory: {}", temp.keep().display());
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_last_step_of_a_dag_is_numbered_by_its_dag() {
+        assert_eq!(super::last_step("r1", "r1-dag12-2"), Some(12));
+        assert_eq!(super::last_step("r1", "r1-dag12-1"), None);
+        assert_eq!(super::last_step("r1", "r2-dag12-2"), None);
     }
-    Ok(vec![lifecycle, dag])
 }

@@ -9,8 +9,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod bus;
 mod chart;
+mod drive;
 mod floor;
 mod grpc_read;
+mod ingest_http;
 mod lifecycle;
 mod node;
 mod progress;
@@ -41,8 +43,13 @@ enum Scenario {
     Tasks(tasks::TasksArgs),
     /// Publish and consume through a bus adapter, and through its raw client in the same run.
     Bus(bus::BusArgs),
-    /// Whole task lifecycles worked by no-op workers over the gRPC link, then three-step DAGs.
+    /// Whole task lifecycles worked by no-op workers over the gRPC link, beside the rusqlite
+    /// floor of the same rows.
     Lifecycle(lifecycle::LifecycleArgs),
+    /// Three-step DAGs one at a time, from SubmitDag to the last step done.
+    Dag(lifecycle::DagArgs),
+    /// POST /v1/events beside an axum hello-world that decodes the same bodies.
+    IngestHttp(ingest_http::IngestArgs),
     /// GetTask on a node holding many tasks beside the health check on the same server, then
     /// ListTasks pages by state.
     GrpcRead(grpc_read::GrpcReadArgs),
@@ -55,7 +62,9 @@ fn main() -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::Tasks(args) => tasks::run(args).await.map(|r| vec![r]),
             Scenario::Bus(args) => bus::run(args).await.map(|r| vec![r]),
-            Scenario::Lifecycle(args) => lifecycle::run(args).await,
+            Scenario::Lifecycle(args) => lifecycle::run(args).await.map(|r| vec![r]),
+            Scenario::Dag(args) => lifecycle::run_dags(args).await.map(|r| vec![r]),
+            Scenario::IngestHttp(args) => ingest_http::run(args).await.map(|r| vec![r]),
             Scenario::GrpcRead(args) => grpc_read::run(args).await,
         }
     })?;

@@ -1,20 +1,19 @@
 //! The `tasks` scenario: `task.created` events published onto the bus of an in-process node
-//! (embedded defaults), measured from publish to the task's persisted state.
+//! (embedded defaults), measured from publish to the moment the node's `Watch` stream tells
+//! the task was applied and written.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actors::store::entities::{processed_messages, tasks};
 use actors::store::now_ms;
 use anyhow::Context;
 use schemas::{Capabilities, Envelope, Message, Priority, TaskCreated};
-use sea_orm::{EntityTrait, PaginatorTrait};
-use switchyard::{Config, Node};
+use switchyard::Config;
 
-use crate::progress::Progress;
-use crate::report::{Latencies, Report, Run, Timeline};
+use crate::node::{LoadNode, Marks, NodeOptions, Watcher, numbered, publish};
+use crate::report::{Report, Run};
 
 /// The `tasks` scenario's settings.
 #[derive(Debug, clap::Args)]
@@ -63,111 +62,55 @@ pub(crate) fn envelope(run: &str, i: u64) -> Envelope {
 }
 
 pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
-    let temp = tempfile::tempdir()?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| temp.path().to_owned());
-    let config = Config {
-        data_dir,
-        http: "127.0.0.1:0".parse()?,
-        grpc: "127.0.0.1:0".parse()?,
-        partitions: args.partitions,
-        database_url: args.database_url.clone().unwrap_or_default(),
-        ..Config::default()
+    let options = NodeOptions {
+        database_url: args.database_url.clone(),
+        partitions: Some(args.partitions),
+        data_dir: args.data_dir.clone(),
     };
-    let node = Node::start(&config).await?;
-    let store = actors::Store::connect(&config.database_url()).await?;
-    let bus = node.bus();
+    let node = LoadNode::start(options).await?;
     let run = format!("lt{}", now_ms());
-    let before = tasks::Entity::find().count(store.connection()).await?;
-
+    let start = Instant::now();
+    // Persisted means told on the Watch stream: the node's mailbox applied and wrote it.
+    let watcher = {
+        let run = run.clone();
+        Watcher::start(&node, start, args.events, move |event| {
+            (event.r#type == "task.created")
+                .then(|| numbered(&run, &event.task_id))
+                .flatten()
+        })
+        .await?
+    };
     println!(
         "tasks: publishing {} task.created events, {} at a time",
         args.events, args.concurrency
     );
-    let published_at = Arc::new(Mutex::new(vec![0u64; args.events as usize]));
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    // Sampled from the start, publishing included: the timeline, the progress shown, and when
-    // the last task was persisted.
-    let sampler = {
-        let (store, events) = (store.clone(), args.events);
-        tokio::spawn(async move {
-            let mut timeline = Timeline::default();
-            let mut progress = Progress::new("persisted", events);
-            loop {
-                let persisted = tasks::Entity::find().count(store.connection()).await? - before;
-                timeline.record(start.elapsed(), persisted);
-                progress.set(persisted);
-                if persisted >= events {
-                    progress.finish();
-                    return anyhow::Ok((timeline, start.elapsed()));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+    let published = Marks::new(start, args.events);
+    let publishers = if args.rate == 0 {
+        let run = run.clone();
+        publish(
+            &node.node,
+            args.events,
+            args.concurrency,
+            Some(published.clone()),
+            move |i| envelope(&run, i),
+        )
+    } else {
+        paced(&node, &run, &args, start, published.clone())
     };
-    let mut publishers = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
-        let (bus, next, published_at, run) =
-            (bus.clone(), next.clone(), published_at.clone(), run.clone());
-        let (events, rate) = (args.events, args.rate);
-        publishers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= events {
-                    return Ok::<_, anyhow::Error>(());
-                }
-                if rate > 0 {
-                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let envelope = envelope(&run, i);
-                actors::publish(bus.as_ref(), &envelope)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e.error))?;
-                published_at.lock().expect("no publisher panics holding it")[i as usize] =
-                    envelope.time;
-            }
-        }));
-    }
+    let deadline = start + Duration::from_secs(args.timeout_secs);
+    let waited = watcher.wait_all("persisted", deadline).await;
     for publisher in publishers {
         publisher.await??;
     }
-    println!("  published in {:.2?}", start.elapsed());
-
-    let deadline = start + Duration::from_secs(args.timeout_secs);
-    let Ok(sampled) = tokio::time::timeout_at(deadline.into(), sampler).await else {
-        let persisted = tasks::Entity::find().count(store.connection()).await? - before;
-        anyhow::bail!("only {persisted} of {} persisted in time", args.events);
-    };
-    let (timeline, elapsed) = sampled??;
-
-    let published_at = published_at.lock().expect("publishers are done").clone();
-    let mut latencies = Latencies::new()?;
-    // A task's times are its messages' times; when the node wrote it is the processed id's.
-    for row in processed_messages::Entity::find()
-        .all(store.connection())
-        .await?
-    {
-        let Some(i) = row
-            .message_id
-            .strip_prefix(&format!("{run}-"))
-            .and_then(|i| i.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let persisted_ms = u64::try_from(row.processed_at).unwrap_or(0);
-        latencies.record(Duration::from_millis(
-            persisted_ms.saturating_sub(published_at[i]),
-        ))?;
-    }
-    node.shutdown().await.context("stopping the node")?;
-    let floor_path = temp.path().join("floor.sqlite");
+    let (timeline, elapsed) = waited?;
+    let latencies = watcher.seen.latencies_since(&published)?;
+    node.node.shutdown().await.context("stopping the node")?;
     let floor = match args.database_url {
         Some(_) => None,
-        None => Some(crate::floor::run(&floor_path, args.events, crate::floor::CREATED).await?),
+        None => {
+            let path = node.dir.path().join("floor.sqlite");
+            Some(crate::floor::run(&path, args.events, crate::floor::CREATED).await?)
+        }
     };
     Ok(Report {
         scenario: "tasks".into(),
@@ -184,4 +127,41 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
             "offered_rate": args.rate,
         }),
     })
+}
+
+/// Publishers that offer `args.rate` events a second in all, each marked as it goes.
+fn paced(
+    node: &LoadNode,
+    run: &str,
+    args: &TasksArgs,
+    start: Instant,
+    published: Arc<Marks>,
+) -> Vec<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let next = Arc::new(AtomicU64::new(0));
+    (0..args.concurrency.max(1))
+        .map(|_| {
+            let (bus, next, published, run) = (
+                node.node.bus(),
+                next.clone(),
+                published.clone(),
+                run.to_owned(),
+            );
+            let (events, rate) = (args.events, args.rate);
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= events {
+                        return Ok(());
+                    }
+                    let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                    let envelope = envelope(&run, i);
+                    published.mark(i);
+                    actors::publish(bus.as_ref(), &envelope)
+                        .await
+                        .map_err(|e| anyhow::anyhow!(e.error))?;
+                }
+            })
+        })
+        .collect()
 }

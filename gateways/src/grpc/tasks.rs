@@ -241,7 +241,11 @@ async fn follow(
             .collect();
         for row in rows {
             after = row.id;
-            let Some(task) = row.entity.strip_prefix("task/").and_then(|id| tasks.get(id)) else {
+            let Some(task) = row
+                .entity
+                .strip_prefix("task/")
+                .and_then(|id| tasks.get(id))
+            else {
                 continue;
             };
             let event = TaskEvent {
