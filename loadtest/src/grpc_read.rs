@@ -30,10 +30,17 @@ pub struct GrpcReadArgs {
     /// Calls in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: u64,
+    /// Node data directory, kept afterwards (default: a fresh temporary one).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: GrpcReadArgs) -> anyhow::Result<Vec<Report>> {
-    let node = LoadNode::start(NodeOptions::default()).await?;
+    let node = LoadNode::start(NodeOptions {
+        data_dir: args.data_dir.clone(),
+        ..NodeOptions::default()
+    })
+    .await?;
     let admin = node.admin.clone();
     let run = format!("gr{}", now_ms());
 
@@ -54,7 +61,7 @@ pub async fn run(args: GrpcReadArgs) -> anyhow::Result<Vec<Report>> {
             crate::tasks::envelope(&run, i)
         })
     };
-    let deadline = start + Duration::from_secs(600);
+    let deadline = start + Duration::from_secs(3600);
     watcher.wait_all("stored", deadline).await?;
     for publisher in publishers {
         publisher.await??;

@@ -7,6 +7,7 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod actors_memory;
 mod bus;
 mod chart;
 mod drive;
@@ -48,6 +49,8 @@ enum Scenario {
     Lifecycle(lifecycle::LifecycleArgs),
     /// Three-step DAGs one at a time, from SubmitDag to the last step done.
     Dag(lifecycle::DagArgs),
+    /// Resident memory per live task actor, and while idle ones passivate.
+    Actors(actors_memory::ActorsArgs),
     /// POST /v1/events beside an axum hello-world that decodes the same bodies.
     IngestHttp(ingest_http::IngestArgs),
     /// GetTask on a node holding many tasks beside the health check on the same server, then
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Bus(args) => bus::run(args).await.map(|r| vec![r]),
             Scenario::Lifecycle(args) => lifecycle::run(args).await.map(|r| vec![r]),
             Scenario::Dag(args) => lifecycle::run_dags(args).await.map(|r| vec![r]),
+            Scenario::Actors(args) => actors_memory::run(args).await,
             Scenario::IngestHttp(args) => ingest_http::run(args).await.map(|r| vec![r]),
             Scenario::GrpcRead(args) => grpc_read::run(args).await,
         }

@@ -29,6 +29,8 @@ pub struct NodeOptions {
     pub partitions: Option<u32>,
     /// The data directory (default: a fresh temporary one).
     pub data_dir: Option<PathBuf>,
+    /// How long idle mailboxes live.
+    pub passivate_after_secs: Option<u64>,
 }
 
 /// A node in this process with HTTP and gRPC on free loopback ports.
@@ -57,6 +59,9 @@ impl LoadNode {
             grpc: free_loopback_port()?,
             database_url: options.database_url.unwrap_or_default(),
             partitions: options.partitions.unwrap_or(defaults.partitions),
+            passivate_after_secs: options
+                .passivate_after_secs
+                .unwrap_or(defaults.passivate_after_secs),
             ..defaults
         };
         let node = Node::start(&config).await?;

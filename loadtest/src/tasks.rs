@@ -66,6 +66,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
         database_url: args.database_url.clone(),
         partitions: Some(args.partitions),
         data_dir: args.data_dir.clone(),
+        ..NodeOptions::default()
     };
     let node = LoadNode::start(options).await?;
     let run = format!("lt{}", now_ms());

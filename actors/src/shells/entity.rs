@@ -236,6 +236,65 @@ pub struct EntityState<S> {
 }
 
 impl<S> EntityState<S> {
+    /// Applies `envelope` and settles `delivery`; an error means the cached state can no
+    /// longer be trusted (the actor restarts and reloads it).
+    async fn handle<K: Kind<State = S>>(
+        &mut self,
+        envelope: Envelope,
+        delivery: Delivery,
+    ) -> Result<(), StoreError> {
+        self.last_active = Instant::now();
+        // A message applied before is found by the write itself (its id is recorded
+        // with it), or, if the state it led to refuses it now, by the check below:
+        // no read on the way of a new message.
+        if self.entity.is_none() {
+            // Loaded with the first message rather than at start, which the supervisor
+            // waits for; and not at all for a message that creates the entity.
+            self.entity = Some(if K::creates(&envelope) {
+                None
+            } else {
+                K::load(&self.ctx.store, &self.id).await?
+            });
+        }
+        let current = self.entity.as_ref().and_then(Option::as_ref);
+        match K::apply(&self.ctx.store, current, &envelope).await {
+            Ok((entity, effects, Applied::Applied)) => {
+                delivery.ack();
+                self.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
+                K::carry_out(&self.ctx, &entity, effects);
+                self.entity = Some(Some(entity));
+            }
+            Ok((_, _, Applied::Duplicate)) => {
+                self.applied_before::<K>(&envelope.id, delivery).await?;
+            }
+            Err(ApplyError::Refused(_)) if self.ctx.store.is_processed(&envelope.id).await? => {
+                self.applied_before::<K>(&envelope.id, delivery).await?;
+            }
+            Err(ApplyError::Refused(refusal)) => {
+                tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");
+                // Recorded for a caller waiting on the outcome; the dead letter keeps it too.
+                if let Err(error) = self
+                    .ctx
+                    .store
+                    .record_refusal(&envelope.id, &refusal.0)
+                    .await
+                {
+                    delivery.nack(error.to_string());
+                    return Err(error);
+                }
+                self.ctx
+                    .outcomes
+                    .settle(&envelope.id, Outcome::Refused(refusal.0.clone()));
+                delivery.dead_letter(refusal.0);
+            }
+            Err(ApplyError::Store(error)) => {
+                delivery.nack(error.to_string());
+                // Our cached state may no longer match the store: restart to reload it.
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
     /// Settles a message found applied before (maybe by another owner): the state is read
     /// again from the store, which has what that application wrote.
     async fn applied_before<K: Kind<State = S>>(
@@ -286,59 +345,9 @@ impl<K: Kind> Actor for EntityActor<K> {
                 }
             }
             MailboxMsg::Handle(envelope, delivery) => {
-                state.last_active = Instant::now();
-                // A message applied before is found by the write itself (its id is recorded
-                // with it), or, if the state it led to refuses it now, by the check below:
-                // no read on the way of a new message.
-                if state.entity.is_none() {
-                    // Loaded with the first message rather than at start, which the supervisor
-                    // waits for; and not at all for a message that creates the entity.
-                    state.entity = Some(if K::creates(&envelope) {
-                        None
-                    } else {
-                        K::load(&state.ctx.store, &state.id).await?
-                    });
-                }
-                let current = state.entity.as_ref().and_then(Option::as_ref);
-                match K::apply(&state.ctx.store, current, &envelope).await {
-                    Ok((entity, effects, Applied::Applied)) => {
-                        delivery.ack();
-                        state.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
-                        K::carry_out(&state.ctx, &entity, effects);
-                        state.entity = Some(Some(entity));
-                    }
-                    Ok((_, _, Applied::Duplicate)) => {
-                        state.applied_before::<K>(&envelope.id, delivery).await?;
-                    }
-                    Err(ApplyError::Refused(_))
-                        if state.ctx.store.is_processed(&envelope.id).await? =>
-                    {
-                        state.applied_before::<K>(&envelope.id, delivery).await?;
-                    }
-                    Err(ApplyError::Refused(refusal)) => {
-                        tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");
-                        // Recorded for a caller waiting on the outcome; the dead letter keeps it too.
-                        if let Err(error) = state
-                            .ctx
-                            .store
-                            .record_refusal(&envelope.id, &refusal.0)
-                            .await
-                        {
-                            delivery.nack(error.to_string());
-                            return Err(error.into());
-                        }
-                        state
-                            .ctx
-                            .outcomes
-                            .settle(&envelope.id, Outcome::Refused(refusal.0.clone()));
-                        delivery.dead_letter(refusal.0);
-                    }
-                    Err(ApplyError::Store(error)) => {
-                        delivery.nack(error.to_string());
-                        // Our cached state may no longer match the store: restart to reload it.
-                        return Err(error.into());
-                    }
-                }
+                // Boxed: the actor's task is as large as the largest future it awaits inline,
+                // and the store's are kilobytes; an idle mailbox should not carry them.
+                Box::pin(state.handle::<K>(*envelope, delivery)).await?;
             }
         }
         Ok(())
