@@ -20,6 +20,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Endpoint;
 
+/// The longest value passed in an environment variable (Linux takes at most 128 KiB each).
+const MAX_VARIABLE: usize = 64 * 1024;
+
 /// Longest wait between reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -280,13 +283,20 @@ async fn execute(
         .map(gateways::from_struct)
         .unwrap_or_default();
     let inputs = serde_json::to_string(&inputs).unwrap_or_else(|_| "{}".into());
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(exec)
-        .env("SWITCHYARD_TASK_ID", &task.task_id)
-        .env("SWITCHYARD_TASK_TITLE", &task.title)
-        .env("SWITCHYARD_TASK_SPEC", &task.spec)
-        .env("SWITCHYARD_TASK_INPUTS", &inputs)
+    let mut command = tokio::process::Command::new("sh");
+    command.arg("-c").arg(exec);
+    for (name, value) in [
+        ("SWITCHYARD_TASK_ID", task.task_id.as_str()),
+        ("SWITCHYARD_TASK_TITLE", &task.title),
+        ("SWITCHYARD_TASK_SPEC", &task.spec),
+        ("SWITCHYARD_TASK_INPUTS", &inputs),
+    ] {
+        // The kernel refuses to start a program with a larger variable; stdin has it all.
+        if value.len() <= MAX_VARIABLE {
+            command.env(name, value);
+        }
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
