@@ -32,7 +32,7 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// nodes are seen then); this node's own commits wake it at once.
 const WATCH_POLL: Duration = Duration::from_millis(100);
 /// Activity rows Watch reads at a time.
-const WATCH_PAGE: u64 = 500;
+const WATCH_PAGE: u64 = 2000;
 const SOURCE: &str = "gateway/grpc";
 
 /// Whether `principal` may see `task`: admins all, users their own, agents their assignments.
@@ -583,7 +583,7 @@ impl Tasks for TasksService {
             .activity_end()
             .await
             .map_err(GatewayError::from)?;
-        let (events, stream) = tokio::sync::mpsc::channel(WATCH_PAGE as usize);
+        let (events, stream) = tokio::sync::mpsc::channel(4 * WATCH_PAGE as usize);
         tokio::spawn(async move {
             let entity = task_id.map(|t| format!("task/{t}"));
             if let Err(error) = follow(&ctx, &principal, entity.as_deref(), start, &events).await {
