@@ -149,9 +149,11 @@ async fn link(
                 }
                 Some(node_message::Kind::Refused(r)) => {
                     tracing::warn!(task = %r.task_id, reason = %r.reason, "report refused");
-                    // A result the task does not take (a promised contract missing, say)
-                    // fails it, rather than leaving it running with nobody on it.
-                    if r.reason.starts_with("task.completed:") {
+                    // A result the task will never take (a promised contract missing) fails
+                    // it, rather than leaving it running with nobody on it.
+                    if r.reason.starts_with("task.completed:")
+                        && r.reason.ends_with(actors::domain::task::CONTRACT_MISSING)
+                    {
                         let text = format!("the result was refused: {}", r.reason);
                         let failed = TaskText { task_id: r.task_id, text };
                         let _ = sender.send(report(worker_message::Kind::Failed(failed)));

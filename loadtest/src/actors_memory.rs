@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use actors::store::now_ms;
 use anyhow::Context;
 
-use crate::node::{LoadNode, Marks, NodeOptions, Watcher, numbered, publish};
+use crate::node::{LoadNode, Marks, NodeOptions, Watcher, publish};
 use crate::report::{Report, Run};
 
 /// The `actors` scenario's settings.
@@ -60,15 +60,7 @@ async fn settled() -> anyhow::Result<u64> {
 async fn create(node: &LoadNode, total: u64, concurrency: u64) -> anyhow::Result<Run> {
     let run = format!("mem{}", now_ms());
     let start = Instant::now();
-    let watcher = {
-        let run = run.clone();
-        Watcher::start(node, start, total, move |event| {
-            (event.r#type == "task.created")
-                .then(|| numbered(&run, &event.task_id))
-                .flatten()
-        })
-        .await?
-    };
+    let watcher = Watcher::tasks_of(node, start, total, "task.created", &run).await?;
     let published = Marks::new(start, total);
     let publishers = publish(&node.node, total, concurrency, Some(published.clone()), {
         let run = run.clone();

@@ -12,7 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::drive::drive;
-use crate::node::{LoadNode, NodeOptions, Watcher, bearer, numbered, publish};
+use crate::node::{LoadNode, NodeOptions, Watcher, bearer, publish};
 use crate::report::{Latencies, Report, Run, Timeline};
 
 /// The `grpc-read` scenario's settings.
@@ -46,15 +46,7 @@ pub async fn run(args: GrpcReadArgs) -> anyhow::Result<Vec<Report>> {
 
     println!("grpc-read: storing {} tasks", args.tasks);
     let start = Instant::now();
-    let watcher = {
-        let run = run.clone();
-        Watcher::start(&node, start, args.tasks, move |event| {
-            (event.r#type == "task.created")
-                .then(|| numbered(&run, &event.task_id))
-                .flatten()
-        })
-        .await?
-    };
+    let watcher = Watcher::tasks_of(&node, start, args.tasks, "task.created", &run).await?;
     let publishers = {
         let run = run.clone();
         publish(&node.node, args.tasks, 256, None, move |i| {

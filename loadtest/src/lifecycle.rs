@@ -18,7 +18,7 @@ use schemas::{Envelope, Message, TaskCreated};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::node::{LoadNode, Marks, NodeOptions, Watcher, bearer, numbered, publish};
+use crate::node::{LoadNode, Marks, NodeOptions, Watcher, bearer, publish};
 use crate::progress::Progress;
 use crate::report::{Latencies, Report, Run, Timeline};
 
@@ -183,15 +183,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Report> {
     let run = format!("lc{}", now_ms());
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.timeout_secs);
-    let watcher = {
-        let run = run.clone();
-        Watcher::start(&node, start, args.tasks, move |event| {
-            (event.r#type == "task.completed")
-                .then(|| numbered(&run, &event.task_id))
-                .flatten()
-        })
-        .await?
-    };
+    let watcher = Watcher::tasks_of(&node, start, args.tasks, "task.completed", &run).await?;
     println!(
         "lifecycle: {} tasks over {} no-op workers on the gRPC link",
         args.tasks, args.workers

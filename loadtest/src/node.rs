@@ -197,6 +197,23 @@ impl Watcher {
         })
     }
 
+    /// Watches for `kind` events of run `run`'s tasks `{run}-{i}`, each numbered `i`.
+    pub async fn tasks_of(
+        node: &LoadNode,
+        start: Instant,
+        total: u64,
+        kind: &'static str,
+        run: &str,
+    ) -> anyhow::Result<Watcher> {
+        let run = run.to_owned();
+        Watcher::start(node, start, total, move |event| {
+            (event.r#type == kind)
+                .then(|| numbered(&run, &event.task_id))
+                .flatten()
+        })
+        .await
+    }
+
     /// How many numbered events were seen so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)

@@ -12,7 +12,7 @@ use anyhow::Context;
 use schemas::{Capabilities, Envelope, Message, Priority, TaskCreated};
 use switchyard::Config;
 
-use crate::node::{LoadNode, Marks, NodeOptions, Watcher, numbered, publish};
+use crate::node::{LoadNode, Marks, NodeOptions, Watcher, publish};
 use crate::report::{Report, Run};
 
 /// The `tasks` scenario's settings.
@@ -72,15 +72,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
     let run = format!("lt{}", now_ms());
     let start = Instant::now();
     // Persisted means told on the Watch stream: the node's mailbox applied and wrote it.
-    let watcher = {
-        let run = run.clone();
-        Watcher::start(&node, start, args.events, move |event| {
-            (event.r#type == "task.created")
-                .then(|| numbered(&run, &event.task_id))
-                .flatten()
-        })
-        .await?
-    };
+    let watcher = Watcher::tasks_of(&node, start, args.events, "task.created", &run).await?;
     println!(
         "tasks: publishing {} task.created events, {} at a time",
         args.events, args.concurrency

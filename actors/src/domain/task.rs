@@ -5,6 +5,9 @@ use super::{
     Capabilities, Dependency, DependencyState, Effect, Finished, Map, Priority, Refusal, Value,
 };
 
+/// How a refusal of a result that lacks a promised contract ends: waiting will not fix it.
+pub const CONTRACT_MISSING: &str = "which the result lacks";
+
 /// Attempts a task gets unless it says otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
@@ -722,7 +725,7 @@ fn check_contracts(task: &Task, kind: &str, result: &Map) -> Result<(), Refusal>
     match task.contracts.iter().find(|key| !result.contains_key(*key)) {
         None => Ok(()),
         Some(key) => Err(Refusal(format!(
-            "{kind}: task `{}` promised contract `{key}`, which the result lacks",
+            "{kind}: task `{}` promised contract `{key}`, {CONTRACT_MISSING}",
             task.task_id
         ))),
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::domain::agent::Agent;
-use actors::domain::task::{Task, TaskState};
-use actors::domain::{Capabilities, Map, Priority};
+use actors::domain::task::Task;
+use actors::domain::{Capabilities, Priority};
 use actors::store::AppliedMessage;
 use actors::{NodeContext, OrchestratorActor, Ownership, Store, names};
 use broker_adapters::{Bus, EmbeddedBus, ReplayFrom};
@@ -24,30 +24,13 @@ fn message(id: &str) -> AppliedMessage<'_> {
     }
 }
 
+/// A pending task anyone can take, depending on nothing.
 fn pending(id: &str, created_at: u64) -> Task {
     Task {
-        task_id: id.into(),
-        user: "u1".into(),
-        title: id.into(),
-        spec: "true".into(),
-        priority: Priority::Normal,
         requirements: Capabilities::default(),
         dependencies: Vec::new(),
         contracts: Vec::new(),
-        require_plan_approval: false,
-        preferred_agent: None,
-        attempts: 0,
-        max_attempts: 3,
-        state: TaskState::Pending,
-        agent_id: None,
-        inputs: Map::new(),
-        result: None,
-        error: None,
-        blocked_reason: None,
-        note: None,
-        generation: 1,
-        created_at,
-        updated_at: created_at,
+        ..crate::store::task(id, Priority::Normal, created_at)
     }
 }
 

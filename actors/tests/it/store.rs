@@ -8,7 +8,8 @@ use actors::domain::{Capabilities, Dependency, DependencyKind, DependencyState, 
 use actors::store::{Applied, AppliedMessage, TaskFilter};
 use actors::testkit::on_every_database;
 
-fn task(id: &str, priority: Priority, created_at: u64) -> Task {
+/// A pending task of `u1` needing rust, with an input dependency on `up`.
+pub(crate) fn task(id: &str, priority: Priority, created_at: u64) -> Task {
     Task {
         task_id: id.into(),
         user: "u1".into(),

@@ -17,7 +17,7 @@ use schemas::proto::{
     Hello, NodeMessage, Refused, Welcome, WorkerMessage, node_message, worker_message,
     worker_server::Worker,
 };
-use schemas::{AgentHeartbeat, AgentRegistered, Message, TaskRequeued};
+use schemas::{AgentHeartbeat, AgentRegistered, Message, TaskRequeued, TaskStarted};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -76,14 +76,21 @@ async fn register(
         .filter(|s| s.worked_on())
         .collect();
     for task in ctx.node.store().tasks_of_agent(agent_id, &worked).await? {
-        if task.state == TaskState::Assigned || hello.running.contains(&task.task_id) {
-            continue;
-        }
-        let message = Message::TaskRequeued(TaskRequeued {
-            task_id: task.task_id.clone(),
-            agent_id: agent_id.to_owned(),
-            reason: "its worker came back without it".into(),
-        });
+        let running = hello.running.contains(&task.task_id);
+        let message = match (task.state, running) {
+            // The worker runs it, but its start was lost with the last link: the worker's
+            // word stands, so its next reports find the task running.
+            (TaskState::Assigned, true) => Message::TaskStarted(TaskStarted {
+                task_id: task.task_id.clone(),
+                agent_id: agent_id.to_owned(),
+            }),
+            (TaskState::Assigned, false) | (_, true) => continue,
+            (_, false) => Message::TaskRequeued(TaskRequeued {
+                task_id: task.task_id.clone(),
+                agent_id: agent_id.to_owned(),
+                reason: "its worker came back without it".into(),
+            }),
+        };
         ctx.node
             .publish(&ctx.node.envelope(SOURCE, &principal.user, message))
             .await?;
