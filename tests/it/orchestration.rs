@@ -15,6 +15,7 @@ use schemas::proto::{
     GetTaskRequest, ListAgentsRequest, ListTasksRequest, RevokeKeyRequest, SubmitDagRequest, Task,
     TaskRef, TaskResult, TaskText, WatchRequest,
 };
+use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -1052,70 +1053,46 @@ async fn keys_reach_only_their_own_user_and_agent_across_lists_watches_dependenc
     // Over HTTP: users publish for themselves and not what the node publishes; agent keys
     // only their own agent's reports.
     let agent_key = admin.key("agent", "alice", "w1").await;
-    let body = |kind: &str, key: &str, user: &str, body: serde_json::Value| serde_json::json!({"type": kind, "key": key, "user": user, "body": body});
-    let assigned = body(
-        "task.assigned",
-        "task/a2",
-        "alice",
-        serde_json::json!({"task_id": "a2", "agent_id": "w1"}),
-    );
-    assert_eq!(post_as(&node, &a_key, assigned.clone()).await, 403);
-    assert_eq!(
-        post_as(
-            &node,
-            &b_key,
-            body(
-                "task.cancelled",
-                "task/a2",
-                "alice",
-                serde_json::json!({"task_id": "a2"})
-            )
-        )
-        .await,
-        403
-    );
-    assert_eq!(
-        post_as(
-            &node,
+    let body = |kind: &str, key: &str, user: &str, body: serde_json::Value| json!({"type": kind, "key": key, "user": user, "body": body});
+    let a2 = |kind: &str, fields| body(kind, "task/a2", "alice", fields);
+    let cases = [
+        // What only the node publishes, even on one's own task.
+        (
+            &a_key,
+            a2("task.assigned", json!({"task_id": "a2", "agent_id": "w1"})),
+            403,
+        ),
+        // For another user.
+        (&b_key, a2("task.cancelled", json!({"task_id": "a2"})), 403),
+        // An agent's key: none of the owner's verbs, no reports as another agent.
+        (
             &agent_key,
-            body(
-                "task.cancelled",
-                "task/a2",
-                "alice",
-                serde_json::json!({"task_id": "a2"})
-            )
-        )
-        .await,
-        403
-    );
-    assert_eq!(
-        post_as(
-            &node,
+            a2("task.cancelled", json!({"task_id": "a2"})),
+            403,
+        ),
+        (
             &agent_key,
-            body(
-                "task.started",
-                "task/a2",
-                "alice",
-                serde_json::json!({"task_id": "a2", "agent_id": "w9"})
-            )
-        )
-        .await,
-        403
-    );
-    assert_eq!(
-        post_as(
-            &node,
+            a2("task.started", json!({"task_id": "a2", "agent_id": "w9"})),
+            403,
+        ),
+        (
             &agent_key,
             body(
                 "agent.heartbeat",
                 "agent/w1",
                 "alice",
-                serde_json::json!({"agent_id": "w1"})
-            )
-        )
-        .await,
-        202
-    );
+                json!({"agent_id": "w1"}),
+            ),
+            202,
+        ),
+    ];
+    for (key, envelope, status) in cases {
+        assert_eq!(
+            post_as(&node, key, envelope.clone()).await,
+            status,
+            "{envelope}"
+        );
+    }
     assert_eq!(
         alice.get("a2").await.unwrap().state,
         "pending",
