@@ -563,14 +563,12 @@ pub fn step(
             if let Some(agent_id) = agent_id {
                 expect_agent(agent_id)?;
             }
-            next.state = TaskState::Failed;
-            next.error = Some(error.clone());
-            finish(
+            fail(
+                &mut next,
                 &mut effects,
                 &mut notifications,
                 task,
-                "failed",
-                Finished::Failed(error.clone()),
+                error,
                 now,
             );
         }
@@ -624,14 +622,12 @@ pub fn step(
                     "{reason}, after all {} attempts were started",
                     task.max_attempts
                 );
-                next.state = TaskState::Failed;
-                next.error = Some(error.clone());
-                finish(
+                fail(
+                    &mut next,
                     &mut effects,
                     &mut notifications,
                     task,
-                    "failed",
-                    Finished::Failed(error),
+                    &error,
                     now,
                 );
             } else {
@@ -729,6 +725,21 @@ fn check_contracts(task: &Task, kind: &str, result: &Map) -> Result<(), Refusal>
             task.task_id
         ))),
     }
+}
+
+/// `next` (once `task`) fails with `error`, and says so as every finish does.
+fn fail(
+    next: &mut Task,
+    effects: &mut Vec<Effect>,
+    notifications: &mut Vec<NotificationDraft>,
+    task: &Task,
+    error: &str,
+    now: u64,
+) {
+    next.state = TaskState::Failed;
+    next.error = Some(error.to_owned());
+    let finished = Finished::Failed(error.to_owned());
+    finish(effects, notifications, task, "failed", finished, now);
 }
 
 /// The effects of a task finishing: its dependents hear of it, its agent has room again, and
