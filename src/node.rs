@@ -97,6 +97,7 @@ impl Node {
             bus: bus.clone(),
             node_id: config.node_id.clone(),
             root: ROOT.into(),
+            tree: tree.clone(),
             passivate_after: Duration::from_secs(config.passivate_after_secs),
             assign_interval: Duration::from_secs(5).min(agent_timeout / 3),
             ownership: Ownership::default(),

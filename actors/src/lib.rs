@@ -28,9 +28,9 @@ pub use outbound::publish;
 pub use outcomes::Outcomes;
 pub use ownership::Ownership;
 pub use shells::cluster;
-pub use shells::entity::{AgentMailbox, EntityActor, MailboxMsg, TaskMailbox};
+pub use shells::entity::{AgentMailbox, TaskMailbox};
 pub use shells::ingress::{INGRESS_GROUP, IngressActor};
-pub use shells::notifier::NotifierActor;
+pub use shells::notifier::{NotifierActor, Notify};
 pub use shells::orchestrator::{OrchestratorActor, OrchestratorMsg};
 pub use store::Store;
 
@@ -45,7 +45,9 @@ pub struct NodeContext {
     pub node_id: String,
     /// The root of the supervision tree (`node`); children live at `node/<name>`.
     pub root: String,
-    /// How long an entity actor may sit idle before it stops itself.
+    /// The live view of the supervision tree, where mailboxes show themselves.
+    pub tree: supervisor::Tree,
+    /// How long an entity's mailbox may sit idle before it is passivated.
     pub passivate_after: Duration,
     /// How often the orchestrator re-checks for assignable work even if nothing told it to.
     pub assign_interval: Duration,

@@ -49,8 +49,3 @@ impl Ownership {
             .clear();
     }
 }
-
-/// The process group of the mailboxes activated for `partition` under tree root `root`.
-pub(crate) fn mailbox_group(root: &str, partition: u32) -> String {
-    format!("{root}/partition/{partition}")
-}

@@ -81,14 +81,15 @@ impl Tree {
 
     /// Forgets the actor at `path` and everything below it.
     pub fn remove(&self, path: &str) {
-        let prefix = format!("{path}/");
-        self.with(|entries| entries.retain(|p, _| p != path && !p.starts_with(&prefix)));
+        self.with(|entries| {
+            entries.remove(path);
+            remove_below(entries, path);
+        });
     }
 
     /// Forgets everything below `path`, keeping `path` itself.
     pub fn remove_descendants(&self, path: &str) {
-        let prefix = format!("{path}/");
-        self.with(|entries| entries.retain(|p, _| !p.starts_with(&prefix)));
+        self.with(|entries| remove_below(entries, path));
     }
 
     /// The subtree rooted at `path`, or `None` if no such actor is known.
@@ -102,6 +103,20 @@ impl Tree {
         // A panic while holding the lock cannot leave a half-written entry: recover the map.
         let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
+    }
+}
+
+/// Removes the entries below `path`: a range of the ordered map, so a tree of many live
+/// mailboxes forgets one without a walk over all of them.
+fn remove_below(entries: &mut BTreeMap<String, Entry>, path: &str) {
+    let prefix = format!("{path}/");
+    let below: Vec<String> = entries
+        .range(prefix.clone()..)
+        .take_while(|(p, _)| p.starts_with(&prefix))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in below {
+        entries.remove(&p);
     }
 }
 
@@ -140,5 +155,32 @@ mod tests {
         assert_eq!(root.children[0].children[0].restarts, 1);
         tree.remove("node/a");
         assert_eq!(tree.snapshot("node").unwrap().children.len(), 1);
+    }
+
+    #[test]
+    fn removing_keeps_siblings_that_share_a_prefix() {
+        let tree = Tree::default();
+        for path in [
+            "node",
+            "node/a",
+            "node/a/x",
+            "node/a/x/y",
+            "node/ab",
+            "node/a-b",
+        ] {
+            tree.set_status(path, ActorStatus::Running);
+        }
+        tree.remove_descendants("node/a");
+        let names = |tree: &Tree| -> Vec<String> {
+            let root = tree.snapshot("node").unwrap();
+            root.children
+                .iter()
+                .map(|c| format!("{}:{}", c.name, c.children.len()))
+                .collect()
+        };
+        assert_eq!(names(&tree), ["a:0", "a-b:0", "ab:0"]);
+        tree.set_status("node/a/z", ActorStatus::Running);
+        tree.remove("node/a");
+        assert_eq!(names(&tree), ["a-b:0", "ab:0"]);
     }
 }

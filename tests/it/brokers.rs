@@ -225,18 +225,6 @@ async fn post_until_accepted(clients: &[&Client], envelope: &Value) {
     }
 }
 
-/// The task mailboxes a node has live, from its supervision tree.
-async fn task_mailboxes(client: &mut Client) -> BTreeSet<String> {
-    let tree = client.tree().await.unwrap();
-    tree.children
-        .iter()
-        .filter(|c| c.name == "orchestrator")
-        .flat_map(|c| c.children.iter())
-        .filter(|c| c.name == "tasks")
-        .flat_map(|c| c.children.iter().map(|m| m.name.clone()))
-        .collect()
-}
-
 /// Each member's partitions in `/cluster/status`, by node id.
 async fn ownership(client: &Client) -> Vec<(String, BTreeSet<u64>)> {
     let status = client.cluster_status().await.unwrap_or(Value::Null);
@@ -377,8 +365,8 @@ async fn failover(mut broker: Broker, name: &str) {
         if i == TASKS / 3 {
             // One owner per key: no task has a mailbox on both nodes.
             let (on_a, on_b) = (
-                task_mailboxes(&mut client_a).await,
-                task_mailboxes(&mut client_b).await,
+                client_a.task_mailboxes().await,
+                client_b.task_mailboxes().await,
             );
             assert!(
                 on_a.is_disjoint(&on_b),

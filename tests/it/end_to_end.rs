@@ -145,8 +145,13 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
         .iter()
         .find(|n| n.name == "tasks")
         .unwrap();
+    // Below `tasks`, a shard per partition holds a mailbox per live task.
     assert!(
-        tasks.children.iter().any(|n| n.name == "t1"),
+        tasks
+            .children
+            .iter()
+            .flat_map(|shard| shard.children.iter())
+            .any(|n| n.name == "t1"),
         "a live mailbox per task: {tasks:?}"
     );
 
@@ -221,4 +226,32 @@ async fn channel(url: &str) -> tonic::transport::Channel {
         .connect()
         .await
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_mailbox_passivates_and_comes_back_with_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::start_with_env(dir.path(), &[("SWITCHYARD_PASSIVATE_AFTER_SECS", "1")]).await;
+    let mut c = node.client().await;
+
+    assert_eq!(c.post(&agent_registered("e1", "a1", 2)).await, Some(202));
+    assert_eq!(c.post(&task_created("e2", "t1")).await, Some(202));
+    c.wait_task("t1", |t| t.state == "assigned").await;
+    assert!(c.task_mailboxes().await.contains("t1"));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while c.task_mailboxes().await.contains("t1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "t1's mailbox never passivated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // Started only if the mailbox, activated again, knows the task is assigned to a1.
+    assert_eq!(c.post(&task_started("e3", "t1", "a1")).await, Some(202));
+    let task = c.wait_task("t1", |t| t.state == "running").await;
+    assert_eq!(task.agent_id, "a1");
+    assert!(c.task_mailboxes().await.contains("t1"));
+    node.terminate();
 }

@@ -276,6 +276,19 @@ impl Client {
         Ok(tree.root.expect("a tree has a root"))
     }
 
+    /// The task mailboxes live on the node: in its tree, below their partition's shard.
+    pub async fn task_mailboxes(&mut self) -> std::collections::BTreeSet<String> {
+        let tree = self.tree().await.unwrap();
+        tree.children
+            .iter()
+            .filter(|c| c.name == "orchestrator")
+            .flat_map(|c| c.children.iter())
+            .filter(|c| c.name == "tasks")
+            .flat_map(|c| c.children.iter())
+            .flat_map(|shard| shard.children.iter().map(|m| m.name.clone()))
+            .collect()
+    }
+
     /// Every task, following pages.
     pub async fn all_tasks(&mut self, state: Option<&str>) -> Vec<Task> {
         let mut out = Vec::new();

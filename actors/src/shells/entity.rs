@@ -1,37 +1,18 @@
-//! One actor per live task or agent: a single-threaded mailbox that applies that entity's
-//! messages in order and persists each with its message id.
+//! What a task's or an agent's mailbox does with one message: load the entity if need be,
+//! step its pure state machine, persist the result with the message id, settle the delivery
+//! and carry out the effects. `shard.rs` hosts the mailboxes.
 //!
-//! Supervision: children of the `tasks` / `agents` dynamic supervisors, transient. A storage
-//! error fails the actor, which its supervisor restarts to reload state from the store.
-//! Ordering: the bus hands out a key's next message only once this one is settled, so at most
-//! one message is in this mailbox, and it is settled (ack, nack, dead-letter) here.
-//! Shutdown: idle actors stop themselves after `passivate_after`, and the ingress drains and
-//! stops those of a partition this node loses; an unsettled delivery in a dying mailbox is
-//! nacked on drop and comes back.
 //! Ownership: a message found already applied (redelivered after a crash or a rebalance) may
 //! have been applied by another owner, so the state is reloaded from the store.
 
-use std::marker::PhantomData;
-use std::time::{Duration, Instant};
-
 use broker_adapters::Delivery;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::Envelope;
 
 use crate::NodeContext;
 use crate::domain::{Effect, Refusal, agent, task};
 use crate::edge::{self, Routed};
-use crate::ownership::mailbox_group;
 use crate::shells::relay;
 use crate::store::{Applied, AppliedMessage, Outcome, Store, StoreError};
-
-/// Messages of an entity mailbox.
-pub enum MailboxMsg {
-    /// Apply this envelope and settle its delivery.
-    Handle(Box<Envelope>, Delivery),
-    /// Check for idleness (sent to itself).
-    Tick,
-}
 
 /// Why a message could not be applied.
 pub enum ApplyError {
@@ -202,154 +183,68 @@ impl Kind for AgentMailbox {
     }
 }
 
-/// The mailbox actor of one entity of kind `K`.
-pub struct EntityActor<K>(PhantomData<fn() -> K>);
-
-impl<K> Default for EntityActor<K> {
-    fn default() -> Self {
-        EntityActor(PhantomData)
-    }
-}
-
-impl<K> Clone for EntityActor<K> {
-    fn clone(&self) -> Self {
-        EntityActor(PhantomData)
-    }
-}
-
-/// What an entity actor is started with.
-#[derive(Clone)]
-pub struct EntityArgs {
-    pub ctx: NodeContext,
-    pub id: String,
-    /// The partition this entity's messages arrive on.
-    pub partition: u32,
-}
-
-#[doc(hidden)]
-pub struct EntityState<S> {
-    ctx: NodeContext,
-    id: String,
-    /// The entity's state, once loaded (`Some(None)`: it does not exist).
-    entity: Option<Option<S>>,
-    last_active: Instant,
-}
-
-impl<S> EntityState<S> {
-    /// Applies `envelope` and settles `delivery`; an error means the cached state can no
-    /// longer be trusted (the actor restarts and reloads it).
-    async fn handle<K: Kind<State = S>>(
-        &mut self,
-        envelope: Envelope,
-        delivery: Delivery,
-    ) -> Result<(), StoreError> {
-        self.last_active = Instant::now();
-        // A message applied before is found by the write itself (its id is recorded
-        // with it), or, if the state it led to refuses it now, by the check below:
-        // no read on the way of a new message.
-        if self.entity.is_none() {
-            // Loaded with the first message rather than at start, which the supervisor
-            // waits for; and not at all for a message that creates the entity.
-            self.entity = Some(if K::creates(&envelope) {
-                None
-            } else {
-                K::load(&self.ctx.store, &self.id).await?
-            });
+/// Applies `envelope` to the entity `entity` (`None`: not loaded yet; `Some(None)`: it does not
+/// exist) and settles `delivery`. Returns the entity as it stands afterwards, or an error when
+/// its state can no longer be trusted (the mailbox forgets it and reloads it with its next
+/// message).
+pub(crate) async fn apply_message<K: Kind>(
+    ctx: &NodeContext,
+    id: &str,
+    entity: Option<Option<K::State>>,
+    envelope: Envelope,
+    delivery: Delivery,
+) -> Result<Option<K::State>, StoreError> {
+    // A message applied before is found by the write itself (its id is recorded with it), or,
+    // if the state it led to refuses it now, by the check below: no read on the way of a new
+    // message.
+    let current = match entity {
+        Some(entity) => entity,
+        // Loaded with the first message, and not at all for a message that creates the entity.
+        None if K::creates(&envelope) => None,
+        None => K::load(&ctx.store, id).await?,
+    };
+    match K::apply(&ctx.store, current.as_ref(), &envelope).await {
+        Ok((entity, effects, Applied::Applied)) => {
+            delivery.ack();
+            ctx.outcomes.settle(&envelope.id, Outcome::Applied);
+            K::carry_out(ctx, &entity, effects);
+            Ok(Some(entity))
         }
-        let current = self.entity.as_ref().and_then(Option::as_ref);
-        match K::apply(&self.ctx.store, current, &envelope).await {
-            Ok((entity, effects, Applied::Applied)) => {
-                delivery.ack();
-                self.ctx.outcomes.settle(&envelope.id, Outcome::Applied);
-                K::carry_out(&self.ctx, &entity, effects);
-                self.entity = Some(Some(entity));
-            }
-            Ok((_, _, Applied::Duplicate)) => {
-                self.applied_before::<K>(&envelope.id, delivery).await?;
-            }
-            Err(ApplyError::Refused(_)) if self.ctx.store.is_processed(&envelope.id).await? => {
-                self.applied_before::<K>(&envelope.id, delivery).await?;
-            }
-            Err(ApplyError::Refused(refusal)) => {
-                tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");
-                // Recorded for a caller waiting on the outcome; the dead letter keeps it too.
-                if let Err(error) = self
-                    .ctx
-                    .store
-                    .record_refusal(&envelope.id, &refusal.0)
-                    .await
-                {
-                    delivery.nack(error.to_string());
-                    return Err(error);
-                }
-                self.ctx
-                    .outcomes
-                    .settle(&envelope.id, Outcome::Refused(refusal.0.clone()));
-                delivery.dead_letter(refusal.0);
-            }
-            Err(ApplyError::Store(error)) => {
+        Ok((_, _, Applied::Duplicate)) => {
+            applied_before::<K>(ctx, id, &envelope.id, delivery).await
+        }
+        Err(ApplyError::Refused(_)) if ctx.store.is_processed(&envelope.id).await? => {
+            applied_before::<K>(ctx, id, &envelope.id, delivery).await
+        }
+        Err(ApplyError::Refused(refusal)) => {
+            tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");
+            // Recorded for a caller waiting on the outcome; the dead letter keeps it too.
+            if let Err(error) = ctx.store.record_refusal(&envelope.id, &refusal.0).await {
                 delivery.nack(error.to_string());
-                // Our cached state may no longer match the store: restart to reload it.
                 return Err(error);
             }
+            ctx.outcomes
+                .settle(&envelope.id, Outcome::Refused(refusal.0.clone()));
+            delivery.dead_letter(refusal.0);
+            Ok(current)
         }
-        Ok(())
-    }
-    /// Settles a message found applied before (maybe by another owner): the state is read
-    /// again from the store, which has what that application wrote.
-    async fn applied_before<K: Kind<State = S>>(
-        &mut self,
-        message_id: &str,
-        delivery: Delivery,
-    ) -> Result<(), StoreError> {
-        self.entity = Some(K::load(&self.ctx.store, &self.id).await?);
-        delivery.ack();
-        self.ctx.outcomes.settle(message_id, Outcome::Applied);
-        Ok(())
+        Err(ApplyError::Store(error)) => {
+            delivery.nack(error.to_string());
+            Err(error)
+        }
     }
 }
 
-impl<K: Kind> Actor for EntityActor<K> {
-    type Msg = MailboxMsg;
-    type State = EntityState<K::State>;
-    type Arguments = EntityArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<MailboxMsg>,
-        args: EntityArgs,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        let tick = (args.ctx.passivate_after / 2).max(Duration::from_millis(10));
-        myself.send_interval(tick, || MailboxMsg::Tick);
-        let group = mailbox_group(&args.ctx.root, args.partition);
-        ractor::pg::join(group, vec![myself.get_cell()]);
-        Ok(EntityState {
-            ctx: args.ctx,
-            id: args.id,
-            entity: None,
-            last_active: Instant::now(),
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<MailboxMsg>,
-        message: MailboxMsg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            MailboxMsg::Tick => {
-                if state.last_active.elapsed() >= state.ctx.passivate_after {
-                    tracing::debug!(id = %state.id, "passivating");
-                    myself.stop(None);
-                }
-            }
-            MailboxMsg::Handle(envelope, delivery) => {
-                // Boxed: the actor's task is as large as the largest future it awaits inline,
-                // and the store's are kilobytes; an idle mailbox should not carry them.
-                Box::pin(state.handle::<K>(*envelope, delivery)).await?;
-            }
-        }
-        Ok(())
-    }
+/// Settles a message found applied before (maybe by another owner): the state is read again
+/// from the store, which has what that application wrote.
+async fn applied_before<K: Kind>(
+    ctx: &NodeContext,
+    id: &str,
+    message_id: &str,
+    delivery: Delivery,
+) -> Result<Option<K::State>, StoreError> {
+    let entity = K::load(&ctx.store, id).await?;
+    delivery.ack();
+    ctx.outcomes.settle(message_id, Outcome::Applied);
+    Ok(entity)
 }

@@ -18,12 +18,9 @@ use broker_adapters::{
     BusError, Delivery, Event, Revocation, StartAt, SubscribeOptions, Subscription,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use schemas::Envelope;
 use tokio::task::JoinSet;
 
 use crate::NodeContext;
-use crate::ownership::mailbox_group;
-use crate::shells::entity::MailboxMsg;
 use crate::shells::router::{self, RouteError};
 
 /// The consumer group every node's ingress joins.
@@ -49,19 +46,6 @@ const REVOKE_GRACE: Duration = Duration::from_secs(10);
 /// The ingress actor.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IngressActor;
-
-/// Hands `envelope` to its mailbox, which settles `delivery`; settles it here if there is none.
-async fn route(ctx: NodeContext, envelope: Envelope, delivery: Delivery) {
-    match router::mailbox(&ctx, &envelope.key, delivery.record.partition).await {
-        Ok(mailbox) => {
-            // On failure the message comes back inside the error and is dropped, which nacks
-            // the delivery.
-            let _ = mailbox.send_message(MailboxMsg::Handle(Box::new(envelope), delivery));
-        }
-        Err(RouteError::NoRoute(key)) => delivery.dead_letter(format!("no route for key `{key}`")),
-        Err(error @ RouteError::Unavailable(_)) => delivery.nack(error.to_string()),
-    }
-}
 
 /// Polls for the next event (sent to itself).
 pub struct Poll;
@@ -120,14 +104,21 @@ impl IngressState {
                 tracing::warn!(partition = delivery.record.partition, offset = ?delivery.record.offset, %error, "undecodable message");
                 delivery.dead_letter(error.to_string());
             }
-            Ok(envelope) => {
-                // Routing may have to start a mailbox; other keys need not wait for that.
-                // Per-key order holds: the bus hands out a key's next message only once
-                // this one is settled.
-                let routing = self.routing.entry(delivery.record.partition).or_default();
-                while routing.try_join_next().is_some() {}
-                routing.spawn(route(self.ctx.clone(), envelope, delivery));
-            }
+            Ok(envelope) => match router::try_deliver(&self.ctx, Box::new(envelope), delivery)
+                .map_err(|undelivered| *undelivered)
+            {
+                Ok(()) => {}
+                Err((RouteError::NotStarted(_), envelope, delivery)) => {
+                    // Starting the partition's shard takes a round trip to its supervisor;
+                    // other partitions need not wait for it. Per-key order holds: the bus
+                    // hands out a key's next message only once this one is settled.
+                    let routing = self.routing.entry(delivery.record.partition).or_default();
+                    while routing.try_join_next().is_some() {}
+                    let ctx = self.ctx.clone();
+                    routing.spawn(async move { router::deliver(&ctx, envelope, delivery).await });
+                }
+                Err((error, _, delivery)) => router::settle_unroutable(error, delivery),
+            },
         }
     }
 
@@ -149,10 +140,7 @@ impl IngressState {
                 if let Some(routing) = self.routing.remove(partition) {
                     routing.join_all().await;
                 }
-                let group = mailbox_group(&self.ctx.root, *partition);
-                for mailbox in ractor::pg::get_members(&group) {
-                    let _ = mailbox.drain_and_wait(None).await;
-                }
+                router::drain(&self.ctx, *partition).await;
             }
         };
         if tokio::time::timeout(REVOKE_GRACE, settled).await.is_err() {

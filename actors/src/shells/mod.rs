@@ -9,3 +9,4 @@ pub(crate) mod notifier;
 pub(crate) mod orchestrator;
 pub(crate) mod relay;
 pub(crate) mod router;
+pub(crate) mod shard;

@@ -8,22 +8,26 @@
 
 use crate::NodeContext;
 use crate::edge::{self, Routed};
-use crate::shells::entity::MailboxMsg;
 use crate::store::AppliedMessage;
+use broker_adapters::Delivery;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use schemas::Envelope;
+
+/// A `notification.requested` to record, and its delivery to settle.
+pub struct Notify(pub Box<Envelope>, pub Delivery);
 
 /// The notifier actor.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NotifierActor;
 
 impl Actor for NotifierActor {
-    type Msg = MailboxMsg;
+    type Msg = Notify;
     type State = NodeContext;
     type Arguments = NodeContext;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<MailboxMsg>,
+        _myself: ActorRef<Notify>,
         ctx: NodeContext,
     ) -> Result<NodeContext, ActorProcessingErr> {
         Ok(ctx)
@@ -31,13 +35,10 @@ impl Actor for NotifierActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<MailboxMsg>,
-        message: MailboxMsg,
+        _myself: ActorRef<Notify>,
+        Notify(envelope, delivery): Notify,
         ctx: &mut NodeContext,
     ) -> Result<(), ActorProcessingErr> {
-        let MailboxMsg::Handle(envelope, delivery) = message else {
-            return Ok(());
-        };
         let Routed::Notify(draft) = edge::command(&envelope) else {
             delivery.dead_letter(format!("`{}` is not a notification", envelope.type_name()));
             return Ok(());

@@ -1,93 +1,176 @@
-//! Finds (or activates) the mailbox for a routing key.
+//! Hands a message to the mailbox of its routing key, starting the key's shard if need be.
 
 use std::time::Duration;
 
+use broker_adapters::Delivery;
 use ractor::ActorRef;
+use schemas::Envelope;
 use supervisor::{ChildSpec, Restart, SupervisorError, SupervisorMsg};
 
-use crate::shells::entity::{AgentMailbox, EntityActor, EntityArgs, Kind, MailboxMsg, TaskMailbox};
+use crate::shells::entity::{AgentMailbox, Kind, TaskMailbox};
+use crate::shells::notifier::Notify;
+use crate::shells::shard::{ShardActor, ShardMsg, shard_name};
 use crate::{NodeContext, names};
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why no mailbox could be found for a key.
+/// How long a drained shard may take to finish what it holds.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a message found no mailbox; it comes back inside the error, unsettled.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RouteError {
     /// No actor handles keys of this shape: final.
     #[error("no route for key `{0}`")]
     NoRoute(String),
+    /// The mailbox's shard is not running yet: the caller may start it and try again.
+    #[error("no shard running for key `{0}`")]
+    NotStarted(String),
     /// The mailbox's supervisor is unavailable or refused: retry later.
     #[error("mailbox unavailable: {0}")]
     Unavailable(String),
 }
 
-/// The mailbox for `key` (`task/<id>`, `agent/<id>` or `notify/<user>`), whose messages
-/// arrive on `partition`.
-pub(crate) async fn mailbox(
-    ctx: &NodeContext,
-    key: &str,
-    partition: u32,
-) -> Result<ActorRef<MailboxMsg>, RouteError> {
-    let (kind, id) = key
-        .split_once('/')
-        .ok_or_else(|| RouteError::NoRoute(key.to_owned()))?;
-    match kind {
-        "task" => entity::<TaskMailbox>(ctx, names::TASKS, id, partition).await,
-        "agent" => entity::<AgentMailbox>(ctx, names::AGENTS, id, partition).await,
-        "notify" => ractor::registry::where_is(ctx.path(names::NOTIFIER))
-            .map(ActorRef::from)
-            .ok_or_else(|| RouteError::Unavailable("notifier is restarting".into())),
-        _ => Err(RouteError::NoRoute(key.to_owned())),
+/// What a message is routed to.
+#[derive(Clone, Copy)]
+enum Route {
+    Tasks,
+    Agents,
+    Notifier,
+}
+
+fn route_of(key: &str) -> Option<Route> {
+    match key.split_once('/')?.0 {
+        "task" => Some(Route::Tasks),
+        "agent" => Some(Route::Agents),
+        "notify" => Some(Route::Notifier),
+        _ => None,
     }
 }
 
-/// A child name that keeps tree paths unambiguous whatever the id contains.
-fn child_name(id: &str) -> String {
-    id.replace('%', "%25").replace('/', "%2F")
+/// A message that found no mailbox, with the reason.
+type Undelivered = Box<(RouteError, Box<Envelope>, Delivery)>;
+
+/// Hands `envelope` to its mailbox without waiting, if that mailbox's shard is running;
+/// otherwise gives the message back with the reason.
+pub(crate) fn try_deliver(
+    ctx: &NodeContext,
+    envelope: Box<Envelope>,
+    delivery: Delivery,
+) -> Result<(), Undelivered> {
+    match route_of(&envelope.key) {
+        None => Err(Box::new((
+            RouteError::NoRoute(envelope.key.clone()),
+            envelope,
+            delivery,
+        ))),
+        Some(Route::Tasks) => to_shard::<TaskMailbox>(ctx, names::TASKS, envelope, delivery),
+        Some(Route::Agents) => to_shard::<AgentMailbox>(ctx, names::AGENTS, envelope, delivery),
+        Some(Route::Notifier) => match ractor::registry::where_is(ctx.path(names::NOTIFIER)) {
+            // A send fails only if the actor stopped meanwhile; the message is then dropped,
+            // which nacks the delivery (and so everywhere below).
+            Some(cell) => {
+                let _ = ActorRef::<Notify>::from(cell).send_message(Notify(envelope, delivery));
+                Ok(())
+            }
+            None => Err(Box::new((
+                RouteError::Unavailable("notifier is restarting".into()),
+                envelope,
+                delivery,
+            ))),
+        },
+    }
 }
 
-async fn entity<K: Kind>(
+fn to_shard<K: Kind>(
     ctx: &NodeContext,
-    supervisor: &str,
-    id: &str,
-    partition: u32,
-) -> Result<ActorRef<MailboxMsg>, RouteError> {
-    let supervisor_path = ctx.path(supervisor);
-    let name = child_name(id);
-    let path = format!("{supervisor_path}/{name}");
-    if let Some(cell) = ractor::registry::where_is(path.clone()) {
-        return Ok(cell.into());
-    }
-    let Some(sup) = ractor::registry::where_is(supervisor_path) else {
-        return Err(RouteError::Unavailable(format!(
-            "{supervisor} is restarting"
+    kind: &str,
+    envelope: Box<Envelope>,
+    delivery: Delivery,
+) -> Result<(), Undelivered> {
+    let path = shard_path(ctx, kind, delivery.record.partition);
+    let Some(cell) = ractor::registry::where_is(path) else {
+        return Err(Box::new((
+            RouteError::NotStarted(envelope.key.clone()),
+            envelope,
+            delivery,
         )));
     };
-    let args = EntityArgs {
-        ctx: ctx.clone(),
-        id: id.to_owned(),
-        partition,
+    let _ = ActorRef::<ShardMsg<K::State>>::from(cell)
+        .send_message(ShardMsg::Handle(envelope, delivery));
+    Ok(())
+}
+
+/// Hands `envelope` to its mailbox, starting its shard if need be; settles the delivery here
+/// if there is no mailbox for it.
+pub(crate) async fn deliver(ctx: &NodeContext, envelope: Box<Envelope>, delivery: Delivery) {
+    let (envelope, delivery) = match try_deliver(ctx, envelope, delivery).map_err(|e| *e) {
+        Ok(()) => return,
+        Err((RouteError::NotStarted(_), envelope, delivery)) => (envelope, delivery),
+        Err((error, _, delivery)) => return settle_unroutable(error, delivery),
     };
+    let partition = delivery.record.partition;
+    let started = match route_of(&envelope.key) {
+        Some(Route::Agents) => start_shard::<AgentMailbox>(ctx, names::AGENTS, partition).await,
+        _ => start_shard::<TaskMailbox>(ctx, names::TASKS, partition).await,
+    };
+    if let Err(error) = started {
+        return delivery.nack(error.to_string());
+    }
+    if let Err(undelivered) = try_deliver(ctx, envelope, delivery) {
+        let (error, _, delivery) = *undelivered;
+        settle_unroutable(error, delivery);
+    }
+}
+
+/// Settles a delivery that found no mailbox: dead-lettered if none can exist, else nacked.
+pub(crate) fn settle_unroutable(error: RouteError, delivery: Delivery) {
+    match error {
+        RouteError::NoRoute(_) => delivery.dead_letter(error.to_string()),
+        RouteError::NotStarted(_) | RouteError::Unavailable(_) => delivery.nack(error.to_string()),
+    }
+}
+
+fn shard_path(ctx: &NodeContext, kind: &str, partition: u32) -> String {
+    format!("{}/{}", ctx.path(kind), shard_name(partition))
+}
+
+/// Starts the shard of `partition` under the supervisor `kind` (a shard that started
+/// meanwhile is fine).
+async fn start_shard<K: Kind>(
+    ctx: &NodeContext,
+    kind: &str,
+    partition: u32,
+) -> Result<(), RouteError> {
+    let Some(sup) = ractor::registry::where_is(ctx.path(kind)) else {
+        return Err(RouteError::Unavailable(format!("{kind} is restarting")));
+    };
+    let args = ctx.clone();
     let spec = ChildSpec::actor(
-        name,
+        shard_name(partition),
         Restart::Transient,
-        EntityActor::<K>::default(),
+        ShardActor::<K>::default(),
         move || args.clone(),
     );
     match supervisor::start_child(&ActorRef::<SupervisorMsg>::from(sup), spec, START_TIMEOUT).await
     {
-        Ok(cell) => Ok(cell.into()),
-        Err(SupervisorError::Duplicate(_)) => ractor::registry::where_is(path)
-            .map(ActorRef::from)
-            .ok_or_else(|| RouteError::Unavailable("mailbox is stopping".into())),
+        Ok(_) | Err(SupervisorError::Duplicate(_)) => Ok(()),
         Err(e) => Err(RouteError::Unavailable(e.to_string())),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn child_names_escape_slashes() {
-        assert_eq!(super::child_name("a/b%c"), "a%2Fb%25c");
+/// Lets the mailboxes of `partition` finish what they hold, then stops them.
+pub(crate) async fn drain(ctx: &NodeContext, partition: u32) {
+    drain_shard::<TaskMailbox>(ctx, names::TASKS, partition).await;
+    drain_shard::<AgentMailbox>(ctx, names::AGENTS, partition).await;
+}
+
+async fn drain_shard<K: Kind>(ctx: &NodeContext, kind: &str, partition: u32) {
+    let Some(cell) = ractor::registry::where_is(shard_path(ctx, kind, partition)) else {
+        return;
+    };
+    let shard = ActorRef::<ShardMsg<K::State>>::from(cell);
+    if let Err(error) = shard.call(ShardMsg::Drain, Some(DRAIN_TIMEOUT)).await {
+        tracing::warn!(%kind, partition, %error, "a shard did not drain in time");
     }
 }

@@ -106,6 +106,7 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
         bus: bus.clone(),
         node_id: "n1".into(),
         root: "orchestrator-test".into(),
+        tree: Default::default(),
         passivate_after: Duration::from_secs(60),
         assign_interval: Duration::from_secs(60),
         ownership,

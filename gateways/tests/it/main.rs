@@ -38,6 +38,7 @@ async fn fixture() -> Fixture {
         bus: Arc::new(bus),
         node_id: "n1".into(),
         root: "node".into(),
+        tree: Default::default(),
         passivate_after: Duration::from_secs(60),
         assign_interval: Duration::from_secs(5),
         ownership: Ownership::default(),

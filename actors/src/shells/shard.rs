@@ -1,0 +1,242 @@
+//! The mailboxes of one partition's live tasks (or agents), hosted by one actor: each entity's
+//! messages are applied one at a time and in order, different entities' side by side, so their
+//! writes share the state writer's batches.
+//!
+//! Why not a ractor actor per entity: one costs about 10 KB before it holds any state (its
+//! channels, its task, its registry and process-group entries) and its start is a round trip
+//! through its supervisor; an entity here costs its state and a map entry.
+//!
+//! Supervision: transient children of the `tasks` / `agents` supervisors, named `p<partition>`.
+//! An entity whose write failed forgets its state and reloads it with its next message (the
+//! restart of that mailbox, counted in the tree); its delivery was nacked and comes back.
+//! Ordering: the bus hands out a key's next message only once this one is settled, and a
+//! message for an entity that is busy waits in that entity's queue.
+//! Shutdown: idle entities are passivated after `passivate_after`; when this node loses the
+//! partition the ingress drains the shard, which finishes what it holds and stops.
+
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use broker_adapters::Delivery;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use schemas::Envelope;
+use supervisor::ActorStatus;
+
+use crate::NodeContext;
+use crate::shells::entity::{Kind, apply_message};
+
+/// Messages of a shard.
+pub enum ShardMsg<S> {
+    /// Apply this envelope to its entity and settle its delivery.
+    Handle(Box<Envelope>, Delivery),
+    /// An entity's message was applied: its state afterwards (`Err`: forget it).
+    Applied(String, Result<Option<S>, ()>),
+    /// Passivate idle entities (sent to itself).
+    Tick,
+    /// Finish every message held, then answer and stop.
+    Drain(RpcReplyPort<()>),
+}
+
+/// The shard actor of entities of kind `K`.
+pub struct ShardActor<K>(PhantomData<fn() -> K>);
+
+impl<K> Default for ShardActor<K> {
+    fn default() -> Self {
+        ShardActor(PhantomData)
+    }
+}
+
+impl<K> Clone for ShardActor<K> {
+    fn clone(&self) -> Self {
+        ShardActor(PhantomData)
+    }
+}
+
+/// The name of the shard of `partition` under its supervisor.
+pub(crate) fn shard_name(partition: u32) -> String {
+    format!("p{partition}")
+}
+
+/// A tree name that keeps paths unambiguous whatever the id contains.
+fn child_name(id: &str) -> String {
+    id.replace('%', "%25").replace('/', "%2F")
+}
+
+/// One entity's mailbox.
+struct Mailbox<S> {
+    /// Its state once loaded (`Some(None)`: it does not exist); out while a message is applied.
+    entity: Option<Option<Box<S>>>,
+    /// A message of it is being applied.
+    busy: bool,
+    /// Messages that arrived while busy, in order.
+    waiting: VecDeque<(Box<Envelope>, Delivery)>,
+    last_active: Instant,
+}
+
+#[doc(hidden)]
+pub struct ShardState<S> {
+    ctx: NodeContext,
+    /// The shard's tree path; its entities are shown below it.
+    path: String,
+    mailboxes: HashMap<String, Mailbox<S>>,
+    /// Callers waiting for the shard to finish what it holds.
+    draining: Vec<RpcReplyPort<()>>,
+}
+
+impl<S: Send + Sync + 'static> ShardState<S> {
+    fn entity_path(&self, id: &str) -> String {
+        format!("{}/{}", self.path, child_name(id))
+    }
+
+    /// The entity id of a routing key (`task/<id>` → `<id>`).
+    fn entity_id(key: &str) -> &str {
+        key.split_once('/').map_or(key, |(_, id)| id)
+    }
+
+    fn handle<K: Kind<State = S>>(
+        &mut self,
+        myself: &ActorRef<ShardMsg<S>>,
+        envelope: Box<Envelope>,
+        delivery: Delivery,
+    ) {
+        let id = Self::entity_id(&envelope.key).to_owned();
+        if !self.mailboxes.contains_key(&id) {
+            self.ctx
+                .tree
+                .set_status(&self.entity_path(&id), ActorStatus::Running);
+        }
+        let mailbox = self.mailboxes.entry(id.clone()).or_insert(Mailbox {
+            entity: None,
+            busy: false,
+            waiting: VecDeque::new(),
+            last_active: Instant::now(),
+        });
+        mailbox.last_active = Instant::now();
+        if mailbox.busy {
+            mailbox.waiting.push_back((envelope, delivery));
+            return;
+        }
+        Self::start::<K>(&self.ctx, myself, id, mailbox, envelope, delivery);
+    }
+
+    /// Applies one message of `mailbox`'s entity in a task of its own, which reports back.
+    fn start<K: Kind<State = S>>(
+        ctx: &NodeContext,
+        myself: &ActorRef<ShardMsg<S>>,
+        id: String,
+        mailbox: &mut Mailbox<S>,
+        envelope: Box<Envelope>,
+        delivery: Delivery,
+    ) {
+        mailbox.busy = true;
+        let entity = mailbox.entity.take().map(|e| e.map(|boxed| *boxed));
+        let (ctx, myself) = (ctx.clone(), myself.clone());
+        tokio::spawn(async move {
+            let after = apply_message::<K>(&ctx, &id, entity, *envelope, delivery)
+                .await
+                .map_err(|error| tracing::warn!(entity = %id, %error, "mailbox restarts"));
+            // A shard that stopped meanwhile starts its entities afresh.
+            let _ = myself.send_message(ShardMsg::Applied(id, after));
+        });
+    }
+
+    fn applied<K: Kind<State = S>>(
+        &mut self,
+        myself: &ActorRef<ShardMsg<S>>,
+        id: String,
+        after: Result<Option<S>, ()>,
+    ) {
+        let restarted = after.is_err();
+        if restarted {
+            self.ctx.tree.count_restart(&self.entity_path(&id));
+        }
+        if let Some(mailbox) = self.mailboxes.get_mut(&id) {
+            mailbox.busy = false;
+            mailbox.entity = after.ok().map(|e| e.map(Box::new));
+            mailbox.last_active = Instant::now();
+            if let Some((envelope, delivery)) = mailbox.waiting.pop_front() {
+                Self::start::<K>(&self.ctx, myself, id, mailbox, envelope, delivery);
+            }
+        }
+        self.answer_drain(myself);
+    }
+
+    /// Stops the entities idle for `passivate_after`.
+    fn passivate(&mut self) {
+        let limit = self.ctx.passivate_after;
+        let idle: Vec<String> = self
+            .mailboxes
+            .iter()
+            .filter(|(_, m)| !m.busy && m.waiting.is_empty() && m.last_active.elapsed() >= limit)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            tracing::debug!(entity = %id, "passivating");
+            self.mailboxes.remove(&id);
+            self.ctx.tree.remove(&self.entity_path(&id));
+        }
+    }
+
+    /// Answers the drain callers and stops, once nothing is being applied.
+    fn answer_drain(&mut self, myself: &ActorRef<ShardMsg<S>>) {
+        if self.draining.is_empty() || self.mailboxes.values().any(|m| m.busy) {
+            return;
+        }
+        for caller in self.draining.drain(..) {
+            let _ = caller.send(());
+        }
+        myself.stop(None);
+    }
+}
+
+impl<K: Kind> Actor for ShardActor<K> {
+    type Msg = ShardMsg<K::State>;
+    type State = ShardState<K::State>;
+    type Arguments = NodeContext;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        ctx: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let tick = (ctx.passivate_after / 2).max(Duration::from_millis(10));
+        myself.send_interval(tick, || ShardMsg::Tick);
+        let path = myself
+            .get_name()
+            .ok_or_else(|| ActorProcessingErr::from("a shard needs its tree path as its name"))?;
+        Ok(ShardState {
+            ctx,
+            path,
+            mailboxes: HashMap::new(),
+            draining: Vec::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ctx.tree.remove_descendants(&state.path);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ShardMsg::Handle(envelope, delivery) => state.handle::<K>(&myself, envelope, delivery),
+            ShardMsg::Applied(id, after) => state.applied::<K>(&myself, id, after),
+            ShardMsg::Tick => state.passivate(),
+            ShardMsg::Drain(caller) => {
+                state.draining.push(caller);
+                state.answer_drain(&myself);
+            }
+        }
+        Ok(())
+    }
+}
