@@ -82,6 +82,12 @@ impl Node {
         let lock = DataDirLock::take(&config.data_dir)?;
         let bus = open_bus(config).await?;
         create_events_topic(bus.as_ref(), config.partitions).await?;
+        // An existing topic keeps its own count. Only live reads use it, and a wrong count
+        // finds no live mailbox (an entity lives in the shard of its deliveries' partition).
+        let partitions = bus
+            .partitions(schemas::EVENTS_TOPIC)
+            .await
+            .unwrap_or(config.partitions);
         let store = Store::connect(&config.database_url())
             .await
             .context("connecting to the database")?;
@@ -97,6 +103,7 @@ impl Node {
             bus: bus.clone(),
             node_id: config.node_id.clone(),
             root: ROOT.into(),
+            partitions,
             tree: tree.clone(),
             passivate_after: Duration::from_secs(config.passivate_after_secs),
             assign_interval: Duration::from_secs(5).min(agent_timeout / 3),

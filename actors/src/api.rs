@@ -1,15 +1,15 @@
 //! The node as the gateways see it: one narrow interface for publishing messages, learning
 //! how they fared, reading state and hearing about an agent's tasks.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker_adapters::Bus;
 use schemas::{Envelope, Message};
 use tokio::sync::broadcast;
 
+use crate::domain::task::Task;
 use crate::store::{Outcome, Store, StoreError, now_ms};
-use crate::{NodeContext, Outcomes, new_message_id};
+use crate::{NodeContext, new_message_id};
 
 /// How often a caller waiting for an outcome looks in the store, for a message applied by
 /// another node's mailbox (this node's mailboxes tell it at once).
@@ -37,40 +37,40 @@ pub enum ApiError {
 /// Handle to a running node for its front doors; cheap to clone.
 #[derive(Clone)]
 pub struct NodeApi {
-    store: Store,
-    bus: Arc<dyn Bus>,
-    node_id: String,
-    agent_signals: broadcast::Sender<crate::AgentSignal>,
-    agent_timeout: Duration,
-    outcomes: Outcomes,
+    ctx: NodeContext,
 }
 
 impl NodeApi {
     /// The interface to the node running with `ctx`.
     pub fn new(ctx: &NodeContext) -> NodeApi {
-        NodeApi {
-            store: ctx.store.clone(),
-            bus: ctx.bus.clone(),
-            node_id: ctx.node_id.clone(),
-            agent_signals: ctx.agent_signals.clone(),
-            agent_timeout: ctx.agent_timeout,
-            outcomes: ctx.outcomes.clone(),
-        }
+        NodeApi { ctx: ctx.clone() }
     }
 
     /// The state database, for reads and keys.
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.ctx.store
+    }
+
+    /// The task `task_id` with its dependencies, if it exists: as its live mailbox holds it
+    /// when it has one on this node (no database read), else from the store.
+    pub async fn task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
+        if let Some(mut task) = crate::shells::router::live_task(&self.ctx, task_id).await {
+            // In the store's order, so a read does not depend on where it was answered from.
+            task.dependencies
+                .sort_by(|a, b| a.upstream.cmp(&b.upstream));
+            return Ok(Some(task));
+        }
+        self.ctx.store.task(task_id).await
     }
 
     /// This node's id.
     pub fn node_id(&self) -> &str {
-        &self.node_id
+        &self.ctx.node_id
     }
 
     /// The bus, for its health and partitions.
     pub fn bus(&self) -> &dyn Bus {
-        self.bus.as_ref()
+        self.ctx.bus.as_ref()
     }
 
     /// Publishes `envelope`; returns once the bus holds it durably. One too large for a node
@@ -83,7 +83,8 @@ impl NodeApi {
                 max: schemas::MAX_ENVELOPE_BYTES,
             });
         }
-        self.bus
+        self.ctx
+            .bus
             .publish(schemas::EVENTS_TOPIC, message)
             .await
             .map(|_| ())
@@ -103,7 +104,7 @@ impl NodeApi {
     /// The members heard from recently (within the cluster actor's time to live).
     pub async fn live_members(&self) -> Result<Vec<crate::store::Member>, StoreError> {
         let since = now_ms().saturating_sub(crate::shells::cluster::MEMBER_TTL.as_millis() as u64);
-        self.store.members(since).await
+        self.ctx.store.members(since).await
     }
 
     /// Creates a key for `user` with `role` (and `agent_id`, for an agent's): the key, shown
@@ -115,7 +116,7 @@ impl NodeApi {
         agent_id: Option<&str>,
     ) -> Result<(String, String), StoreError> {
         let key = crate::credentials::new_token()?;
-        let key_id = self.store.add_key(&key, user, role, agent_id).await?;
+        let key_id = self.ctx.store.add_key(&key, user, role, agent_id).await?;
         Ok((key, key_id))
     }
 
@@ -152,7 +153,7 @@ impl NodeApi {
         // Told at once by a mailbox on this node; another node's is found in the store.
         let mut told: Vec<_> = envelopes
             .iter()
-            .map(|e| self.outcomes.expect(&e.id))
+            .map(|e| self.ctx.outcomes.expect(&e.id))
             .collect();
         let waited = async {
             let published =
@@ -167,7 +168,7 @@ impl NodeApi {
         }
         .await;
         for envelope in envelopes {
-            self.outcomes.forget(&envelope.id);
+            self.ctx.outcomes.forget(&envelope.id);
         }
         waited
     }
@@ -180,15 +181,15 @@ impl NodeApi {
         wait: Duration,
     ) -> Result<impl Future<Output = Result<Option<Outcome>, ApiError>> + Send + use<>, ApiError>
     {
-        let mut told = self.outcomes.expect(&envelope.id);
+        let mut told = self.ctx.outcomes.expect(&envelope.id);
         if let Err(error) = self.publish(envelope).await {
-            self.outcomes.forget(&envelope.id);
+            self.ctx.outcomes.forget(&envelope.id);
             return Err(error);
         }
         let (api, id, deadline) = (self.clone(), envelope.id.clone(), Instant::now() + wait);
         Ok(async move {
             let outcome = api.outcome(&id, &mut told, deadline).await;
-            api.outcomes.forget(&id);
+            api.ctx.outcomes.forget(&id);
             outcome
         })
     }
@@ -207,7 +208,7 @@ impl NodeApi {
                 outcome = &mut *told => if let Ok(outcome) = outcome { return Ok(Some(outcome)) },
                 () = poll => {}
             }
-            if let Some(outcome) = self.store.outcome(id).await? {
+            if let Some(outcome) = self.ctx.store.outcome(id).await? {
                 return Ok(Some(outcome));
             }
             if Instant::now() >= deadline {
@@ -218,11 +219,11 @@ impl NodeApi {
 
     /// Changes to agents' tasks from now on (from mailboxes on this node).
     pub fn agent_signals(&self) -> broadcast::Receiver<crate::AgentSignal> {
-        self.agent_signals.subscribe()
+        self.ctx.agent_signals.subscribe()
     }
 
     /// How often a worker must send a heartbeat to stay online (a third of the timeout).
     pub fn heartbeat_interval(&self) -> Duration {
-        self.agent_timeout / 3
+        self.ctx.agent_timeout / 3
     }
 }

@@ -45,6 +45,8 @@ pub struct NodeContext {
     pub node_id: String,
     /// The root of the supervision tree (`node`); children live at `node/<name>`.
     pub root: String,
+    /// Partitions of the events topic.
+    pub partitions: u32,
     /// The live view of the supervision tree, where mailboxes show themselves.
     pub tree: supervisor::Tree,
     /// How long an entity's mailbox may sit idle before it is passivated.

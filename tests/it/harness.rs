@@ -289,6 +289,26 @@ impl Client {
             .collect()
     }
 
+    /// Polls the live task mailboxes until `want` holds for them (idle ones passivate, say),
+    /// or panics after `WAIT`.
+    pub async fn wait_mailboxes(
+        &mut self,
+        want: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let live = self.task_mailboxes().await;
+            if want(&live) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task mailboxes stayed {live:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every task, following pages.
     pub async fn all_tasks(&mut self, state: Option<&str>) -> Vec<Task> {
         let mut out = Vec::new();

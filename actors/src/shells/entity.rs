@@ -31,7 +31,7 @@ impl From<StoreError> for ApplyError {
 /// A kind of entity with a mailbox per instance.
 pub trait Kind: Send + Sync + 'static {
     /// The entity's current state.
-    type State: Send + Sync + 'static;
+    type State: Clone + Send + Sync + 'static;
 
     /// Loads an entity's state, `None` if it does not exist yet.
     fn load(

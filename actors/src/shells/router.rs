@@ -7,6 +7,7 @@ use ractor::ActorRef;
 use schemas::Envelope;
 use supervisor::{ChildSpec, Restart, SupervisorError, SupervisorMsg};
 
+use crate::domain::task::Task;
 use crate::shells::entity::{AgentMailbox, Kind, TaskMailbox};
 use crate::shells::notifier::Notify;
 use crate::shells::shard::{ShardActor, ShardMsg, shard_name};
@@ -156,6 +157,27 @@ async fn start_shard<K: Kind>(
     {
         Ok(_) | Err(SupervisorError::Duplicate(_)) => Ok(()),
         Err(e) => Err(RouteError::Unavailable(e.to_string())),
+    }
+}
+
+/// How long a read waits for a live mailbox's state before it reads the store instead.
+const PEEK_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The state of task `task_id` as its live mailbox on this node holds it, if it has one there
+/// and is not applying a message right now. Looked for in the shard of the partition the
+/// events topic's partitioner gives its key; a bus that partitions otherwise finds none.
+pub(crate) async fn live_task(ctx: &NodeContext, task_id: &str) -> Option<Task> {
+    let key = format!("task/{task_id}");
+    let partition = broker_adapters::partition_for(&key, ctx.partitions);
+    if !ctx.ownership.owns(partition) {
+        return None;
+    }
+    let cell = ractor::registry::where_is(shard_path(ctx, names::TASKS, partition))?;
+    let shard = ActorRef::<ShardMsg<Task>>::from(cell);
+    let peek = |reply| ShardMsg::Peek(task_id.to_owned(), reply);
+    match shard.call(peek, Some(PEEK_TIMEOUT)).await {
+        Ok(ractor::rpc::CallResult::Success(live)) => live,
+        _ => None,
     }
 }
 

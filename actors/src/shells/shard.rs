@@ -36,6 +36,9 @@ pub enum ShardMsg<S> {
     Tick,
     /// Finish every message held, then answer and stop.
     Drain(RpcReplyPort<()>),
+    /// The state of a live entity, if this shard holds it now (not while a message of it is
+    /// being applied).
+    Peek(String, RpcReplyPort<Option<S>>),
 }
 
 /// The shard actor of entities of kind `K`.
@@ -232,6 +235,10 @@ impl<K: Kind> Actor for ShardActor<K> {
             ShardMsg::Handle(envelope, delivery) => state.handle::<K>(&myself, envelope, delivery),
             ShardMsg::Applied(id, after) => state.applied::<K>(&myself, id, after),
             ShardMsg::Tick => state.passivate(),
+            ShardMsg::Peek(id, caller) => {
+                let live = state.mailboxes.get(&id).and_then(|m| m.entity.clone());
+                let _ = caller.send(live.flatten().map(|entity| *entity));
+            }
             ShardMsg::Drain(caller) => {
                 state.draining.push(caller);
                 state.answer_drain(&myself);

@@ -107,6 +107,7 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
         node_id: "n1".into(),
         root: "orchestrator-test".into(),
         tree: Default::default(),
+        partitions: 1,
         passivate_after: Duration::from_secs(60),
         assign_interval: Duration::from_secs(60),
         ownership,

@@ -54,7 +54,7 @@ pub(crate) async fn visible_task(
     principal: &Principal,
     task_id: &str,
 ) -> Result<Task, GatewayError> {
-    let task = ctx.node.store().task(task_id).await?;
+    let task = ctx.node.task(task_id).await?;
     task.filter(|t| may_see(principal, t))
         .ok_or_else(|| GatewayError::NotFound(format!("no task `{task_id}`")))
 }

@@ -39,6 +39,7 @@ async fn fixture() -> Fixture {
         node_id: "n1".into(),
         root: "node".into(),
         tree: Default::default(),
+        partitions: 8,
         passivate_after: Duration::from_secs(60),
         assign_interval: Duration::from_secs(5),
         ownership: Ownership::default(),
