@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+mod allocator;
 pub mod config;
 pub mod doctor;
 mod node;
