@@ -340,6 +340,44 @@ async fn queries_order_filter_and_page() {
 }
 
 #[tokio::test]
+async fn pages_of_tasks_created_in_the_same_millisecond_hold_each_once() {
+    on_every_database("same_ms", |store| async move {
+        let ids: Vec<String> = (0..7).rev().map(|i| format!("s{i}")).collect();
+        for id in &ids {
+            let message = format!("create-{id}");
+            store
+                .save_task(
+                    &msg(&message),
+                    None,
+                    &task(id, Priority::Normal, 5),
+                    &[],
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        let filter = TaskFilter {
+            state: Some(TaskState::Pending),
+            ..Default::default()
+        };
+        let (mut seen, mut token) = (Vec::new(), None);
+        loop {
+            let page = store
+                .list_tasks(&filter, 3, token.as_deref())
+                .await
+                .unwrap();
+            seen.extend(page.tasks.into_iter().map(|t| t.task_id));
+            match page.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["s0", "s1", "s2", "s3", "s4", "s5", "s6"]);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn keys_are_checked_by_hash() {
     on_every_database("keys", |store| async move {
         assert!(!store.has_admin_key().await.unwrap());
