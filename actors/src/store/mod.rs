@@ -10,6 +10,7 @@ mod convert;
 #[allow(missing_docs)] // sea-orm derives the columns, relations and active models
 pub mod entities;
 mod members;
+mod nagle;
 mod orchestration;
 mod tasks;
 
@@ -27,6 +28,7 @@ use entities::{activity, notifications, processed_messages, refusals};
 use crate::domain::task::NotificationDraft;
 
 pub use members::Member;
+pub use nagle::nodelay_towards;
 pub use orchestration::{Cascade, Outcome};
 pub use tasks::{TaskFilter, TaskPage, is_page_token};
 
@@ -129,6 +131,7 @@ pub fn now_ms() -> u64 {
 impl Store {
     /// Connects to `url` (`sqlite://…?mode=rwc` or `postgres://…`); SQLite runs in WAL mode.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let port = nagle::postgres_port(url);
         let mut options = ConnectOptions::new(url);
         options
             .sqlx_logging(false)
@@ -137,6 +140,14 @@ impl Store {
                 o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10))
+            })
+            .map_sqlx_postgres_pool_opts(move |pool| {
+                pool.after_connect(move |_connection, _meta| {
+                    Box::pin(async move {
+                        nagle::disable_towards(port);
+                        Ok(())
+                    })
+                })
             });
         let db = Database::connect(options).await?;
         Ok(Store {

@@ -452,3 +452,23 @@ async fn futures_join(
     }
     out
 }
+
+#[tokio::test]
+async fn connections_to_postgres_send_without_waiting_for_acks() {
+    let Some(store) = actors::testkit::postgres("nodelay").await else {
+        return;
+    };
+    store.ping().await.unwrap();
+    let url = std::env::var("SWITCHYARD_TEST_POSTGRES").unwrap();
+    let port = url
+        .rsplit_once('@')
+        .and_then(|(_, host)| host.split('/').next())
+        .and_then(|host| host.rsplit_once(':'))
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(5432);
+    let flags = actors::store::nodelay_towards(port);
+    assert!(
+        !flags.is_empty() && flags.iter().all(|on| *on),
+        "TCP_NODELAY on the connections to port {port}: {flags:?}"
+    );
+}
