@@ -296,3 +296,24 @@ async fn get_task_answers_the_same_from_a_live_mailbox_and_from_the_store() {
     assert_eq!(live, stored);
     node.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_create_does_not_hide_the_task_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::start_with_env(dir.path(), &[("SWITCHYARD_PASSIVATE_AFTER_SECS", "1")]).await;
+    let mut c = node.client().await;
+
+    assert_eq!(c.post(&agent_registered("e1", "a1", 2)).await, Some(202));
+    assert_eq!(c.post(&task_created("e2", "t1")).await, Some(202));
+    c.wait_task("t1", |t| t.state == "assigned").await;
+    c.wait_mailboxes(|live| !live.contains("t1")).await;
+
+    // A create of the stored t1 that the domain refuses (it depends on itself) activates t1's
+    // mailbox without loading t1: the mailbox must not take t1 for missing afterwards.
+    let mut again = task_created("e3", "t1");
+    again["body"]["depends_on"] = json!([{ "task_id": "t1", "type": "blocks" }]);
+    assert_eq!(c.post(&again).await, Some(202));
+    assert_eq!(c.post(&task_started("e4", "t1", "a1")).await, Some(202));
+    c.wait_task("t1", |t| t.state == "running").await;
+    node.terminate();
+}

@@ -184,19 +184,20 @@ impl Kind for AgentMailbox {
 }
 
 /// Applies `envelope` to the entity `entity` (`None`: not loaded yet; `Some(None)`: it does not
-/// exist) and settles `delivery`. Returns the entity as it stands afterwards, or an error when
-/// its state can no longer be trusted (the mailbox forgets it and reloads it with its next
-/// message).
+/// exist) and settles `delivery`. Returns the entity as known afterwards (`None`: unknown, to
+/// be loaded with the next message), or an error when its state can no longer be trusted (the
+/// mailbox forgets it and reloads it with its next message).
 pub(crate) async fn apply_message<K: Kind>(
     ctx: &NodeContext,
     id: &str,
     entity: Option<Option<K::State>>,
     envelope: Envelope,
     delivery: Delivery,
-) -> Result<Option<K::State>, StoreError> {
+) -> Result<Option<Option<K::State>>, StoreError> {
     // A message applied before is found by the write itself (its id is recorded with it), or,
     // if the state it led to refuses it now, by the check below: no read on the way of a new
     // message.
+    let loaded = entity.is_some() || !K::creates(&envelope);
     let current = match entity {
         Some(entity) => entity,
         // Loaded with the first message, and not at all for a message that creates the entity.
@@ -208,7 +209,7 @@ pub(crate) async fn apply_message<K: Kind>(
             delivery.ack();
             ctx.outcomes.settle(&envelope.id, Outcome::Applied);
             K::carry_out(ctx, &entity, effects);
-            Ok(Some(entity))
+            Ok(Some(Some(entity)))
         }
         Ok((_, _, Applied::Duplicate)) => {
             applied_before::<K>(ctx, id, &envelope.id, delivery).await
@@ -226,7 +227,8 @@ pub(crate) async fn apply_message<K: Kind>(
             ctx.outcomes
                 .settle(&envelope.id, Outcome::Refused(refusal.0.clone()));
             delivery.dead_letter(refusal.0);
-            Ok(current)
+            // A refused create that skipped the load knows nothing of an entity that exists.
+            Ok(loaded.then_some(current))
         }
         Err(ApplyError::Store(error)) => {
             delivery.nack(error.to_string());
@@ -242,9 +244,9 @@ async fn applied_before<K: Kind>(
     id: &str,
     message_id: &str,
     delivery: Delivery,
-) -> Result<Option<K::State>, StoreError> {
+) -> Result<Option<Option<K::State>>, StoreError> {
     let entity = K::load(&ctx.store, id).await?;
     delivery.ack();
     ctx.outcomes.settle(message_id, Outcome::Applied);
-    Ok(entity)
+    Ok(Some(entity))
 }

@@ -40,8 +40,9 @@ const POLL: Duration = Duration::from_millis(250);
 /// The longest wait between retries while the broker is unreachable.
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
-/// How long a revoked partition's work may take to settle before it is given up anyway.
-const REVOKE_GRACE: Duration = Duration::from_secs(10);
+/// How long a revoked partition's work may take to settle before it is given up anyway
+/// (longer than a shard's drain timeout, so every shard hears of it).
+const REVOKE_GRACE: Duration = Duration::from_secs(15);
 
 /// The ingress actor.
 #[derive(Debug, Clone, Copy, Default)]
@@ -122,8 +123,11 @@ impl IngressState {
         }
     }
 
-    fn assigned(&mut self, partitions: &[u32]) {
+    async fn assigned(&mut self, partitions: &[u32]) {
         tracing::info!(?partitions, "partitions assigned");
+        // A shard left from an earlier ownership (its drain timed out, or this ingress
+        // restarted) holds state another owner may have changed since: it goes first.
+        futures::future::join_all(partitions.iter().map(|p| router::drain(&self.ctx, *p))).await;
         self.ctx.ownership.add(partitions);
         if partitions.contains(&crate::shells::orchestrator::LEADER_PARTITION) {
             crate::shells::orchestrator::poke(&self.ctx);
@@ -135,13 +139,15 @@ impl IngressState {
         let partitions = &revocation.partitions;
         tracing::info!(?partitions, "partitions revoked");
         self.ctx.ownership.remove(partitions);
+        let routing: Vec<JoinSet<()>> = partitions
+            .iter()
+            .filter_map(|partition| self.routing.remove(partition))
+            .collect();
+        let ctx = &self.ctx;
         let settled = async {
-            for partition in partitions {
-                if let Some(routing) = self.routing.remove(partition) {
-                    routing.join_all().await;
-                }
-                router::drain(&self.ctx, *partition).await;
-            }
+            futures::future::join_all(routing.into_iter().map(JoinSet::join_all)).await;
+            // Every shard is told, each waiting at most its own drain timeout.
+            futures::future::join_all(partitions.iter().map(|p| router::drain(ctx, *p))).await;
         };
         if tokio::time::timeout(REVOKE_GRACE, settled).await.is_err() {
             tracing::warn!(?partitions, "revoked partitions did not settle in time");
@@ -208,7 +214,7 @@ impl Actor for IngressActor {
                     state.recovered();
                     state.deliver(delivery);
                 }
-                Ok(Event::Assigned(partitions)) => state.assigned(&partitions),
+                Ok(Event::Assigned(partitions)) => state.assigned(&partitions).await,
                 Ok(Event::Revoked(revocation)) => state.revoked(revocation).await,
                 Err(error) if error.is_transient() => {
                     state.back_off(&myself, &error);

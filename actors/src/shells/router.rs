@@ -193,6 +193,9 @@ async fn drain_shard<K: Kind>(ctx: &NodeContext, kind: &str, partition: u32) {
     };
     let shard = ActorRef::<ShardMsg<K::State>>::from(cell);
     if let Err(error) = shard.call(ShardMsg::Drain, Some(DRAIN_TIMEOUT)).await {
-        tracing::warn!(%kind, partition, %error, "a shard did not drain in time");
+        // Stopped anyway, so no state of it outlives the ownership: what it still applies
+        // settles on its own, and what waited in it is nacked.
+        tracing::warn!(%kind, partition, %error, "a shard did not drain in time; stopping it");
+        shard.stop(None);
     }
 }

@@ -16,9 +16,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use broker_adapters::Delivery;
+use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use schemas::Envelope;
 use supervisor::ActorStatus;
@@ -30,8 +32,9 @@ use crate::shells::entity::{Kind, apply_message};
 pub enum ShardMsg<S> {
     /// Apply this envelope to its entity and settle its delivery.
     Handle(Box<Envelope>, Delivery),
-    /// An entity's message was applied: its state afterwards (`Err`: forget it).
-    Applied(String, Result<Option<S>, ()>),
+    /// An entity's message was applied: its state as known afterwards (`Ok(None)`: unknown;
+    /// `Err`: untrusted, its mailbox restarts).
+    Applied(String, Result<Option<Option<S>>, ()>),
     /// Passivate idle entities (sent to itself).
     Tick,
     /// Finish every message held, then answer and stop.
@@ -136,9 +139,20 @@ impl<S: Send + Sync + 'static> ShardState<S> {
         let entity = mailbox.entity.take().map(|e| e.map(|boxed| *boxed));
         let (ctx, myself) = (ctx.clone(), myself.clone());
         tokio::spawn(async move {
-            let after = apply_message::<K>(&ctx, &id, entity, *envelope, delivery)
-                .await
-                .map_err(|error| tracing::warn!(entity = %id, %error, "mailbox restarts"));
+            let applying = apply_message::<K>(&ctx, &id, entity, *envelope, delivery);
+            // A panic fails this one message (its delivery, dropped, is nacked), as it failed
+            // an actor of its own, and must not leave the entity busy for good.
+            let after = match AssertUnwindSafe(applying).catch_unwind().await {
+                Ok(Ok(after)) => Ok(after),
+                Ok(Err(error)) => {
+                    tracing::warn!(entity = %id, %error, "mailbox restarts");
+                    Err(())
+                }
+                Err(_) => {
+                    tracing::error!(entity = %id, "mailbox panicked; restarts");
+                    Err(())
+                }
+            };
             // A shard that stopped meanwhile starts its entities afresh.
             let _ = myself.send_message(ShardMsg::Applied(id, after));
         });
@@ -148,7 +162,7 @@ impl<S: Send + Sync + 'static> ShardState<S> {
         &mut self,
         myself: &ActorRef<ShardMsg<S>>,
         id: String,
-        after: Result<Option<S>, ()>,
+        after: Result<Option<Option<S>>, ()>,
     ) {
         let restarted = after.is_err();
         if restarted {
@@ -156,7 +170,7 @@ impl<S: Send + Sync + 'static> ShardState<S> {
         }
         if let Some(mailbox) = self.mailboxes.get_mut(&id) {
             mailbox.busy = false;
-            mailbox.entity = after.ok().map(|e| e.map(Box::new));
+            mailbox.entity = after.ok().flatten().map(|e| e.map(Box::new));
             mailbox.last_active = Instant::now();
             if let Some((envelope, delivery)) = mailbox.waiting.pop_front() {
                 Self::start::<K>(&self.ctx, myself, id, mailbox, envelope, delivery);
