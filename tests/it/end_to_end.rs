@@ -228,18 +228,23 @@ async fn channel(url: &str) -> tonic::transport::Channel {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_idle_mailbox_passivates_and_comes_back_with_its_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Proc::start_with_env(dir.path(), &[("SWITCHYARD_PASSIVATE_AFTER_SECS", "1")]).await;
+/// A node whose idle mailboxes passivate after a second, with task t1 assigned to agent a1 and
+/// t1's mailbox, live once, passivated.
+async fn t1_assigned_and_passivated(dir: &std::path::Path) -> (Proc, Client) {
+    let node = Proc::start_with_env(dir, &[("SWITCHYARD_PASSIVATE_AFTER_SECS", "1")]).await;
     let mut c = node.client().await;
-
     assert_eq!(c.post(&agent_registered("e1", "a1", 2)).await, Some(202));
     assert_eq!(c.post(&task_created("e2", "t1")).await, Some(202));
     c.wait_task("t1", |t| t.state == "assigned").await;
     assert!(c.task_mailboxes().await.contains("t1"));
-
     c.wait_mailboxes(|live| !live.contains("t1")).await;
+    (node, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_mailbox_passivates_and_comes_back_with_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, mut c) = t1_assigned_and_passivated(dir.path()).await;
 
     // Started only if the mailbox, activated again, knows the task is assigned to a1.
     assert_eq!(c.post(&task_started("e3", "t1", "a1")).await, Some(202));
@@ -300,13 +305,7 @@ async fn get_task_answers_the_same_from_a_live_mailbox_and_from_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_create_does_not_hide_the_task_it_names() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Proc::start_with_env(dir.path(), &[("SWITCHYARD_PASSIVATE_AFTER_SECS", "1")]).await;
-    let mut c = node.client().await;
-
-    assert_eq!(c.post(&agent_registered("e1", "a1", 2)).await, Some(202));
-    assert_eq!(c.post(&task_created("e2", "t1")).await, Some(202));
-    c.wait_task("t1", |t| t.state == "assigned").await;
-    c.wait_mailboxes(|live| !live.contains("t1")).await;
+    let (node, mut c) = t1_assigned_and_passivated(dir.path()).await;
 
     // A create of the stored t1 that the domain refuses (it depends on itself) activates t1's
     // mailbox without loading t1: the mailbox must not take t1 for missing afterwards.
