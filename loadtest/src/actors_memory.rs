@@ -66,18 +66,10 @@ async fn create(node: &LoadNode, total: u64, concurrency: u64) -> anyhow::Result
         let run = run.clone();
         move |i| crate::tasks::envelope(&run, i)
     });
-    let (timeline, elapsed) = watcher
-        .wait_all("created", start + Duration::from_secs(3600))
-        .await?;
-    for publisher in publishers {
-        publisher.await??;
-    }
-    Ok(Run {
-        count: total,
-        elapsed,
-        latencies: watcher.seen.latencies_since(&published)?,
-        timeline,
-    })
+    let deadline = start + Duration::from_secs(3600);
+    watcher
+        .run_of("created", deadline, publishers, &published)
+        .await
 }
 
 pub async fn run(args: ActorsArgs) -> anyhow::Result<Vec<Report>> {

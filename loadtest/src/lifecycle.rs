@@ -199,12 +199,9 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Report> {
             move |i| created(&run, i),
         )
     };
-    let waited = watcher.wait_all("done", deadline).await;
-    for publisher in publishers {
-        publisher.await??;
-    }
-    let (timeline, elapsed) = waited?;
-    let latencies = watcher.seen.latencies_since(&published)?;
+    let measured = watcher
+        .run_of("done", deadline, publishers, &published)
+        .await?;
     node.node.shutdown().await.context("stopping the node")?;
     let floor = match args.database_url {
         Some(_) => None,
@@ -221,12 +218,7 @@ pub async fn run(args: LifecycleArgs) -> anyhow::Result<Report> {
     }
     Ok(Report {
         scenario: "lifecycle".into(),
-        run: Run {
-            count: args.tasks,
-            elapsed,
-            latencies,
-            timeline,
-        },
+        run: measured,
         baseline: floor,
         settings: serde_json::json!({ "workers": args.workers, "per_worker": args.per_worker, "concurrency": args.concurrency }),
     })

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::progress::Progress;
-use crate::report::{Latencies, Timeline};
+use crate::report::{Latencies, Run, Timeline};
 
 /// How a scenario's node is set up; unset fields keep the node's defaults.
 #[derive(Debug, Default, Clone)]
@@ -245,6 +245,28 @@ impl Watcher {
             })?;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The run of `publishers`: waits for all events as `wait_all` does, then for the
+    /// publishers; latency from each event's mark in `published` to its sighting.
+    pub async fn run_of(
+        &self,
+        what: &'static str,
+        deadline: Instant,
+        publishers: Vec<JoinHandle<anyhow::Result<()>>>,
+        published: &Marks,
+    ) -> anyhow::Result<Run> {
+        let waited = self.wait_all(what, deadline).await;
+        for publisher in publishers {
+            publisher.await??;
+        }
+        let (timeline, elapsed) = waited?;
+        Ok(Run {
+            count: self.total,
+            elapsed,
+            latencies: self.seen.latencies_since(published)?,
+            timeline,
+        })
     }
 
     /// Waits, until `deadline`, for event `i`.

@@ -13,7 +13,7 @@ use schemas::{Capabilities, Envelope, Message, Priority, TaskCreated};
 use switchyard::Config;
 
 use crate::node::{LoadNode, Marks, NodeOptions, Watcher, publish};
-use crate::report::{Report, Run};
+use crate::report::Report;
 
 /// The `tasks` scenario's settings.
 #[derive(Debug, clap::Args)]
@@ -91,12 +91,9 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
         paced(&node, &run, &args, start, published.clone())
     };
     let deadline = start + Duration::from_secs(args.timeout_secs);
-    let waited = watcher.wait_all("persisted", deadline).await;
-    for publisher in publishers {
-        publisher.await??;
-    }
-    let (timeline, elapsed) = waited?;
-    let latencies = watcher.seen.latencies_since(&published)?;
+    let measured = watcher
+        .run_of("persisted", deadline, publishers, &published)
+        .await?;
     node.node.shutdown().await.context("stopping the node")?;
     let floor = match args.database_url {
         Some(_) => None,
@@ -107,12 +104,7 @@ pub async fn run(args: TasksArgs) -> anyhow::Result<Report> {
     };
     Ok(Report {
         scenario: "tasks".into(),
-        run: Run {
-            count: args.events,
-            elapsed,
-            latencies,
-            timeline,
-        },
+        run: measured,
         baseline: floor,
         settings: serde_json::json!({
             "concurrency": args.concurrency,
