@@ -116,7 +116,9 @@ impl IngressState {
                     let routing = self.routing.entry(delivery.record.partition).or_default();
                     while routing.try_join_next().is_some() {}
                     let ctx = self.ctx.clone();
-                    routing.spawn(async move { router::deliver(&ctx, envelope, delivery).await });
+                    routing.spawn(async move {
+                        router::start_and_deliver(&ctx, envelope, delivery).await
+                    });
                 }
                 Err((error, _, delivery)) => router::settle_unroutable(error, delivery),
             },

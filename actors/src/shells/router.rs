@@ -102,14 +102,13 @@ fn to_shard<K: Kind>(
     Ok(())
 }
 
-/// Hands `envelope` to its mailbox, starting its shard if need be; settles the delivery here
-/// if there is no mailbox for it.
-pub(crate) async fn deliver(ctx: &NodeContext, envelope: Box<Envelope>, delivery: Delivery) {
-    let (envelope, delivery) = match try_deliver(ctx, envelope, delivery).map_err(|e| *e) {
-        Ok(()) => return,
-        Err((RouteError::NotStarted(_), envelope, delivery)) => (envelope, delivery),
-        Err((error, _, delivery)) => return settle_unroutable(error, delivery),
-    };
+/// Starts the shard of `envelope`'s mailbox (one started meanwhile is fine), then hands the
+/// message to it: for a message `try_deliver` found no running shard for.
+pub(crate) async fn start_and_deliver(
+    ctx: &NodeContext,
+    envelope: Box<Envelope>,
+    delivery: Delivery,
+) {
     let partition = delivery.record.partition;
     let started = match route_of(&envelope.key) {
         Some(Route::Agents) => start_shard::<AgentMailbox>(ctx, names::AGENTS, partition).await,
