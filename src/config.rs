@@ -60,6 +60,12 @@ pub struct Config {
     /// How long an agent may go without a heartbeat before it counts as offline and its
     /// work is requeued; its worker is asked for a heartbeat every third of it.
     pub agent_timeout_ms: u64,
+    /// Inbound channels (`[channels.slack]`, …); one whose secret is not set is off.
+    pub channels: gateways::channels::ChannelsConfig,
+    /// HTTP limits (`[limits]`): rate, body size, timeout, concurrency.
+    pub limits: gateways::limits::Limits,
+    /// Serve `/metrics`, `/cluster/status` and `/cluster/peers` without the admin key.
+    pub open_operator_endpoints: bool,
 }
 
 impl Default for Config {
@@ -77,6 +83,9 @@ impl Default for Config {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             kafka_session_timeout_ms: 6000,
             agent_timeout_ms: 30_000,
+            channels: Default::default(),
+            limits: Default::default(),
+            open_operator_endpoints: false,
         }
     }
 }
@@ -118,8 +127,12 @@ pub struct Overrides {
     pub node_id: Option<String>,
 }
 
-/// Environment variables that configure a node are `SWITCHYARD_<SETTING>`.
+/// Environment variables that configure a node are `SWITCHYARD_<SETTING>`; a setting inside a
+/// table is `SWITCHYARD_<TABLE>__<SETTING>` (`SWITCHYARD_CHANNELS__SLACK__SIGNING_SECRET`).
 const ENV_PREFIX: &str = "SWITCHYARD_";
+
+/// What separates a table from its setting in a variable's name.
+const ENV_NESTING: &str = "__";
 
 /// Variables with the prefix that are read elsewhere (the CLI, the log filter, tests).
 const NOT_SETTINGS: &[&str] = &["config", "log"];
@@ -140,7 +153,8 @@ impl Config {
                 continue;
             };
             let setting = setting.to_ascii_lowercase();
-            if !settings.contains(&setting)
+            let top = setting.split(ENV_NESTING).next().unwrap_or("").to_owned();
+            if !settings.contains(&top)
                 && !NOT_SETTINGS.contains(&setting.as_str())
                 && !setting.starts_with("test_")
             {
@@ -150,7 +164,11 @@ impl Config {
         figment
             .merge(
                 Env::prefixed(ENV_PREFIX)
-                    .filter(move |key| settings.contains(&key.as_str().to_ascii_lowercase())),
+                    .filter(move |key| {
+                        let key = key.as_str().to_ascii_lowercase();
+                        settings.contains(&key.split(ENV_NESTING).next().unwrap_or("").to_owned())
+                    })
+                    .split(ENV_NESTING),
             )
             .merge(Serialized::defaults(overrides))
             .extract()
@@ -194,6 +212,7 @@ mod tests {
             jail.set_env("SWITCHYARD_KAFKA_BROKERS", "k1:9092,k2:9092");
             jail.set_env("SWITCHYARD_TEST_POSTGRES", "ignored");
             jail.set_env("SWITCHYARD_LOG", "debug");
+            jail.set_env("SWITCHYARD_CHANNELS__SLACK__SIGNING_SECRET", "from-env");
             let overrides = Overrides {
                 data_dir: Some("/tmp/x".into()),
                 bus: Some(BusKind::Rabbitmq),
@@ -207,6 +226,11 @@ mod tests {
             assert_eq!(config.bus, BusKind::Rabbitmq, "the flag beats the file");
             assert_eq!(config.kafka_brokers, "k1:9092,k2:9092");
             assert_eq!(config.partitions, 8);
+            assert_eq!(config.channels.slack.signing_secret.expose(), "from-env");
+            assert!(
+                !format!("{config:?}").contains("from-env"),
+                "secrets never show in debug output"
+            );
             Ok(())
         });
     }

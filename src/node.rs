@@ -13,7 +13,8 @@ use actors::{
 };
 use anyhow::Context;
 use broker_adapters::{Bus, EmbeddedBus, KafkaBus, RabbitBus};
-use gateways::{Auth, GatewayContext, ServerAddrs, ServersActor};
+use gateways::channels::Channels;
+use gateways::{Auth, GatewayContext, HttpPolicy, ServerAddrs, ServersActor};
 use migrations::{Migrator, MigratorTrait};
 use ractor::{Actor, ActorRef};
 use supervisor::{
@@ -77,6 +78,8 @@ async fn create_events_topic(bus: &dyn Bus, partitions: u32) -> anyhow::Result<(
 impl Node {
     /// Opens the bus and the database (migrating it), then starts the tree.
     pub async fn start(config: &Config) -> anyhow::Result<Node> {
+        // Installed first: what is recorded before a recorder exists is lost.
+        gateways::metrics::recorder();
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
         let lock = DataDirLock::take(&config.data_dir)?;
@@ -111,13 +114,20 @@ impl Node {
             agent_timeout,
             agent_signals: tokio::sync::broadcast::channel(16 * 1024).0,
             outcomes: Default::default(),
+            channels: Arc::new(config.channels.rules()),
         };
+        let channels = Channels::new(&config.channels).map_err(|e| anyhow::anyhow!(e))?;
         let gateway = GatewayContext {
             auth: Auth::new(store.clone()),
             node: NodeApi::new(&ctx),
             tree: tree.clone(),
             root: ROOT.into(),
             node_id: config.node_id.clone(),
+            channels: Arc::new(channels),
+            http: Arc::new(HttpPolicy::new(
+                config.limits.clone(),
+                config.open_operator_endpoints,
+            )),
         };
         let addrs = ServerAddrs {
             http: config.http,

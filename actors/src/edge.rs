@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 
 use crate::domain::task::{self, NewTask, NotificationDraft};
 use crate::domain::{
-    Capabilities, Dependency, DependencyKind, DependencyState, Map, Priority, agent,
+    Capabilities, Dependency, DependencyKind, DependencyState, Map, Priority, agent, conversation,
 };
 
 /// A wire message as the command of the entity it is for.
@@ -20,6 +20,8 @@ pub enum Routed {
     Agent(String, agent::Command),
     /// A notification to record.
     Notify(NotificationDraft),
+    /// A message received in conversation `key` (`conversation/<channel>/<id>`).
+    Conversation(conversation::Inbound),
 }
 
 /// The domain command `envelope` carries.
@@ -157,6 +159,13 @@ pub fn command(envelope: &Envelope) -> Routed {
                 lines: m.lines.clone(),
             },
         ),
+        Message::MessageReceived(m) => Routed::Conversation(conversation::Inbound {
+            channel: m.channel.clone(),
+            conversation: m.conversation.clone(),
+            sender: m.sender.clone(),
+            text: m.text.clone(),
+            received: m.received,
+        }),
     }
 }
 

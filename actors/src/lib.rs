@@ -18,6 +18,7 @@ pub mod store;
 pub mod testkit;
 pub mod tree;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ pub struct NodeContext {
     pub agent_signals: tokio::sync::broadcast::Sender<AgentSignal>,
     /// Callers waiting for messages to be applied here.
     pub outcomes: Outcomes,
+    /// What each inbound channel's messages may become, by channel name.
+    pub channels: Arc<BTreeMap<String, domain::conversation::Rules>>,
 }
 
 pub use tree::names;

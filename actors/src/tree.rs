@@ -57,6 +57,8 @@ pub mod names {
     pub const TASKS: &str = "tasks";
     /// The supervisor of agent mailboxes.
     pub const AGENTS: &str = "agents";
+    /// The supervisor of conversation mailboxes.
+    pub const CONVERSATIONS: &str = "conversations";
     /// Notifications.
     pub const NOTIFIER: &str = "notifier";
     /// Rate limiters, the calendar writer, the cost monitor.
@@ -81,6 +83,7 @@ pub const LAYOUT: &[Part] = &[
         ),
     ),
     part(names::AGENTS, Kind::Mailboxes),
+    part(names::CONVERSATIONS, Kind::Mailboxes),
     part(names::NOTIFIER, Kind::Worker(Worker::Notifier)),
     part(
         names::INTEGRATIONS,

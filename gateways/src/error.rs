@@ -23,6 +23,12 @@ pub enum GatewayError {
     /// The thing is not in a state that allows this (an invalid transition); the text names both.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A webhook's signature was not accepted; the text says why.
+    #[error("{0}")]
+    BadSignature(String),
+    /// Over a rate limit: retry after this long.
+    #[error("rate limited: retry in {} s", crate::limits::retry_after_secs(*.0))]
+    TooManyRequests(std::time::Duration),
     /// A dependency (bus, database) is down; retry.
     #[error("{0}")]
     Unavailable(String),
@@ -44,7 +50,10 @@ impl IntoResponse for GatewayError {
         self.log_internal();
         let status = match &self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            GatewayError::Unauthenticated | GatewayError::BadSignature(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            GatewayError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::FailedPrecondition(_) => StatusCode::CONFLICT,
@@ -56,11 +65,21 @@ impl IntoResponse for GatewayError {
             Json(serde_json::json!({ "error": self.to_string() })),
         )
             .into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                "www-authenticate",
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        let headers = response.headers_mut();
+        match self {
+            GatewayError::Unauthenticated => {
+                headers.insert(
+                    "www-authenticate",
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            GatewayError::TooManyRequests(wait) => {
+                headers.insert(
+                    "retry-after",
+                    axum::http::HeaderValue::from(crate::limits::retry_after_secs(wait)),
+                );
+            }
+            _ => {}
         }
         response
     }
@@ -72,7 +91,10 @@ impl From<GatewayError> for tonic::Status {
         let message = error.to_string();
         match error {
             GatewayError::BadRequest(_) => tonic::Status::invalid_argument(message),
-            GatewayError::Unauthenticated => tonic::Status::unauthenticated(message),
+            GatewayError::Unauthenticated | GatewayError::BadSignature(_) => {
+                tonic::Status::unauthenticated(message)
+            }
+            GatewayError::TooManyRequests(_) => tonic::Status::resource_exhausted(message),
             GatewayError::Forbidden(_) => tonic::Status::permission_denied(message),
             GatewayError::NotFound(_) => tonic::Status::not_found(message),
             GatewayError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),

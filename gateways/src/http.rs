@@ -1,26 +1,137 @@
-//! HTTP: `POST /v1/events` (CBOR or JSON envelopes), `GET /health`, `GET /ready`,
-//! `GET /cluster/status` (admin).
+//! HTTP: `POST /v1/events` (CBOR or JSON envelopes), `POST /v1/channels/{channel}`
+//! (webhooks), `GET /health`, `GET /ready`, and for operators (admin key unless configured
+//! open) `GET /metrics`, `GET /cluster/status`, `GET /cluster/peers`.
+
+use std::time::Duration;
 
 use actors::credentials::Role;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use schemas::{CborValue, Envelope, MAX_ENVELOPE_BYTES};
 use serde_json::json;
+use sha2::{Digest, Sha256};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
-use crate::{GatewayContext, GatewayError};
+use crate::limits::{KeyedLimit, Limits};
+use crate::{GatewayContext, GatewayError, channels, metrics};
+
+/// How the HTTP routes are limited and who may read the operator endpoints.
+pub struct HttpPolicy {
+    /// The configured limits.
+    pub limits: Limits,
+    /// `POST /v1/events` per API key.
+    events_per_key: KeyedLimit,
+    /// `/metrics`, `/cluster/status` and `/cluster/peers` without the admin key.
+    pub operator_open: bool,
+}
+
+impl HttpPolicy {
+    /// The policy of `limits`, operator endpoints open or behind the admin key.
+    pub fn new(limits: Limits, operator_open: bool) -> HttpPolicy {
+        HttpPolicy {
+            events_per_key: KeyedLimit::new(
+                limits.events_per_key_per_second,
+                Duration::from_secs(1),
+            ),
+            limits,
+            operator_open,
+        }
+    }
+}
+
+impl Default for HttpPolicy {
+    fn default() -> Self {
+        HttpPolicy::new(Limits::default(), false)
+    }
+}
 
 /// The HTTP routes, ready to serve or to call with `tower::ServiceExt::oneshot`.
 pub fn app(ctx: GatewayContext) -> Router {
+    let limits = &ctx.http.limits;
+    // Webhook bodies are read whole before their signature is checked: bounded first.
+    let webhooks = Router::new()
+        .route("/v1/channels/{channel}", post(channels::receive))
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(limits.webhook_body_bytes));
     Router::new()
         .route("/v1/events", post(post_event))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
         .route("/cluster/status", get(cluster_status))
+        .route("/cluster/peers", get(cluster_peers))
+        .merge(webhooks)
+        .route_layer(axum::middleware::from_fn(metrics::track_http))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(limits.request_timeout_ms),
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            limits.concurrent_requests.max(1),
+        ))
         .with_state(ctx)
+}
+
+/// Lets operators in: anyone when the endpoints are configured open, else the admin key.
+async fn operator(
+    ctx: &GatewayContext,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<(), GatewayError> {
+    if ctx.http.operator_open {
+        return Ok(());
+    }
+    let principal = ctx.auth.principal(authorization(headers)).await?;
+    if principal.role != Role::Admin {
+        return Err(GatewayError::Forbidden(format!(
+            "{what} needs the admin key"
+        )));
+    }
+    Ok(())
+}
+
+/// `GET /metrics`: the Prometheus text format.
+async fn metrics_text(
+    State(ctx): State<GatewayContext>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    operator(&ctx, &headers, "the metrics").await?;
+    metrics::record_tree(&ctx.tree, &ctx.root);
+    let text = metrics::render().ok_or_else(|| {
+        GatewayError::Unavailable("another metrics recorder is installed in this process".into())
+    })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// `GET /cluster/peers`: the other live members and how to reach them.
+async fn cluster_peers(
+    State(ctx): State<GatewayContext>,
+    headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    operator(&ctx, &headers, "the cluster's peers").await?;
+    let now = ctx.node.now_ms();
+    let peers: Vec<_> = ctx
+        .node
+        .live_members()
+        .await?
+        .into_iter()
+        .filter(|m| m.node_id != ctx.node_id)
+        .map(|m| {
+            json!({
+                "node_id": m.node_id,
+                "http": m.http,
+                "grpc": m.grpc,
+                "partitions": m.partitions,
+                "seen_ms_ago": now.saturating_sub(m.seen_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "node_id": ctx.node_id, "peers": peers })).into_response())
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -55,12 +166,7 @@ async fn cluster_status(
     State(ctx): State<GatewayContext>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let principal = ctx.auth.principal(authorization(&headers)).await?;
-    if principal.role != Role::Admin {
-        return Err(GatewayError::Forbidden(
-            "the cluster's status needs the admin key".into(),
-        ));
-    }
+    operator(&ctx, &headers, "the cluster's status").await?;
     let now = ctx.node.now_ms();
     let members = ctx.node.live_members().await?;
     let partitions = ctx
@@ -103,7 +209,14 @@ async fn post_event(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, GatewayError> {
-    let principal = ctx.auth.principal(authorization(&headers)).await?;
+    let authorization = authorization(&headers);
+    let principal = ctx.auth.principal(authorization).await?;
+    // Keyed by a digest: the limiter's table need not hold the keys themselves.
+    let key = Sha256::digest(authorization.unwrap_or("").as_bytes());
+    if let Err(wait) = ctx.http.events_per_key.check(&hex::encode(&key[..8])) {
+        metrics::rate_limited("/v1/events");
+        return Err(GatewayError::TooManyRequests(wait));
+    }
     let bytes = axum::body::to_bytes(body, MAX_ENVELOPE_BYTES)
         .await
         .map_err(|_| {

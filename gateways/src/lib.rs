@@ -1,13 +1,17 @@
-//! switchyard's front doors: the HTTP ingest and probes (axum) and the gRPC API (tonic).
+//! switchyard's front doors: the HTTP ingest, channel webhooks, probes and operator endpoints
+//! (axum) and the gRPC API (tonic).
 //!
 //! Both check bearer keys through one `Auth`; both turn `GatewayError` into their own answer.
 
 #![warn(missing_docs)]
 
 mod auth;
+pub mod channels;
 mod error;
 mod grpc;
 mod http;
+pub mod limits;
+pub mod metrics;
 mod servers;
 
 use actors::NodeApi;
@@ -18,7 +22,7 @@ pub use grpc::convert::{from_struct, to_struct};
 pub use grpc::{
     AgentsService, ClusterService, KeysService, TasksService, WorkerService, grpc_routes,
 };
-pub use http::app;
+pub use http::{HttpPolicy, app};
 pub use servers::{ServerAddrs, ServersActor};
 
 /// What the gateways need from the node.
@@ -34,4 +38,8 @@ pub struct GatewayContext {
     pub root: String,
     /// This node's id.
     pub node_id: String,
+    /// The inbound channels that are on.
+    pub channels: std::sync::Arc<channels::Channels>,
+    /// Limits and openness of the HTTP routes.
+    pub http: std::sync::Arc<HttpPolicy>,
 }

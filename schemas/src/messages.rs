@@ -343,6 +343,38 @@ pub struct NotificationRequested {
     pub dedupe_key: Option<String>,
 }
 
+/// One attachment of an inbound message: its metadata only, never its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// File name as the provider gave it.
+    pub name: String,
+    /// Media type, e.g. `image/png`.
+    pub content_type: String,
+    /// Size in bytes; 0 when the provider did not say.
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// `message.received`: a person wrote to switchyard on a channel (SMS, Slack, Discord, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageReceived {
+    /// The channel's name: `sms`, `slack`, `discord`, `telegram` or `email`.
+    pub channel: String,
+    /// The conversation on that channel (a phone number pair, a Slack channel, a chat id, ...).
+    pub conversation: String,
+    /// Who wrote it, as the provider names them.
+    pub sender: String,
+    /// The message's text.
+    pub text: String,
+    /// The provider's id of the message; a resent webhook carries the same one.
+    pub provider_id: String,
+    /// When it was received, ms since the Unix epoch.
+    pub received: u64,
+    /// Attachments' metadata.
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
 /// A typed message body; its variant decides the envelope's `type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -394,10 +426,13 @@ pub enum Message {
     TaskOutput(TaskOutput),
     /// `agent.offline`.
     AgentOffline(AgentOffline),
+    /// `message.received`.
+    MessageReceived(MessageReceived),
 }
 
 /// Expands `$apply` once per variant with its type name and the entity kind its routing key
-/// names (`task/<task_id>`, `agent/<agent_id>`, `notify/<user>`), so the name table, the
+/// names (`task/<task_id>`, `agent/<agent_id>`, `notify/<user>`,
+/// `conversation/<channel>/<conversation>`), so the name table, the
 /// decoder, the encoder and the routing cannot drift apart.
 macro_rules! for_each_message {
     ($apply:ident) => {
@@ -426,6 +461,7 @@ macro_rules! for_each_message {
             TaskDependencyFailed => "task.dependency_failed", task,
             TaskOutput => "task.output", task,
             AgentOffline => "agent.offline", agent,
+            MessageReceived => "message.received", conversation,
         }
     };
 }
@@ -440,6 +476,9 @@ macro_rules! routing_key {
     };
     (notify, $m:expr, $user:expr) => {
         format!("notify/{}", $user)
+    };
+    (conversation, $m:expr, $user:expr) => {
+        format!("conversation/{}/{}", $m.channel, $m.conversation)
     };
 }
 

@@ -99,6 +99,24 @@ impl Tree {
         Some(build(path, *entry, &entries))
     }
 
+    /// The actors `depth` levels below `path` (1: its children), and the restarts of all
+    /// actors below it.
+    pub fn census(&self, path: &str, depth: usize) -> (usize, u64) {
+        let prefix = format!("{path}/");
+        self.with(|entries| {
+            entries
+                .range(prefix.clone()..)
+                .take_while(|(p, _)| p.starts_with(&prefix))
+                .fold((0, 0), |(count, restarts), (p, e)| {
+                    let level = p[prefix.len()..].matches('/').count() + 1;
+                    (
+                        count + usize::from(level == depth),
+                        restarts + u64::from(e.restarts),
+                    )
+                })
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> T) -> T {
         // A panic while holding the lock cannot leave a half-written entry: recover the map.
         let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -155,6 +173,19 @@ mod tests {
         assert_eq!(root.children[0].children[0].restarts, 1);
         tree.remove("node/a");
         assert_eq!(tree.snapshot("node").unwrap().children.len(), 1);
+    }
+
+    #[test]
+    fn a_census_counts_one_level_and_every_restart_below() {
+        let tree = Tree::default();
+        for path in ["k", "k/p0", "k/p0/a", "k/p0/b", "k/p1", "k/p1/c", "kk/p0/d"] {
+            tree.set_status(path, ActorStatus::Running);
+        }
+        tree.count_restart("k/p0/b");
+        tree.count_restart("k/p1");
+        assert_eq!(tree.census("k", 2), (3, 2));
+        assert_eq!(tree.census("k", 1), (2, 2));
+        assert_eq!(tree.census("nothing", 1), (0, 0));
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub trait Kind: Send + Sync + 'static {
 
     /// Applies and persists one message; returns the new state and the effects to carry out.
     fn apply(
-        store: &Store,
+        ctx: &NodeContext,
         state: Option<&Self::State>,
         envelope: &Envelope,
     ) -> impl Future<Output = Result<(Self::State, Vec<Effect>, Applied), ApplyError>> + Send;
@@ -57,7 +57,7 @@ pub trait Kind: Send + Sync + 'static {
 }
 
 /// How the activity log records `envelope`.
-fn applied_message(envelope: &Envelope) -> AppliedMessage<'_> {
+pub(crate) fn applied_message(envelope: &Envelope) -> AppliedMessage<'_> {
     AppliedMessage {
         id: &envelope.id,
         key: &envelope.key,
@@ -67,7 +67,7 @@ fn applied_message(envelope: &Envelope) -> AppliedMessage<'_> {
     }
 }
 
-fn misrouted(envelope: &Envelope) -> ApplyError {
+pub(crate) fn misrouted(envelope: &Envelope) -> ApplyError {
     ApplyError::Refused(Refusal(format!(
         "`{}` does not apply to `{}`",
         envelope.type_name(),
@@ -90,10 +90,11 @@ impl Kind for TaskMailbox {
     }
 
     async fn apply(
-        store: &Store,
+        ctx: &NodeContext,
         state: Option<&task::Task>,
         envelope: &Envelope,
     ) -> Result<(task::Task, Vec<Effect>, Applied), ApplyError> {
+        let store = &ctx.store;
         let Routed::Task(task_id, command) = edge::command(envelope) else {
             return Err(misrouted(envelope));
         };
@@ -165,7 +166,7 @@ impl Kind for AgentMailbox {
     }
 
     async fn apply(
-        store: &Store,
+        ctx: &NodeContext,
         state: Option<&agent::Agent>,
         envelope: &Envelope,
     ) -> Result<(agent::Agent, Vec<Effect>, Applied), ApplyError> {
@@ -174,7 +175,10 @@ impl Kind for AgentMailbox {
         };
         let (agent, effects) = agent::step(state, &envelope.user, &command, envelope.time)
             .map_err(ApplyError::Refused)?;
-        let applied = store.save_agent(&applied_message(envelope), &agent).await?;
+        let applied = ctx
+            .store
+            .save_agent(&applied_message(envelope), &agent)
+            .await?;
         Ok((agent, effects, applied))
     }
 
@@ -204,7 +208,7 @@ pub(crate) async fn apply_message<K: Kind>(
         None if K::creates(&envelope) => None,
         None => K::load(&ctx.store, id).await?,
     };
-    match K::apply(&ctx.store, current.as_ref(), &envelope).await {
+    match K::apply(ctx, current.as_ref(), &envelope).await {
         Ok((entity, effects, Applied::Applied)) => {
             delivery.ack();
             ctx.outcomes.settle(&envelope.id, Outcome::Applied);

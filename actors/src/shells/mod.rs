@@ -3,6 +3,7 @@
 //! cluster record), plus the routing and relaying between them.
 
 pub mod cluster;
+pub(crate) mod conversation;
 pub(crate) mod entity;
 pub(crate) mod ingress;
 pub(crate) mod notifier;

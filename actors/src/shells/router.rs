@@ -8,6 +8,7 @@ use schemas::Envelope;
 use supervisor::{ChildSpec, Restart, SupervisorError, SupervisorMsg};
 
 use crate::domain::task::Task;
+use crate::shells::conversation::ConversationMailbox;
 use crate::shells::entity::{AgentMailbox, Kind, TaskMailbox};
 use crate::shells::notifier::Notify;
 use crate::shells::shard::{ShardActor, ShardMsg, shard_name};
@@ -37,6 +38,7 @@ pub(crate) enum RouteError {
 enum Route {
     Tasks,
     Agents,
+    Conversations,
     Notifier,
 }
 
@@ -44,6 +46,7 @@ fn route_of(key: &str) -> Option<Route> {
     match key.split_once('/')?.0 {
         "task" => Some(Route::Tasks),
         "agent" => Some(Route::Agents),
+        "conversation" => Some(Route::Conversations),
         "notify" => Some(Route::Notifier),
         _ => None,
     }
@@ -67,6 +70,9 @@ pub(crate) fn try_deliver(
         ))),
         Some(Route::Tasks) => to_shard::<TaskMailbox>(ctx, names::TASKS, envelope, delivery),
         Some(Route::Agents) => to_shard::<AgentMailbox>(ctx, names::AGENTS, envelope, delivery),
+        Some(Route::Conversations) => {
+            to_shard::<ConversationMailbox>(ctx, names::CONVERSATIONS, envelope, delivery)
+        }
         Some(Route::Notifier) => match ractor::registry::where_is(ctx.path(names::NOTIFIER)) {
             // A send fails only if the actor stopped meanwhile; the message is then dropped,
             // which nacks the delivery (and so everywhere below).
@@ -112,6 +118,9 @@ pub(crate) async fn start_and_deliver(
     let partition = delivery.record.partition;
     let started = match route_of(&envelope.key) {
         Some(Route::Agents) => start_shard::<AgentMailbox>(ctx, names::AGENTS, partition).await,
+        Some(Route::Conversations) => {
+            start_shard::<ConversationMailbox>(ctx, names::CONVERSATIONS, partition).await
+        }
         _ => start_shard::<TaskMailbox>(ctx, names::TASKS, partition).await,
     };
     if let Err(error) = started {
@@ -184,6 +193,7 @@ pub(crate) async fn live_task(ctx: &NodeContext, task_id: &str) -> Option<Task> 
 pub(crate) async fn drain(ctx: &NodeContext, partition: u32) {
     drain_shard::<TaskMailbox>(ctx, names::TASKS, partition).await;
     drain_shard::<AgentMailbox>(ctx, names::AGENTS, partition).await;
+    drain_shard::<ConversationMailbox>(ctx, names::CONVERSATIONS, partition).await;
 }
 
 async fn drain_shard<K: Kind>(ctx: &NodeContext, kind: &str, partition: u32) {

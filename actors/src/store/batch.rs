@@ -13,8 +13,8 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::entities::{
-    activity, agents, assignments, notifications, processed_messages, task_dependencies,
-    task_output, tasks,
+    activity, agents, assignments, conversation_messages, conversations, notifications,
+    processed_messages, task_dependencies, task_output, tasks,
 };
 use super::{Applied, StoreError, now_ms};
 
@@ -35,6 +35,8 @@ pub(crate) struct Changes {
     pub dependencies: Vec<task_dependencies::ActiveModel>,
     pub notifications: Vec<notifications::ActiveModel>,
     pub output: Vec<task_output::ActiveModel>,
+    pub conversation: Option<conversations::ActiveModel>,
+    pub inbound: Option<conversation_messages::ActiveModel>,
     pub activity: activity::ActiveModel,
 }
 
@@ -49,6 +51,8 @@ impl Changes {
             dependencies: Vec::new(),
             notifications: Vec::new(),
             output: Vec::new(),
+            conversation: None,
+            inbound: None,
             activity,
         }
     }
@@ -246,6 +250,19 @@ async fn commit_together(
     insert_all::<notifications::Entity>(&txn, rows, Some(keep_first)).await?;
     let rows = fresh.iter().flat_map(|c| c.output.clone()).collect();
     insert_all::<task_output::Entity>(&txn, rows, None).await?;
+    {
+        use conversations::Column as C;
+        let rows = fresh
+            .iter()
+            .filter_map(|c| c.conversation.clone())
+            .collect();
+        let update = OnConflict::column(C::Key)
+            .update_columns([C::Messages, C::Tasks, C::FirstAt, C::LastAt])
+            .to_owned();
+        insert_all::<conversations::Entity>(&txn, rows, Some(update)).await?;
+    }
+    let rows = fresh.iter().filter_map(|c| c.inbound.clone()).collect();
+    insert_all::<conversation_messages::Entity>(&txn, rows, None).await?;
     let rows = fresh.iter().map(|c| c.activity.clone()).collect();
     insert_all::<activity::Entity>(&txn, rows, None).await?;
     let keep_first =

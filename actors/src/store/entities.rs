@@ -255,3 +255,50 @@ pub mod task_output {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod conversations {
+    //! The `conversations` table: what each conversation's mailbox knows.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "conversations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub channel: String,
+        pub conversation: String,
+        pub messages: i64,
+        pub tasks: i64,
+        pub first_at: i64,
+        pub last_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod conversation_messages {
+    //! The `conversation_messages` table: each inbound message, and the task it became.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "conversation_messages")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: String,
+        pub key: String,
+        pub sender: String,
+        pub text: String,
+        pub provider_id: String,
+        pub received: i64,
+        pub attachments: String,
+        pub task_id: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

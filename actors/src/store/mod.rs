@@ -6,6 +6,7 @@
 
 mod agents;
 mod batch;
+mod conversations;
 mod convert;
 #[allow(missing_docs)] // sea-orm derives the columns, relations and active models
 pub mod entities;
@@ -27,6 +28,7 @@ use entities::{activity, notifications, processed_messages, refusals};
 
 use crate::domain::task::NotificationDraft;
 
+pub use conversations::{InboundMessage, InboundRow};
 pub use members::Member;
 pub use nagle::nodelay_towards;
 pub use orchestration::{Cascade, Outcome};

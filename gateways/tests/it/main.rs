@@ -46,6 +46,7 @@ async fn fixture() -> Fixture {
         agent_timeout: Duration::from_secs(30),
         agent_signals: tokio::sync::broadcast::channel(16).0,
         outcomes: Default::default(),
+        channels: Default::default(),
     };
     let ctx = GatewayContext {
         auth: Auth::new(store),
@@ -53,6 +54,8 @@ async fn fixture() -> Fixture {
         tree: supervisor::Tree::default(),
         root: "node".into(),
         node_id: "n1".into(),
+        channels: Arc::new(gateways::channels::Channels::new(&Default::default()).unwrap()),
+        http: Default::default(),
     };
     Fixture {
         _dir: dir,

@@ -36,12 +36,14 @@ async fn schema(db: &DatabaseConnection) -> Vec<String> {
 }
 
 /// The tables every migration together makes.
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 13] = [
     "activity",
     "agents",
     "api_keys",
     "assignments",
     "cluster_members",
+    "conversation_messages",
+    "conversations",
     "notifications",
     "processed_messages",
     "refusals",

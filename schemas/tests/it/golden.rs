@@ -137,6 +137,19 @@ fn samples() -> Vec<Envelope> {
             agent_id: "a1".into(),
             reason: "no heartbeat for 31000 ms".into(),
         }),
+        Message::MessageReceived(MessageReceived {
+            channel: "slack".into(),
+            conversation: "C024BE91L".into(),
+            sender: "U2147483697".into(),
+            text: "task: book the dentist".into(),
+            provider_id: "Ev0PV52K25".into(),
+            received: 1_795_500_000_000,
+            attachments: vec![Attachment {
+                name: "note.png".into(),
+                content_type: "image/png".into(),
+                size: 2048,
+            }],
+        }),
     ];
     messages
         .into_iter()

@@ -39,6 +39,7 @@ fn every_outside_vector_matches_its_json_and_survives_reencoding() {
         "task_dependency_failed",
         "task_output",
         "agent_offline",
+        "message_received",
     ];
     let mut seen = Vec::new();
     for stem in stems {

@@ -26,6 +26,7 @@ BODIES = {
     "task.dependency_failed": ("task/t2", {"task_id": "t2", "upstream": "t1", "reason": "was cancelled"}),
     "task.output": ("task/t1", {"task_id": "t1", "agent_id": "a1", "lines": ["Compiling switchyard", "Finished"]}),
     "agent.offline": ("agent/a1", {"agent_id": "a1", "reason": "no heartbeat for 31000 ms"}),
+    "message.received": ("conversation/slack/C024BE91L", {"channel": "slack", "conversation": "C024BE91L", "sender": "U2147483697", "text": "task: book the dentist", "provider_id": "Ev0PV52K25", "received": 1795500000000, "attachments": [{"name": "note.png", "content_type": "image/png", "size": 2048}]}),
 }
 
 here = pathlib.Path(__file__).parent
