@@ -405,13 +405,22 @@ pub static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(()
 
 /// An in-process node on a fresh data directory.
 pub async fn in_process(dir: &Path) -> (switchyard::Node, u16, u16) {
+    in_process_with(dir, |_| {}).await
+}
+
+/// An in-process node on a fresh data directory, configured further by `configure`.
+pub async fn in_process_with(
+    dir: &Path,
+    configure: impl FnOnce(&mut switchyard::Config),
+) -> (switchyard::Node, u16, u16) {
     let (http, grpc) = (free_port(), free_port());
-    let config = switchyard::Config {
+    let mut config = switchyard::Config {
         data_dir: dir.to_owned(),
         http: format!("127.0.0.1:{http}").parse().unwrap(),
         grpc: format!("127.0.0.1:{grpc}").parse().unwrap(),
         ..Default::default()
     };
+    configure(&mut config);
     let node = switchyard::Node::start(&config).await.unwrap();
     assert!(ready(http).await, "in-process node did not become ready");
     (node, http, grpc)
