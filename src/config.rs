@@ -135,7 +135,7 @@ const ENV_PREFIX: &str = "SWITCHYARD_";
 const ENV_NESTING: &str = "__";
 
 /// Variables with the prefix that are read elsewhere (the CLI, the log filter, tests).
-const NOT_SETTINGS: &[&str] = &["config", "log"];
+const NOT_SETTINGS: &[&str] = &["config", "log", "log_format"];
 
 impl Config {
     /// Loads the configuration from `file` (if any), the environment and `overrides`.

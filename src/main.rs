@@ -14,8 +14,26 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log lines as text (coloured only on a terminal) or as JSON objects for log shippers
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHYARD_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Where a node's configuration comes from: a file, `SWITCHYARD_*` variables, flags.
@@ -116,16 +134,45 @@ impl AgentArgs {
 const DEFAULT_LOG: &str =
     "info,h2=warn,hyper=warn,tower=warn,sqlx=warn,librdkafka=off,rdkafka=off,lapin=off";
 
-fn main() -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("SWITCHYARD_LOG")
-                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
-        )
-        .init();
+    init_logs(cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            // One plain sentence: what failed and its first cause, not the whole chain.
+            eprintln!("switchyard: {}", plain(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error as one line: the outermost context and the innermost cause, where they differ.
+fn plain(error: &anyhow::Error) -> String {
+    let outer = error.to_string();
+    let inner = error.root_cause().to_string();
+    if outer == inner {
+        outer
+    } else {
+        format!("{outer}: {inner}")
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter =
+        EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        // Escape codes only where a terminal reads them, not in a log file.
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
-    match cli.command {
+    match command {
         Command::Node(settings) => {
             let config = settings.load()?;
             runtime.block_on(run_node(config))?;

@@ -141,9 +141,14 @@ impl SupervisorState {
             }
             Err(error) => {
                 self.tree.set_status(&path, ActorStatus::Failed);
+                // The child's own reason, not ractor's wrapping of it.
+                let reason = match error {
+                    ractor::SpawnErr::StartupFailed(inner) => inner.to_string(),
+                    other => other.to_string(),
+                };
                 Err(SupervisorError::Start {
                     name: self.children[index].spec.name.clone(),
-                    reason: error.to_string(),
+                    reason,
                 })
             }
         }

@@ -100,3 +100,42 @@ async fn a_client_tool_s_variable_with_the_prefix_does_not_stop_a_node() {
         "it is named in a warning"
     );
 }
+
+#[tokio::test]
+async fn a_port_in_use_is_one_plain_line_and_json_logs_are_json() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["--log-format", "json", "node", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--grpc",
+            "127.0.0.1:0",
+        ])
+        .env("SWITCHYARD_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("switchyard: ")
+            && last.contains(&format!("cannot listen for HTTP on 127.0.0.1:{port}"))
+            && !last.contains("panicked"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.is_empty(), "no log lines");
+    for line in stdout.lines() {
+        let parsed: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "no escape codes when not on a terminal"
+    );
+}
