@@ -111,6 +111,7 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
         [
             "agents",
             "cluster",
+            "conversations",
             "ingress",
             "integrations",
             "notifier",

@@ -169,7 +169,7 @@ async fn probes_answer_without_a_key() {
 }
 
 #[tokio::test]
-async fn cluster_status_lists_live_members_for_the_admin_key() {
+async fn cluster_status_and_peers_list_live_members_for_the_admin_key() {
     let f = fixture().await;
     let now = actors::store::now_ms();
     let member = |node_id: &str, partitions: Vec<u32>, seen_at: u64| actors::store::Member {
@@ -228,4 +228,54 @@ async fn cluster_status_lists_live_members_for_the_admin_key() {
         serde_json::json!([3]),
         "a stale member owns nothing"
     );
+
+    let peers_of = |token: Option<&str>, path: &str| {
+        let mut request = Request::get(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let response = app(f.ctx.clone())
+        .oneshot(peers_of(Some(&f.admin), "/cluster/peers"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let peers: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let ids: Vec<&str> = peers["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["n2"], "live members other than this node");
+    for (token, path, want) in [
+        (
+            Some(f.user.as_str()),
+            "/cluster/peers",
+            StatusCode::FORBIDDEN,
+        ),
+        (None, "/cluster/peers", StatusCode::UNAUTHORIZED),
+        (None, "/metrics", StatusCode::UNAUTHORIZED),
+    ] {
+        let response = app(f.ctx.clone())
+            .oneshot(peers_of(token, path))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), want, "{path}");
+    }
+    let open = GatewayContext {
+        http: Arc::new(gateways::HttpPolicy::new(Default::default(), true)),
+        ..f.ctx.clone()
+    };
+    for path in ["/cluster/peers", "/cluster/status"] {
+        let response = app(open.clone())
+            .oneshot(peers_of(None, path))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path} configured open");
+    }
 }
