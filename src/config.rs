@@ -66,6 +66,8 @@ pub struct Config {
     pub limits: gateways::limits::Limits,
     /// Serve `/metrics`, `/cluster/status` and `/cluster/peers` without the admin key.
     pub open_operator_endpoints: bool,
+    /// Where spans are exported over OTLP/gRPC (`http://host:4317`); empty exports nothing.
+    pub otlp_endpoint: String,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             channels: Default::default(),
             limits: Default::default(),
             open_operator_endpoints: false,
+            otlp_endpoint: String::new(),
         }
     }
 }
@@ -125,6 +128,10 @@ pub struct Overrides {
     #[arg(long, value_name = "ID")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// Export spans over OTLP/gRPC to this URL, e.g. http://127.0.0.1:4317 [default: none]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Environment variables that configure a node are `SWITCHYARD_<SETTING>`; a setting inside a

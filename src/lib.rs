@@ -8,6 +8,7 @@ mod allocator;
 pub mod config;
 pub mod doctor;
 mod node;
+pub mod telemetry;
 pub mod worker;
 
 pub use config::Config;

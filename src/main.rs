@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard::Node;
 use switchyard::config::{Config, Overrides};
-use tracing_subscriber::EnvFilter;
+use switchyard::telemetry::{self, LogFormat, Telemetry};
 
 /// switchyard: an actor-model message backbone for task and agent orchestration.
 #[derive(Parser)]
@@ -25,15 +25,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Where a node's configuration comes from: a file, `SWITCHYARD_*` variables, flags.
@@ -129,15 +120,9 @@ impl AgentArgs {
     }
 }
 
-/// The log filter unless `SWITCHYARD_LOG` says otherwise. Broker clients' own lines are off:
-/// what they report reaches switchyard as errors, which it logs once, with context.
-const DEFAULT_LOG: &str =
-    "info,h2=warn,hyper=warn,tower=warn,sqlx=warn,librdkafka=off,rdkafka=off,lapin=off";
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
-    match run(cli.command) {
+    match run(cli.command, cli.log_format) {
         Ok(code) => code,
         Err(error) => {
             // One plain sentence: what failed and its first cause, not the whole chain.
@@ -158,32 +143,27 @@ fn plain(error: &anyhow::Error) -> String {
     }
 }
 
-fn init_logs(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter =
-        EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => logs.json().init(),
-        // Escape codes only where a terminal reads them, not in a log file.
-        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
-    }
-}
-
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
+    // The OTLP exporter's client is made in the runtime it runs in.
+    let _runtime = runtime.enter();
     match command {
         Command::Node(settings) => {
-            let config = settings.load()?;
-            runtime.block_on(run_node(config))?;
+            let config = telemetry::while_configuring(log_format, || settings.load())?;
+            let otlp = Some((config.otlp_endpoint.as_str(), config.node_id.as_str()))
+                .filter(|(endpoint, _)| !endpoint.is_empty());
+            let telemetry = telemetry::init(log_format, otlp)?;
+            runtime.block_on(run_node(config, telemetry))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor(settings) => {
-            let config = settings.load()?;
+            let config = telemetry::while_configuring(log_format, || settings.load())?;
+            telemetry::init(log_format, None)?;
             Ok(runtime.block_on(doctor(config)))
         }
         Command::Agent(args) => {
-            let config = (*args).into_config()?;
+            let config = telemetry::while_configuring(log_format, || (*args).into_config())?;
+            telemetry::init(log_format, None)?;
             runtime.block_on(async {
                 tokio::select! {
                     ran = switchyard::worker::run(config) => ran,
@@ -195,7 +175,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn run_node(config: Config) -> anyhow::Result<()> {
+async fn run_node(config: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let mut node = Node::start(&config).await?;
     tracing::info!(
         node_id = %config.node_id,
@@ -214,6 +194,7 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     node.shutdown().await?;
+    telemetry.flush().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -83,9 +83,7 @@ impl NodeApi {
                 max: schemas::MAX_ENVELOPE_BYTES,
             });
         }
-        self.ctx
-            .bus
-            .publish(schemas::EVENTS_TOPIC, message)
+        crate::outbound::publish_message(self.ctx.bus.as_ref(), message)
             .await
             .map(|_| ())
             .map_err(|e| ApiError::Bus(e.error.to_string()))

@@ -16,6 +16,7 @@ mod shells;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod trace;
 pub mod tree;
 
 use std::collections::BTreeMap;

@@ -463,6 +463,8 @@ impl<T> Inbox<T> {
             }
             Outcome::Nack(reason) | Outcome::DeadLetter(reason) => reason,
         };
+        metrics::counter!("switchyard_dead_letters_total", "topic" => slot.entry.record.topic.clone())
+            .increment(1);
         // The record stays out, holding its key, until its dead letter is published.
         let message = dead_letter_message(&slot.entry.record, &reason, attempts);
         let ticket = self.ticket(partition, seq);

@@ -16,6 +16,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
 
 use crate::limits::{KeyedLimit, Limits};
 use crate::{GatewayContext, GatewayError, channels, metrics};
@@ -234,8 +235,27 @@ async fn post_event(
     principal
         .admit(&mut envelope)
         .map_err(GatewayError::Forbidden)?;
-    ctx.node.publish(&envelope).await?;
+    let span = tracing::info_span!("http.ingest", route = "/v1/events", id = %envelope.id);
+    // The caller's trace: its `traceparent` header, else the envelope's own.
+    let caller = traceparent_header(&headers).or(envelope.trace.take());
+    trace_under(&span, &mut envelope, caller);
+    ctx.node.publish(&envelope).instrument(span).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": envelope.id }))).into_response())
+}
+
+/// The request's W3C `traceparent` header, if any.
+pub(crate) fn traceparent_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Makes `span` continue the `caller`'s trace and `envelope` carry `span` on, so the span of
+/// the mailbox that handles it is its child; with traces off the caller's trace travels on.
+pub(crate) fn trace_under(span: &tracing::Span, envelope: &mut Envelope, caller: Option<String>) {
+    actors::trace::continue_trace(span, caller.as_deref());
+    envelope.trace = actors::trace::traceparent(span).or(caller);
 }
 
 /// What a JSON envelope that leaves out its id or time gets.

@@ -87,3 +87,61 @@ pub fn webhook_rejected(channel: &str, error: &GatewayError) {
 pub fn rate_limited(route: &str) {
     metrics::counter!("switchyard_rate_limited_total", "route" => route.to_owned()).increment(1);
 }
+
+/// A tower layer counting each gRPC call and its latency (to its response headers) by method
+/// and status code.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcMetricsLayer;
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> GrpcMetrics<S> {
+        GrpcMetrics(inner)
+    }
+}
+
+/// The service `GrpcMetricsLayer` wraps around the gRPC routes.
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics<S>(S);
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B, R> tower::Service<axum::http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let started = Instant::now();
+        let response = self.0.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            // An error answered at once carries its status in the headers; a call that got as
+            // far as a body reports in trailers, after this: counted as OK (0) here.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("0")
+                .to_owned();
+            let labels = [("method", method), ("code", code)];
+            metrics::counter!("switchyard_grpc_requests_total", &labels).increment(1);
+            metrics::histogram!("switchyard_grpc_request_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+            Ok(response)
+        })
+    }
+}

@@ -83,6 +83,7 @@ impl Actor for ServersActor {
         });
         let grpc_task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
+                .layer(crate::metrics::GrpcMetricsLayer)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, stopped(signal))
                 .await;

@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::harness::*;
 
 /// A broker of the test's own.
-enum Broker {
+pub(crate) enum Broker {
     Kafka(Tansu),
     Rabbit(RabbitNode),
 }
@@ -29,13 +29,13 @@ impl Broker {
         Some(Broker::Kafka(Tansu::start(build).await))
     }
 
-    async fn rabbit() -> Option<Broker> {
+    pub(crate) async fn rabbit() -> Option<Broker> {
         (!skipped("rabbitmq")).then_some(())?;
         Some(Broker::Rabbit(RabbitNode::start().await))
     }
 
     /// The node flags that put a node on this broker.
-    fn flags(&self) -> Vec<String> {
+    pub(crate) fn flags(&self) -> Vec<String> {
         match self {
             Broker::Kafka(tansu) => vec![
                 "--bus".into(),
@@ -244,7 +244,10 @@ async fn ownership(client: &Client) -> Vec<(String, BTreeSet<u64>)> {
 }
 
 /// Polls `/cluster/status` until `want` holds for the ownership it shows.
-async fn wait_ownership(client: &Client, want: impl Fn(&[(String, BTreeSet<u64>)]) -> bool) {
+pub(crate) async fn wait_ownership(
+    client: &Client,
+    want: impl Fn(&[(String, BTreeSet<u64>)]) -> bool,
+) {
     let deadline = Instant::now() + WAIT;
     loop {
         let owned = ownership(client).await;

@@ -367,6 +367,12 @@ async fn each_channel_publishes_a_signed_message_once_and_refuses_the_rest() {
             ),
         )
     };
+    let published = "switchyard_bus_published_total{topic=\"switchyard.events\",outcome=\"ok\"}";
+    assert_eq!(
+        delta(&before, &after, published),
+        5.0,
+        "one publish per message"
+    );
     assert_eq!(rejected("slack", "signature"), 3.0);
     assert_eq!(rejected("slack", "malformed"), 1.0);
     assert_eq!(rejected("email", "malformed"), 1.0);

@@ -9,3 +9,4 @@ mod end_to_end;
 mod harness;
 mod orchestration;
 mod supervision;
+mod trace;

@@ -79,7 +79,7 @@ async fn create_task(
     // The conversation travels on with the task, and the message that caused it.
     task.corr = Some(envelope.key.clone());
     task.cause = Some(envelope.id.clone());
-    task.trace = envelope.trace.clone();
+    task.trace = crate::trace::traceparent(&tracing::Span::current()).or(envelope.trace.clone());
     crate::publish(ctx.bus.as_ref(), &task)
         .await
         .map_err(|e| ApplyError::Store(StoreError(format!("publishing its task: {e}"))))?;

@@ -100,28 +100,40 @@ impl IngressState {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
+        metrics::counter!("switchyard_bus_consumed_total", "topic" => schemas::EVENTS_TOPIC)
+            .increment(1);
         match schemas::decode(&delivery.record.payload) {
             Err(error) => {
                 tracing::warn!(partition = delivery.record.partition, offset = ?delivery.record.offset, %error, "undecodable message");
                 delivery.dead_letter(error.to_string());
             }
-            Ok(envelope) => match router::try_deliver(&self.ctx, Box::new(envelope), delivery)
-                .map_err(|undelivered| *undelivered)
-            {
-                Ok(()) => {}
-                Err((RouteError::NotStarted(_), envelope, delivery)) => {
-                    // Starting the partition's shard takes a round trip to its supervisor;
-                    // other partitions need not wait for it. Per-key order holds: the bus
-                    // hands out a key's next message only once this one is settled.
-                    let routing = self.routing.entry(delivery.record.partition).or_default();
-                    while routing.try_join_next().is_some() {}
-                    let ctx = self.ctx.clone();
-                    routing.spawn(async move {
-                        router::start_and_deliver(&ctx, envelope, delivery).await
-                    });
-                }
-                Err((error, _, delivery)) => router::settle_unroutable(error, delivery),
-            },
+            Ok(envelope) => {
+                // From the producer's clock to this node's: the bus's latency, roughly.
+                let age = crate::store::now_ms().saturating_sub(envelope.time);
+                metrics::histogram!("switchyard_bus_delivery_age_seconds", "topic" => schemas::EVENTS_TOPIC)
+                    .record(age as f64 / 1000.0);
+                self.route(envelope, delivery);
+            }
+        }
+    }
+
+    fn route(&mut self, envelope: schemas::Envelope, delivery: Delivery) {
+        match router::try_deliver(&self.ctx, Box::new(envelope), delivery)
+            .map_err(|undelivered| *undelivered)
+        {
+            Ok(()) => {}
+            Err((RouteError::NotStarted(_), envelope, delivery)) => {
+                // Starting the partition's shard takes a round trip to its supervisor;
+                // other partitions need not wait for it. Per-key order holds: the bus
+                // hands out a key's next message only once this one is settled.
+                let routing = self.routing.entry(delivery.record.partition).or_default();
+                while routing.try_join_next().is_some() {}
+                let ctx = self.ctx.clone();
+                routing.spawn(
+                    async move { router::start_and_deliver(&ctx, envelope, delivery).await },
+                );
+            }
+            Err((error, _, delivery)) => router::settle_unroutable(error, delivery),
         }
     }
 

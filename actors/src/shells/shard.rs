@@ -24,6 +24,7 @@ use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use schemas::Envelope;
 use supervisor::ActorStatus;
+use tracing::Instrument;
 
 use crate::NodeContext;
 use crate::shells::entity::{Kind, apply_message};
@@ -88,9 +89,17 @@ pub struct ShardState<S> {
     mailboxes: HashMap<String, Mailbox<S>>,
     /// Callers waiting for the shard to finish what it holds.
     draining: Vec<RpcReplyPort<()>>,
+    /// Messages waiting behind a busy entity, in all its mailboxes.
+    queued: usize,
 }
 
 impl<S: Send + Sync + 'static> ShardState<S> {
+    /// The mailbox depth in the node's metrics: messages waiting in this shard.
+    fn report_queued(&self) {
+        metrics::gauge!("switchyard_mailbox_queued", "shard" => self.path.clone())
+            .set(self.queued as f64);
+    }
+
     fn entity_path(&self, id: &str) -> String {
         format!("{}/{}", self.path, child_name(id))
     }
@@ -121,6 +130,8 @@ impl<S: Send + Sync + 'static> ShardState<S> {
         mailbox.last_active = Instant::now();
         if mailbox.busy {
             mailbox.waiting.push_back((envelope, delivery));
+            self.queued += 1;
+            self.report_queued();
             return;
         }
         Self::start::<K>(&self.ctx, myself, id, mailbox, envelope, delivery);
@@ -138,8 +149,12 @@ impl<S: Send + Sync + 'static> ShardState<S> {
         mailbox.busy = true;
         let entity = mailbox.entity.take().map(|e| e.map(|boxed| *boxed));
         let (ctx, myself) = (ctx.clone(), myself.clone());
+        // The span of this message's handling: a child of the span that published it.
+        let span = tracing::info_span!("apply", key = %envelope.key, id = %envelope.id, kind = envelope.type_name());
+        crate::trace::continue_trace(&span, envelope.trace.as_deref());
         tokio::spawn(async move {
-            let applying = apply_message::<K>(&ctx, &id, entity, *envelope, delivery);
+            let applying =
+                apply_message::<K>(&ctx, &id, entity, *envelope, delivery).instrument(span);
             // A panic fails this one message (its delivery, dropped, is nacked), as it failed
             // an actor of its own, and must not leave the entity busy for good.
             let after = match AssertUnwindSafe(applying).catch_unwind().await {
@@ -174,6 +189,8 @@ impl<S: Send + Sync + 'static> ShardState<S> {
             mailbox.last_active = Instant::now();
             if let Some((envelope, delivery)) = mailbox.waiting.pop_front() {
                 Self::start::<K>(&self.ctx, myself, id, mailbox, envelope, delivery);
+                self.queued -= 1;
+                self.report_queued();
             }
         }
         self.answer_drain(myself);
@@ -227,6 +244,7 @@ impl<K: Kind> Actor for ShardActor<K> {
             path,
             mailboxes: HashMap::new(),
             draining: Vec::new(),
+            queued: 0,
         })
     }
 
@@ -236,6 +254,8 @@ impl<K: Kind> Actor for ShardActor<K> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         state.ctx.tree.remove_descendants(&state.path);
+        state.queued = 0;
+        state.report_queued();
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use ed25519_dalek::VerifyingKey;
 use moka::future::Cache;
 use schemas::{Envelope, Message, MessageReceived};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::config::ChannelsConfig;
 use super::parse::{self, Parsed, Received};
@@ -266,8 +267,14 @@ pub async fn receive(
     if !fresh {
         return Ok(accepted(name, &id, true));
     }
-    let envelope = envelope(&ctx, name, &channel.user, &id, received, &headers);
-    if let Err(error) = ctx.node.publish(&envelope).await {
+    let mut envelope = envelope(&ctx, name, &channel.user, &id, received);
+    let span = tracing::info_span!("http.ingest", route = "/v1/channels", channel = name, id = %id);
+    crate::http::trace_under(
+        &span,
+        &mut envelope,
+        crate::http::traceparent_header(&headers),
+    );
+    if let Err(error) = ctx.node.publish(&envelope).instrument(span).await {
         ctx.channels.seen.invalidate(&id).await;
         return Err(error.into());
     }
@@ -280,7 +287,6 @@ fn envelope(
     user: &str,
     id: &str,
     received: Received,
-    headers: &HeaderMap,
 ) -> Envelope {
     let now = ctx.node.now_ms();
     let message = Message::MessageReceived(MessageReceived {
@@ -292,18 +298,13 @@ fn envelope(
         received: now,
         attachments: received.attachments,
     });
-    let mut envelope = Envelope::new(
+    Envelope::new(
         id.to_owned(),
         format!("gateway/{channel}"),
         now,
         user.to_owned(),
         message,
-    );
-    envelope.trace = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    envelope
+    )
 }
 
 #[cfg(test)]
