@@ -23,10 +23,10 @@ use crate::report::{Report, Run};
 pub struct IngestArgs {
     /// Events posted to each server.
     #[arg(long, default_value_t = 20_000)]
-    events: u64,
+    pub events: u64,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 64)]
-    concurrency: u64,
+    pub concurrency: u64,
 }
 
 /// The hello-world's one route: decode the envelope, answer as the node does.
@@ -89,15 +89,21 @@ async fn post_all(
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<Report> {
     let node = LoadNode::start(NodeOptions::default()).await?;
+    let report = compare(&node, &args).await?;
+    node.node.shutdown().await.context("stopping the node")?;
+    Ok(report)
+}
+
+/// Posts to an axum hello-world, then to `node`: the `ingest-http` report.
+pub async fn compare(node: &LoadNode, args: &IngestArgs) -> anyhow::Result<Report> {
     println!(
         "ingest-http: {} events to an axum hello-world, then to the node, {} at a time",
         args.events, args.concurrency
     );
-    let baseline = post_all(hello_world().await?, "", &format!("hw{}", now_ms()), &args).await?;
-    let posted = post_all(node.http, &node.admin, &format!("ih{}", now_ms()), &args)
+    let baseline = post_all(hello_world().await?, "", &format!("hw{}", now_ms()), args).await?;
+    let posted = post_all(node.http, &node.admin, &format!("ih{}", now_ms()), args)
         .await
         .context("posting to the node")?;
-    node.node.shutdown().await.context("stopping the node")?;
     Ok(Report {
         scenario: "ingest-http".into(),
         run: posted,

@@ -14,6 +14,7 @@ mod node;
 mod progress;
 mod report;
 mod tasks;
+mod webhook;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,8 @@ enum Scenario {
     Actors(actors_memory::ActorsArgs),
     /// POST /v1/events beside an axum hello-world that decodes the same bodies.
     IngestHttp(ingest_http::IngestArgs),
+    /// Signed Slack webhooks beside an axum hello-world, then POST /v1/events beside its own.
+    Webhook(webhook::WebhookArgs),
     /// GetTask on a node holding many tasks beside the health check on the same server, then
     /// ListTasks pages by state.
     GrpcRead(grpc_read::GrpcReadArgs),
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Actors(args) => actors_memory::run(args).await,
             Scenario::IngestHttp(args) => ingest_http::run(args).await.map(|r| vec![r]),
             Scenario::GrpcRead(args) => grpc_read::run(args).await,
+            Scenario::Webhook(args) => webhook::run(args).await,
         }
     })?;
     report::finish(&reports, cli.json.as_deref(), cli.chart.as_deref())

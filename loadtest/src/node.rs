@@ -31,6 +31,8 @@ pub struct NodeOptions {
     pub data_dir: Option<PathBuf>,
     /// How long idle mailboxes live.
     pub passivate_after_secs: Option<u64>,
+    /// The Slack channel, on.
+    pub slack: Option<gateways::channels::ChannelConfig>,
 }
 
 /// A node in this process with HTTP and gRPC on free loopback ports.
@@ -62,6 +64,10 @@ impl LoadNode {
             passivate_after_secs: options
                 .passivate_after_secs
                 .unwrap_or(defaults.passivate_after_secs),
+            channels: gateways::channels::ChannelsConfig {
+                slack: options.slack.unwrap_or_default(),
+                ..Default::default()
+            },
             ..defaults
         };
         let node = Node::start(&config).await?;

@@ -91,6 +91,17 @@ fn the_ingest_http_scenario_compares_the_node_with_an_axum_hello_world() {
 }
 
 #[test]
+fn the_webhook_scenario_stands_signed_slack_events_beside_v1_events() {
+    let reports = run_all(&["webhook", "--events", "200", "--concurrency", "8"]);
+    let scenarios: Vec<_> = reports.iter().map(|r| r["scenario"].as_str()).collect();
+    assert_eq!(scenarios, [Some("webhook"), Some("ingest-http")]);
+    for report in &reports {
+        assert_eq!(report["count"].as_u64(), Some(200));
+        assert_ratio(report);
+    }
+}
+
+#[test]
 fn the_grpc_read_scenario_compares_get_task_with_the_health_check() {
     let reports = run_all(&[
         "grpc-read",
