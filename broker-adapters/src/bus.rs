@@ -339,6 +339,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Reads `topic` from `from` up to its end when the replay begins, outside any group.
     async fn replay(&self, topic: &str, from: ReplayFrom) -> Result<Box<dyn Replay>, BusError>;
 
+    /// Records of each partition of `topic` that group `group` has yet to consume: the end of
+    /// the partition less the group's committed offset (RabbitMQ: the messages ready in the
+    /// group's queue of that partition, so delivered but unsettled ones do not count).
+    async fn lag(&self, topic: &str, group: &str) -> Result<BTreeMap<u32, u64>, BusError>;
+
     /// Checks that the broker is reachable and usable, naming the problem if not.
     async fn ping(&self) -> Result<(), BusError>;
 

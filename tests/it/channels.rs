@@ -389,6 +389,26 @@ async fn each_channel_publishes_a_signed_message_once_and_refuses_the_rest() {
     assert_eq!(requests("200"), 14.0);
     assert_eq!(requests("401"), 7.0);
     assert_eq!(requests("400"), 3.0);
+
+    // The consumer lag of each partition the node owns, once everything is consumed: none.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let lag: Vec<f64> = web
+            .metrics(&admin)
+            .await
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("switchyard_consumer_lag{"))
+            .map(|(_, value)| value)
+            .collect();
+        if lag.len() == 8 && lag.iter().all(|behind| *behind == 0.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumer lag {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     node.shutdown().await.unwrap();
 }
 
@@ -450,6 +470,22 @@ async fn a_slack_message_with_the_prefix_becomes_a_task_of_the_channels_user() {
         1,
         "the greeting made no task"
     );
+
+    // gRPC calls are counted by method and code.
+    let before = web.metrics(&c.token).await;
+    c.task(&task.task_id).await.unwrap();
+    assert_eq!(
+        c.task("no-such-task").await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    let after = web.metrics(&c.token).await;
+    let calls = |code: &str| {
+        let name = format!(
+            "switchyard_grpc_requests_total{{method=\"/switchyard.v1.Tasks/GetTask\",code=\"{code}\"}}"
+        );
+        delta(&before, &after, &name)
+    };
+    assert_eq!((calls("0"), calls("5")), (1.0, 1.0));
     node.shutdown().await.unwrap();
 }
 

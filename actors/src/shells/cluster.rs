@@ -5,6 +5,8 @@
 //! tries again, so a database blip restarts nothing.
 //! Shutdown: nothing held; a stopped node drops out of the list once its record is stale.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -41,6 +43,9 @@ pub struct ClusterState {
     args: ClusterArgs,
     instance: String,
     started_at: u64,
+    beats: u64,
+    /// A lag measurement is under way.
+    measuring: Arc<AtomicBool>,
 }
 
 impl Actor for ClusterActor {
@@ -59,6 +64,8 @@ impl Actor for ClusterActor {
             args,
             instance: crate::new_message_id(),
             started_at: now_ms(),
+            beats: 0,
+            measuring: Arc::default(),
         })
     }
 
@@ -96,6 +103,37 @@ impl Actor for ClusterActor {
         if let Err(error) = ctx.store.record_member(&member).await {
             tracing::warn!(%error, "recording this node in the cluster failed");
         }
+        state.beats += 1;
+        if state.beats.is_multiple_of(LAG_EVERY) && !state.measuring.swap(true, Ordering::AcqRel) {
+            // Off the beat: a broker that does not answer must not make this node look gone.
+            let (ctx, measuring) = (ctx.clone(), state.measuring.clone());
+            tokio::spawn(async move {
+                report_lag(&ctx).await;
+                measuring.store(false, Ordering::Release);
+            });
+        }
         Ok(())
+    }
+}
+
+/// Beats between two measurements of the consumer lag.
+const LAG_EVERY: u64 = 5;
+
+/// Sets the lag gauge of each partition this node owns: what its group has yet to consume.
+async fn report_lag(ctx: &NodeContext) {
+    let topic = schemas::EVENTS_TOPIC;
+    match ctx
+        .bus
+        .lag(topic, crate::shells::ingress::INGRESS_GROUP)
+        .await
+    {
+        Ok(lag) => {
+            let owned = ctx.ownership.partitions();
+            for (partition, behind) in lag.into_iter().filter(|(p, _)| owned.contains(p)) {
+                metrics::gauge!("switchyard_consumer_lag", "topic" => topic, "partition" => partition.to_string())
+                    .set(behind as f64);
+            }
+        }
+        Err(error) => tracing::debug!(%error, "measuring the consumer lag failed"),
     }
 }

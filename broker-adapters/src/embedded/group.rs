@@ -35,6 +35,13 @@ impl Groups {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The offsets `group` committed on `topic` while it was known in this process.
+    pub(crate) fn committed(&self, group: &str, topic: &str) -> Option<HashMap<u32, u64>> {
+        self.lock()
+            .get(&(group.to_owned(), topic.to_owned()))
+            .map(|state| state.committed.clone())
+    }
+
     /// Adds a member to `group` on `topic`; `stored` are the offsets committed on disk.
     pub(crate) fn join(
         &self,

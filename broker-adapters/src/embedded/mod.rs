@@ -168,6 +168,25 @@ impl Bus for EmbeddedBus {
         )))
     }
 
+    async fn lag(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<std::collections::BTreeMap<u32, u64>, BusError> {
+        let meta = self.topic(topic)?;
+        // The group's live offsets run ahead of those on disk, which are written in batches.
+        let committed = match self.inner.groups.committed(group, topic) {
+            Some(live) => live,
+            None => self.inner.store.committed(group, topic).await?,
+        };
+        Ok((0..meta.partitions)
+            .map(|p| {
+                let done = committed.get(&p).copied().unwrap_or(0);
+                (p, self.inner.store.end(topic, p).saturating_sub(done))
+            })
+            .collect())
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         self.inner.store.ping().await
     }

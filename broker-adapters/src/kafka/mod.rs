@@ -304,6 +304,58 @@ impl Bus for KafkaBus {
         Ok(Box::new(replay))
     }
 
+    async fn lag(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<std::collections::BTreeMap<u32, u64>, BusError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Offset, TopicPartitionList};
+        let partitions = self.topic(topic).await?;
+        let (brokers, topic, group) = (
+            self.brokers().to_owned(),
+            topic.to_owned(),
+            group.to_owned(),
+        );
+        let fail = {
+            let brokers = brokers.clone();
+            move |e: KafkaError| unavailable(&brokers, &e)
+        };
+        tokio::task::spawn_blocking(move || {
+            // A consumer of the group that joins nothing: it only reads the group's offsets.
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", &group)
+                .set("enable.auto.commit", "false")
+                .create()
+                .map_err(&fail)?;
+            let mut wanted = TopicPartitionList::new();
+            for p in 0..partitions {
+                wanted.add_partition(&topic, p as i32);
+            }
+            let committed = consumer
+                .committed_offsets(wanted, PING_TIMEOUT)
+                .map_err(&fail)?;
+            let mut lag = std::collections::BTreeMap::new();
+            for p in 0..partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&topic, p as i32, PING_TIMEOUT)
+                    .map_err(&fail)?;
+                let done = match committed
+                    .find_partition(&topic, p as i32)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(n)) => n,
+                    _ => low,
+                };
+                lag.insert(p, u64::try_from(high - done).unwrap_or(0));
+            }
+            Ok(lag)
+        })
+        .await
+        .map_err(|e| BusError::Broker(e.to_string()))?
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         self.probe().await?;
         let bus = self.clone();

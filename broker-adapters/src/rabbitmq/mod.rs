@@ -591,6 +591,32 @@ impl Bus for RabbitBus {
         ))
     }
 
+    async fn lag(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<std::collections::BTreeMap<u32, u64>, BusError> {
+        let partitions = self.topic(topic).await?;
+        let channel = self.inner.link.scratch_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut lag = std::collections::BTreeMap::new();
+        for p in 0..partitions {
+            let queue = channel
+                .queue_declare(
+                    short(&partition_queue(topic, group, p))?,
+                    passive,
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| link::classify(self.url(), topic, &e))?;
+            lag.insert(p, u64::from(queue.message_count()));
+        }
+        Ok(lag)
+    }
+
     async fn ping(&self) -> Result<(), BusError> {
         self.inner.link.check().await
     }

@@ -1064,6 +1064,43 @@ pub async fn many_topics(f: &impl Fixture) {
     futures::future::join_all(receives).await;
 }
 
+/// The group's lag: what it has yet to consume, summed over the partitions, once it is `want`.
+async fn wait_lag(bus: &dyn Bus, topic: &str, group: &str, want: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let lag = bus.lag(topic, group).await.unwrap();
+        if lag.values().sum::<u64>() == want {
+            assert_eq!(lag.len(), 4, "one figure per partition: {lag:?}");
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lag {lag:?}, want {want} in all"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lag counts what a group has yet to consume: what arrived while no member read, until
+/// a member reads and settles it.
+pub async fn consumer_lag(f: &impl Fixture) {
+    let bus = f.bus().await;
+    let topic = unique("lag");
+    bus.create_topic(&topic, 4).await.unwrap();
+    let mut sub = join(bus.as_ref(), &topic, "g", SubscribeOptions::default()).await;
+    publish_numbered(bus.as_ref(), &topic, 0..5).await;
+    receive_exactly(&mut sub, &names("m", 0..5)).await;
+    sub.close().await.unwrap();
+    wait_lag(bus.as_ref(), &topic, "g", 0).await;
+    publish_numbered(bus.as_ref(), &topic, 5..8).await;
+    wait_lag(bus.as_ref(), &topic, "g", 3).await;
+    let mut sub = join(bus.as_ref(), &topic, "g", SubscribeOptions::default()).await;
+    receive_exactly(&mut sub, &names("m", 5..8)).await;
+    // Settled, and committed at the latest when the member leaves.
+    sub.close().await.unwrap();
+    wait_lag(bus.as_ref(), &topic, "g", 0).await;
+}
+
 /// Declares one `#[tokio::test]` per case, each calling `$fixture().await` for its fixture;
 /// with no case list, every case.
 #[macro_export]
@@ -1079,7 +1116,8 @@ macro_rules! conformance_suite {
             close_and_reopen_in_a_loop, publisher_close_loses_nothing, topic_isolation,
             cancel_subscription_mid_stream, concurrent_close_of_many_subscriptions,
             many_members_subscribe_at_once, trace_context_carried,
-            unknown_envelope_fields_tolerated, restart_mid_stream, large_messages, many_topics);
+            unknown_envelope_fields_tolerated, restart_mid_stream, large_messages, many_topics,
+            consumer_lag);
     };
     ($fixture:expr; $($case:ident),* $(,)?) => {
         $(

@@ -72,6 +72,13 @@ impl Bus for Recording {
     async fn replay(&self, topic: &str, from: ReplayFrom) -> Result<Box<dyn Replay>, BusError> {
         self.bus.replay(topic, from).await
     }
+    async fn lag(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<std::collections::BTreeMap<u32, u64>, BusError> {
+        self.bus.lag(topic, group).await
+    }
     async fn ping(&self) -> Result<(), BusError> {
         self.bus.ping().await
     }
@@ -160,7 +167,7 @@ mod shared_broker {
         close_and_reopen_in_a_loop, publisher_close_loses_nothing, topic_isolation,
         cancel_subscription_mid_stream, concurrent_close_of_many_subscriptions,
         many_members_subscribe_at_once, trace_context_carried,
-        unknown_envelope_fields_tolerated, large_messages, many_topics);
+        unknown_envelope_fields_tolerated, large_messages, many_topics, consumer_lag);
 }
 
 mod own_node {

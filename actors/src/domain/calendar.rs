@@ -1,0 +1,184 @@
+//! A calendar's bookings: a request for a time slot is booked only if it overlaps no booking,
+//! else answered with the booking it conflicts with; a request decided before is answered the
+//! same again and changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::Refusal;
+
+/// A request for the slot `[start, end)` (ms since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The requester's id for it: a resent request has the same one.
+    pub request_id: String,
+    /// What the slot is for.
+    pub title: String,
+    /// Its first millisecond.
+    pub start: u64,
+    /// The millisecond after its last.
+    pub end: u64,
+}
+
+/// How a request was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Its slot is the requester's.
+    Booked,
+    /// Its slot overlaps the booking of this request id.
+    Conflict(String),
+}
+
+/// A calendar's bookings and every decision made for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Calendar {
+    /// The booked requests by start; no two overlap.
+    bookings: BTreeMap<u64, Request>,
+    /// Every request decided, by id.
+    decided: HashMap<String, Decision>,
+}
+
+/// What `book` did with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// How it was decided.
+    pub decision: Decision,
+    /// Whether it was decided just now (`false`: a resent request, answered as before).
+    pub fresh: bool,
+}
+
+impl Calendar {
+    /// A calendar holding `bookings`, which must not overlap, and `decided`.
+    pub fn from_parts(
+        bookings: impl IntoIterator<Item = Request>,
+        decided: impl IntoIterator<Item = (String, Decision)>,
+    ) -> Calendar {
+        Calendar {
+            bookings: bookings.into_iter().map(|b| (b.start, b)).collect(),
+            decided: decided.into_iter().collect(),
+        }
+    }
+
+    /// The bookings in time order.
+    pub fn bookings(&self) -> impl Iterator<Item = &Request> {
+        self.bookings.values()
+    }
+
+    /// The booking `[start, end)` would overlap, if any. Bookings do not overlap each other,
+    /// so only the last one starting before `end` can.
+    fn overlapping(&self, start: u64, end: u64) -> Option<&Request> {
+        self.bookings
+            .range(..end)
+            .next_back()
+            .map(|(_, booking)| booking)
+            .filter(|booking| booking.end > start)
+    }
+
+    /// Decides `request`: booked if its slot is free, else a conflict naming the booking in
+    /// the way; a request decided before is answered as then.
+    pub fn book(&mut self, request: Request) -> Result<Step, Refusal> {
+        if let Some(decision) = self.decided.get(&request.request_id) {
+            return Ok(Step {
+                decision: decision.clone(),
+                fresh: false,
+            });
+        }
+        if request.end <= request.start {
+            return Err(Refusal(format!(
+                "calendar.book_requested: `{}` ends ({}) before it starts ({})",
+                request.request_id, request.end, request.start
+            )));
+        }
+        let decision = match self.overlapping(request.start, request.end) {
+            Some(booking) => Decision::Conflict(booking.request_id.clone()),
+            None => {
+                self.bookings.insert(request.start, request.clone());
+                Decision::Booked
+            }
+        };
+        self.decided
+            .insert(request.request_id.clone(), decision.clone());
+        Ok(Step {
+            decision,
+            fresh: true,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn request(id: &str, start: u64, end: u64) -> Request {
+        Request {
+            request_id: id.into(),
+            title: format!("slot {id}"),
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn overlaps_conflict_and_touching_slots_do_not() {
+        let mut calendar = Calendar::default();
+        assert_eq!(calendar.book(request("a", 10, 20)).unwrap().decision, Decision::Booked);
+        assert_eq!(
+            calendar.book(request("b", 15, 25)).unwrap().decision,
+            Decision::Conflict("a".into())
+        );
+        assert_eq!(calendar.book(request("c", 20, 30)).unwrap().decision, Decision::Booked);
+        assert_eq!(calendar.book(request("d", 0, 10)).unwrap().decision, Decision::Booked);
+        assert_eq!(
+            calendar.book(request("e", 5, 35)).unwrap().decision,
+            Decision::Conflict("c".into()),
+            "the last booking starting before its end is named"
+        );
+        assert!(calendar.book(request("f", 9, 9)).is_err(), "an empty slot");
+    }
+
+    #[test]
+    fn a_resent_request_is_answered_as_before() {
+        let mut calendar = Calendar::default();
+        calendar.book(request("a", 10, 20)).unwrap();
+        let again = calendar.book(request("a", 10, 20)).unwrap();
+        assert_eq!((again.decision, again.fresh), (Decision::Booked, false));
+        let before = calendar.clone();
+        // Even with another slot: the id was decided.
+        calendar.book(request("a", 50, 60)).unwrap();
+        assert_eq!(calendar, before);
+    }
+
+    fn requests() -> impl Strategy<Value = Vec<Request>> {
+        prop::collection::vec((0u8..30, 0u64..200, 1u64..40), 1..60).prop_map(|raw| {
+            raw.into_iter()
+                .map(|(id, start, length)| request(&format!("r{id}"), start, start + length))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// No sequence of requests, resends among them, books two overlapping slots; each
+        /// fresh request is booked exactly when it overlaps nothing booked before it.
+        #[test]
+        fn no_sequence_double_books(sequence in requests()) {
+            let mut calendar = Calendar::default();
+            let mut booked: Vec<Request> = Vec::new();
+            for request in sequence {
+                let step = calendar.book(request.clone()).unwrap();
+                if step.fresh {
+                    let free = booked.iter().all(|b| b.end <= request.start || request.end <= b.start);
+                    prop_assert_eq!(step.decision == Decision::Booked, free);
+                    if free {
+                        booked.push(request);
+                    }
+                }
+            }
+            let all: Vec<&Request> = calendar.bookings().collect();
+            for pair in all.windows(2) {
+                prop_assert!(pair[0].end <= pair[1].start, "{:?}", pair);
+            }
+            prop_assert_eq!(all.len(), booked.len());
+        }
+    }
+}
