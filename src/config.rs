@@ -220,6 +220,7 @@ mod tests {
             jail.set_env("SWITCHYARD_TEST_POSTGRES", "ignored");
             jail.set_env("SWITCHYARD_LOG", "debug");
             jail.set_env("SWITCHYARD_CHANNELS__SLACK__SIGNING_SECRET", "from-env");
+            jail.set_env("SWITCHYARD_CHANNELS__TELEGRAM__SECRET_TOKEN", "123456");
             let overrides = Overrides {
                 data_dir: Some("/tmp/x".into()),
                 bus: Some(BusKind::Rabbitmq),
@@ -234,6 +235,11 @@ mod tests {
             assert_eq!(config.kafka_brokers, "k1:9092,k2:9092");
             assert_eq!(config.partitions, 8);
             assert_eq!(config.channels.slack.signing_secret.expose(), "from-env");
+            assert_eq!(
+                config.channels.telegram.secret_token.expose(),
+                "123456",
+                "a secret of digits is text, not a number"
+            );
             assert!(
                 !format!("{config:?}").contains("from-env"),
                 "secrets never show in debug output"

@@ -56,13 +56,15 @@ pub struct Principal {
     pub agent_id: Option<String>,
 }
 
-/// Message types only the node itself publishes (its orchestrator and relay).
-const NODE_ONLY: [&str; 5] = [
+/// Message types only the node itself publishes (its orchestrator, relay and channel webhooks).
+const NODE_ONLY: [&str; 6] = [
     "task.assigned",
     "task.requeued",
     "task.dependency_resolved",
     "task.dependency_failed",
     "agent.offline",
+    // The channel webhooks' own, after each provider's signature is checked.
+    "message.received",
 ];
 
 impl Principal {

@@ -212,8 +212,12 @@ async fn post_event(
 ) -> Result<Response, GatewayError> {
     let authorization = authorization(&headers);
     let principal = ctx.auth.principal(authorization).await?;
-    // Keyed by a digest: the limiter's table need not hold the keys themselves.
-    let key = Sha256::digest(authorization.unwrap_or("").as_bytes());
+    // Keyed by a digest of the token as `Auth` reads it: the limiter's table need not hold
+    // the keys themselves, and spacing in the header does not make a new key.
+    let token = authorization
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map_or("", str::trim);
+    let key = Sha256::digest(token.as_bytes());
     if let Err(wait) = ctx.http.events_per_key.check(&hex::encode(&key[..8])) {
         metrics::rate_limited("/v1/events");
         return Err(GatewayError::TooManyRequests(wait));

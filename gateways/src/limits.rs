@@ -2,6 +2,7 @@
 //! caller learns how long to wait.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -37,7 +38,12 @@ impl Default for Limits {
 pub struct KeyedLimit {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
     clock: DefaultClock,
+    /// Checks so far, to forget idle keys now and then.
+    checks: AtomicU64,
 }
+
+/// Checks between two sweeps of keys whose limit has fully recovered.
+const SWEEP_EVERY: u64 = 4096;
 
 impl KeyedLimit {
     /// `per_period` requests per key every `period`, in a burst if they like; 0 is unlimited.
@@ -49,6 +55,7 @@ impl KeyedLimit {
         KeyedLimit {
             limiter,
             clock: DefaultClock::default(),
+            checks: AtomicU64::new(0),
         }
     }
 
@@ -57,6 +64,12 @@ impl KeyedLimit {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
+        // Keys come from outside (senders, keys): those back to a full quota are forgotten,
+        // so the table holds only the recently active.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
         limiter
             .check_key(&key.to_owned())
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))

@@ -88,6 +88,9 @@ pub fn rate_limited(route: &str) {
     metrics::counter!("switchyard_rate_limited_total", "route" => route.to_owned()).increment(1);
 }
 
+/// The gRPC status of a method no service serves.
+const UNIMPLEMENTED: &str = "12";
+
 /// A tower layer counting each gRPC call and its latency (to its response headers) by method
 /// and status code.
 #[derive(Debug, Clone, Copy, Default)]
@@ -137,6 +140,12 @@ where
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("0")
                 .to_owned();
+            // A path no service serves is whatever a caller sent: one label for them all.
+            let method = if code == UNIMPLEMENTED {
+                "unknown".to_owned()
+            } else {
+                method
+            };
             let labels = [("method", method), ("code", code)];
             metrics::counter!("switchyard_grpc_requests_total", &labels).increment(1);
             metrics::histogram!("switchyard_grpc_request_seconds", &labels)

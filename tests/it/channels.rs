@@ -175,7 +175,7 @@ fn email(message_id: &str) -> Webhook {
     }
 }
 
-/// Signs `hook` again as if with another secret: its signature no longer matches.
+/// `hook` with a byte added to its body: its signature no longer matches.
 fn tampered(mut hook: Webhook) -> Webhook {
     hook.body.push(b' ');
     hook
@@ -234,19 +234,29 @@ impl Http {
     }
 }
 
-/// The `message.received` on the bus, as (channel, provider id), in order.
-async fn received_on_bus(bus: &dyn Bus) -> Vec<(String, String)> {
+/// Every envelope on the bus, in order.
+async fn on_bus(bus: &dyn Bus) -> Vec<schemas::Envelope> {
     let mut replay = bus
         .replay(schemas::EVENTS_TOPIC, ReplayFrom::Start)
         .await
         .unwrap();
     let mut found = Vec::new();
     while let Some(record) = replay.next().await.unwrap() {
-        if let Message::MessageReceived(m) = schemas::decode(&record.payload).unwrap().message {
-            found.push((m.channel, m.provider_id));
-        }
+        found.push(schemas::decode(&record.payload).unwrap());
     }
     found
+}
+
+/// The `message.received` on the bus, as (channel, provider id), in order.
+async fn received_on_bus(bus: &dyn Bus) -> Vec<(String, String)> {
+    on_bus(bus)
+        .await
+        .into_iter()
+        .filter_map(|envelope| match envelope.message {
+            Message::MessageReceived(m) => Some((m.channel, m.provider_id)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &str) -> f64 {
@@ -342,6 +352,28 @@ async fn each_channel_publishes_a_signed_message_once_and_refuses_the_rest() {
         assert!(reason.as_str().is_some_and(|r| !r.is_empty()), "{answer}");
     }
     assert_eq!(web.status("whatsapp", &sms("SM3", "x")).await, 404);
+    // Only the webhooks publish messages of a channel: a user's key may not forge one.
+    let user_key = actors::credentials::new_token().unwrap();
+    let store = state_store(dir.path()).await;
+    store
+        .add_key(&user_key, "u1", actors::credentials::Role::User, None)
+        .await
+        .unwrap();
+    let forged = event(
+        "forged",
+        "message.received",
+        "conversation/slack/C1",
+        json!({"channel": "slack", "conversation": "C1", "sender": "U1", "text": "task: x",
+               "provider_id": "Ev666", "received": 1}),
+    );
+    let forged = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{http}/v1/events"))
+        .bearer_auth(&user_key)
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
 
     let mut on_bus = received_on_bus(node.bus().as_ref()).await;
     on_bus.sort();
@@ -495,7 +527,7 @@ async fn over_a_limit_the_answer_is_429_with_retry_after_and_nothing_is_publishe
     let dir = tempfile::tempdir().unwrap();
     let (node, http, grpc) = in_process_with(dir.path(), |c| {
         c.channels = channels();
-        c.limits.events_per_key_per_second = 2;
+        c.limits.events_per_key_per_second = 1;
     })
     .await;
     let c = Client::new(dir.path(), http, grpc).await;
@@ -518,16 +550,29 @@ async fn over_a_limit_the_answer_is_429_with_retry_after_and_nothing_is_publishe
         200,
         "another sender has a limit of its own"
     );
-    let on_bus = received_on_bus(node.bus().as_ref()).await;
-    let ids: Vec<&str> = on_bus.iter().map(|(_, id)| id.as_str()).collect();
+    let received = received_on_bus(node.bus().as_ref()).await;
+    let ids: Vec<&str> = received.iter().map(|(_, id)| id.as_str()).collect();
     assert_eq!(ids, ["1", "2", "3", "5"]);
 
-    // /v1/events: 2 a second per key.
-    let statuses = [
-        c.post(&task_created("r1", "r1")).await,
-        c.post(&task_created("r2", "r2")).await,
-        c.post(&task_created("r3", "r3")).await,
-    ];
-    assert_eq!(statuses, [Some(202), Some(202), Some(429)]);
+    // /v1/events: 1 a second per key, however the header is spaced.
+    assert_eq!(c.post(&task_created("r1", "r1")).await, Some(202));
+    let respaced = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{http}/v1/events"))
+        .header("authorization", format!("Bearer   {}", c.token))
+        .json(&task_created("r2", "r2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(respaced.status().as_u16(), 429);
+    assert!(respaced.headers().get("retry-after").is_some());
+    let ids: Vec<String> = on_bus(node.bus().as_ref())
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert!(
+        ids.contains(&"r1".to_owned()) && !ids.contains(&"r2".to_owned()),
+        "{ids:?}"
+    );
     node.shutdown().await.unwrap();
 }

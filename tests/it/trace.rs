@@ -81,9 +81,9 @@ impl Receiver {
     }
 }
 
-/// A webhook on node `a` and the mailbox that handles its message on node `b` report spans of
-/// one trace to an OTLP receiver: the mailbox's span is a child of the gateway's, across the
-/// broker.
+/// A `POST /v1/events` on node `a` and the mailbox that handles its event on node `b` report
+/// spans of one trace to an OTLP receiver: the mailbox's span is a child of the gateway's,
+/// across the broker. (Webhooks open the same span through the same `trace_under`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_an_event_from_one_node_to_the_other() {
     let Some(broker) = Broker::rabbit().await else {

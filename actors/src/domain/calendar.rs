@@ -122,13 +122,22 @@ mod tests {
     #[test]
     fn overlaps_conflict_and_touching_slots_do_not() {
         let mut calendar = Calendar::default();
-        assert_eq!(calendar.book(request("a", 10, 20)).unwrap().decision, Decision::Booked);
+        assert_eq!(
+            calendar.book(request("a", 10, 20)).unwrap().decision,
+            Decision::Booked
+        );
         assert_eq!(
             calendar.book(request("b", 15, 25)).unwrap().decision,
             Decision::Conflict("a".into())
         );
-        assert_eq!(calendar.book(request("c", 20, 30)).unwrap().decision, Decision::Booked);
-        assert_eq!(calendar.book(request("d", 0, 10)).unwrap().decision, Decision::Booked);
+        assert_eq!(
+            calendar.book(request("c", 20, 30)).unwrap().decision,
+            Decision::Booked
+        );
+        assert_eq!(
+            calendar.book(request("d", 0, 10)).unwrap().decision,
+            Decision::Booked
+        );
         assert_eq!(
             calendar.book(request("e", 5, 35)).unwrap().decision,
             Decision::Conflict("c".into()),

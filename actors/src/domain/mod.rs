@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod assign;
+pub mod calendar;
 pub mod conversation;
 pub mod dag;
 pub mod task;

@@ -8,8 +8,8 @@
 use schemas::{Envelope, Message};
 
 use crate::NodeContext;
-use crate::domain::Effect;
 use crate::domain::conversation::{self, Conversation, TaskRequest};
+use crate::domain::{Effect, Refusal};
 use crate::edge::{self, Routed};
 use crate::shells::entity::{ApplyError, Kind, applied_message, misrouted};
 use crate::shells::relay::derived_id;
@@ -36,6 +36,12 @@ impl Kind for ConversationMailbox {
             return Err(misrouted(envelope));
         };
         let rules = ctx.channels.get(&inbound.channel);
+        if let Some(rules) = rules.filter(|r| r.user != envelope.user) {
+            return Err(ApplyError::Refused(Refusal(format!(
+                "message.received on `{}` belongs to its user `{}`, not `{}`",
+                inbound.channel, rules.user, envelope.user
+            ))));
+        }
         let (next, request) = conversation::step(state, &inbound, rules);
         let task_id = match request {
             Some(request) => Some(create_task(ctx, envelope, request).await?),

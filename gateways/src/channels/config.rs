@@ -3,9 +3,33 @@
 use serde::{Deserialize, Serialize};
 
 /// A secret setting: read from the file or a variable, never shown in logs or debug output.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Secret(pub String);
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Text, or what a variable's value reads as when it looks like a number or a boolean
+    /// (a token of digits): taken as its text, so no error message ever shows the value.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            Text(String),
+            Unsigned(u64),
+            Signed(i64),
+            Float(f64),
+            Flag(bool),
+        }
+        Ok(Secret(match Any::deserialize(deserializer) {
+            Ok(Any::Text(s)) => s,
+            Ok(Any::Unsigned(n)) => n.to_string(),
+            Ok(Any::Signed(n)) => n.to_string(),
+            Ok(Any::Float(n)) => n.to_string(),
+            Ok(Any::Flag(b)) => b.to_string(),
+            Err(_) => return Err(serde::de::Error::custom("a secret must be text")),
+        }))
+    }
+}
 
 impl Secret {
     /// The secret's text.
@@ -88,7 +112,15 @@ impl ChannelsConfig {
                 let rules = actors::domain::conversation::Rules {
                     user: config.user.clone(),
                     task_prefix: Some(config.task_prefix.clone()).filter(|p| !p.is_empty()),
-                    allow_senders: config.allow_senders.clone(),
+                    // Email addresses arrive lowercased; the list is compared alike.
+                    allow_senders: match name {
+                        "email" => config
+                            .allow_senders
+                            .iter()
+                            .map(|s| s.to_lowercase())
+                            .collect(),
+                        _ => config.allow_senders.clone(),
+                    },
                 };
                 (name.to_owned(), rules)
             })

@@ -62,7 +62,7 @@ pub fn sms(params: &[(String, String)]) -> Result<Parsed, Malformed> {
     let field = |name: &str| {
         params
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, v)| k == name && !v.is_empty())
             .map(|(_, v)| v.clone())
     };
     let provider_id = required(
@@ -90,6 +90,10 @@ pub fn sms(params: &[(String, String)]) -> Result<Parsed, Malformed> {
     }))
 }
 
+/// Slack message subtypes that are a person writing: with files, or a thread reply also sent
+/// to the channel.
+const SLACK_MESSAGE_SUBTYPES: [&str; 2] = ["file_share", "thread_broadcast"];
+
 /// Slack's Events API: `url_verification` is answered with its challenge; an `event_callback`
 /// of a person's `message` is a message; anything else (bots, edits, other events) passes.
 pub fn slack(body: &[u8]) -> Result<Parsed, Malformed> {
@@ -104,8 +108,12 @@ pub fn slack(body: &[u8]) -> Result<Parsed, Malformed> {
             if text_at(event, &["type"]) != Some("message") {
                 return Ok(Parsed::Ignored("not a message event"));
             }
-            // A bot's post (ours included) or an edit is not someone writing to us.
-            if event.get("bot_id").is_some() || event.get("subtype").is_some() {
+            // A bot's post (ours included), an edit or a join is not someone writing to us;
+            // a message with files or a thread reply sent to the channel is.
+            let subtype = text_at(event, &["subtype"]);
+            if event.get("bot_id").is_some()
+                || subtype.is_some_and(|s| !SLACK_MESSAGE_SUBTYPES.contains(&s))
+            {
                 return Ok(Parsed::Ignored("not a person's new message"));
             }
             let attachments = event
@@ -234,7 +242,11 @@ pub fn email(body: &[u8]) -> Result<Parsed, Malformed> {
         .and_then(|a| a.address())
         .ok_or("missing `From` address")?
         .to_ascii_lowercase();
-    let provider_id = mail.message_id().ok_or("missing `Message-ID`")?.to_owned();
+    let provider_id = mail
+        .message_id()
+        .filter(|id| !id.trim().is_empty())
+        .ok_or("missing `Message-ID`")?
+        .to_owned();
     let subject = mail.subject().unwrap_or("").trim();
     let text = mail.body_text(0).unwrap_or_default();
     let attachments = mail
@@ -274,7 +286,7 @@ mod tests {
     #[test]
     fn slack_messages_challenges_and_bots() {
         let event = br#"{"type":"event_callback","event_id":"Ev1","event":{"type":"message",
-            "channel":"C1","user":"U1","text":"task: x","ts":"1.2",
+            "subtype":"file_share","channel":"C1","user":"U1","text":"task: x","ts":"1.2",
             "files":[{"name":"a.png","mimetype":"image/png","size":3}]}}"#;
         let m = message(slack(event));
         assert_eq!(
@@ -292,6 +304,8 @@ mod tests {
         );
         let bot = br#"{"type":"event_callback","event_id":"Ev2","event":{"type":"message","bot_id":"B1","channel":"C1","text":"hi"}}"#;
         assert!(matches!(slack(bot), Ok(Parsed::Ignored(_))));
+        let edit = br#"{"type":"event_callback","event_id":"Ev4","event":{"type":"message","subtype":"message_changed","channel":"C1","user":"U1"}}"#;
+        assert!(matches!(slack(edit), Ok(Parsed::Ignored(_))));
         assert!(slack(b"{").unwrap_err().contains("malformed JSON"));
         let no_user = br#"{"type":"event_callback","event_id":"Ev3","event":{"type":"message","channel":"C1"}}"#;
         assert!(slack(no_user).unwrap_err().contains("event.user"));

@@ -40,6 +40,8 @@ enum Scheme {
 /// A channel that is on.
 struct Channel {
     scheme: Scheme,
+    /// The key of its message ids.
+    id_key: Vec<u8>,
     user: String,
     per_sender: KeyedLimit,
 }
@@ -89,8 +91,16 @@ impl Channels {
                 0 => DEFAULT_PER_SENDER_PER_MINUTE,
                 n => n,
             };
+            let id_key = match &scheme {
+                Scheme::Sms { auth_token, .. } => auth_token.as_bytes().to_vec(),
+                Scheme::Slack { signing_secret } => signing_secret.as_bytes().to_vec(),
+                Scheme::Discord { public_key } => public_key.as_bytes().to_vec(),
+                Scheme::Telegram { secret_token } => secret_token.as_bytes().to_vec(),
+                Scheme::Email { hmac_secret } => hmac_secret.as_bytes().to_vec(),
+            };
             let channel = Channel {
                 scheme,
+                id_key,
                 user: c.user.clone(),
                 per_sender: KeyedLimit::new(per_minute, Duration::from_secs(60)),
             };
@@ -145,7 +155,9 @@ fn verify_and_parse(scheme: &Scheme, request: &Request<'_>) -> Result<Parsed, Ga
         Scheme::Sms { auth_token, url } => {
             let params = form(request.body)?;
             let signed_url = match request.query {
-                Some(query) if !query.is_empty() => format!("{url}?{query}"),
+                // A configured URL with a query is the whole URL Twilio calls; else the
+                // query it called with is part of what it signed.
+                Some(query) if !query.is_empty() && !url.contains('?') => format!("{url}?{query}"),
                 _ => url.clone(),
             };
             let signature = request.header("x-twilio-signature").map_err(unsigned)?;
@@ -188,19 +200,17 @@ fn verify_and_parse(scheme: &Scheme, request: &Request<'_>) -> Result<Parsed, Ga
     }
 }
 
-/// The message id a provider's message travels under: the same for a resent webhook.
-fn message_id(channel: &str, provider_id: &str) -> String {
-    let id = format!("{channel}-{provider_id}");
-    if id.len() <= schemas::MAX_ID_BYTES {
-        id
-    } else {
-        // Too long to be an id itself: a digest of it stands in.
-        use sha2::{Digest, Sha256};
-        format!(
-            "{channel}-sha256-{}",
-            hex::encode(Sha256::digest(provider_id.as_bytes()))
-        )
-    }
+/// The message id a provider's message travels under: the same for a resent webhook and on
+/// every node, and one no API key holder can guess and take first (a MAC of the provider's
+/// id under the channel's secret), since message ids are one namespace.
+fn message_id(channel: &str, secret: &[u8], provider_id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(provider_id.as_bytes());
+    format!(
+        "{channel}-{}",
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    )
 }
 
 /// What the provider expects back once a message is taken.
@@ -254,7 +264,7 @@ pub async fn receive(
         metrics::rate_limited(name);
         return Err(GatewayError::TooManyRequests(wait));
     }
-    let id = message_id(name, &received.provider_id);
+    let id = message_id(name, &channel.id_key, &received.provider_id);
     // Remembered before publishing, so two copies arriving at once publish once; forgotten
     // again if the publish fails, so the provider's retry is taken.
     let fresh = ctx
@@ -274,10 +284,23 @@ pub async fn receive(
         &mut envelope,
         crate::http::traceparent_header(&headers),
     );
-    if let Err(error) = ctx.node.publish(&envelope).instrument(span).await {
-        ctx.channels.seen.invalidate(&id).await;
-        return Err(error.into());
-    }
+    // In a task of its own: a request dropped mid-publish (a timeout, a provider hanging up)
+    // still publishes or forgets the id, so the provider's retry is not taken as a copy.
+    let node = ctx.node.clone();
+    let seen = ctx.channels.seen.clone();
+    let published = tokio::spawn(
+        async move {
+            let published = node.publish(&envelope).await;
+            if published.is_err() {
+                seen.invalidate(&envelope.id).await;
+            }
+            published
+        }
+        .instrument(span),
+    )
+    .await
+    .map_err(|e| GatewayError::Internal(format!("publishing a webhook's message: {e}")))?;
+    published?;
     Ok(accepted(name, &id, false))
 }
 
@@ -312,12 +335,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn message_ids_are_the_providers_and_stay_within_bounds() {
-        assert_eq!(message_id("slack", "Ev1"), "slack-Ev1");
+    fn message_ids_are_the_same_for_a_provider_id_and_unguessable_without_the_secret() {
+        let id = message_id("slack", b"secret", "Ev1");
+        assert_eq!(id, message_id("slack", b"secret", "Ev1"));
+        assert!(
+            id.starts_with("slack-") && id.len() == "slack-".len() + 32,
+            "{id}"
+        );
+        assert_ne!(id, message_id("slack", b"other", "Ev1"));
+        assert_ne!(id, message_id("slack", b"secret", "Ev2"));
         let long = "x".repeat(300);
-        let id = message_id("email", &long);
-        assert!(id.len() <= schemas::MAX_ID_BYTES && id.starts_with("email-sha256-"));
-        assert_eq!(id, message_id("email", &long));
+        assert!(message_id("email", b"k", &long).len() <= schemas::MAX_ID_BYTES);
     }
 
     #[test]
