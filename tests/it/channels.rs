@@ -352,6 +352,35 @@ async fn each_channel_publishes_a_signed_message_once_and_refuses_the_rest() {
         assert!(reason.as_str().is_some_and(|r| !r.is_empty()), "{answer}");
     }
     assert_eq!(web.status("whatsapp", &sms("SM3", "x")).await, 404);
+    // Without their signature headers, every channel refuses.
+    let unsigned = [
+        ("sms", sms("SM4", "hi")),
+        ("slack", slack_message("Ev4", "hello")),
+        ("discord", discord_command("1004")),
+        ("telegram", telegram(9004, 5, TELEGRAM_SECRET)),
+        ("email", email("m4@example.org")),
+    ];
+    for (channel, hook) in unsigned {
+        let stripped = Webhook {
+            headers: hook
+                .headers
+                .into_iter()
+                .filter(|(name, _)| *name == "content-type")
+                .collect(),
+            body: hook.body,
+        };
+        let (status, answer, _) = web.send(channel, &stripped).await;
+        assert_eq!(status, 401, "{channel} unsigned: {answer}");
+        assert!(answer.contains("missing header"), "{channel}: {answer}");
+    }
+    // Copies of one message arriving at once: one is published.
+    let copies = (0..8).map(|_| {
+        let hook = slack_message("Ev5", "all at once");
+        let web = &web;
+        async move { web.status("slack", &hook).await }
+    });
+    let statuses = futures::future::join_all(copies).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     // Only the webhooks publish messages of a channel: a user's key may not forge one.
     let user_key = actors::credentials::new_token().unwrap();
     let store = state_store(dir.path()).await;
@@ -381,6 +410,7 @@ async fn each_channel_publishes_a_signed_message_once_and_refuses_the_rest() {
         ("discord", "1001"),
         ("email", "m1@example.org"),
         ("slack", "Ev1"),
+        ("slack", "Ev5"),
         ("sms", "SM1"),
         ("telegram", "9001"),
     ]
@@ -402,10 +432,10 @@ async fn each_channel_publishes_a_signed_message_once_and_refuses_the_rest() {
     let published = "switchyard_bus_published_total{topic=\"switchyard.events\",outcome=\"ok\"}";
     assert_eq!(
         delta(&before, &after, published),
-        5.0,
+        6.0,
         "one publish per message"
     );
-    assert_eq!(rejected("slack", "signature"), 3.0);
+    assert_eq!(rejected("slack", "signature"), 4.0);
     assert_eq!(rejected("slack", "malformed"), 1.0);
     assert_eq!(rejected("email", "malformed"), 1.0);
     let requests = |status: &str| {
@@ -417,9 +447,9 @@ async fn each_channel_publishes_a_signed_message_once_and_refuses_the_rest() {
             ),
         )
     };
-    // 5 twice, the SMS and Discord answers read again, the two handshakes.
-    assert_eq!(requests("200"), 14.0);
-    assert_eq!(requests("401"), 7.0);
+    // 5 twice, the SMS and Discord answers read again, the two handshakes, the 8 copies.
+    assert_eq!(requests("200"), 22.0);
+    assert_eq!(requests("401"), 12.0);
     assert_eq!(requests("400"), 3.0);
 
     // The consumer lag of each partition the node owns, once everything is consumed: none.

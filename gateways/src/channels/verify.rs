@@ -231,6 +231,11 @@ mod tests {
             Err(Unsigned::Stale(300))
         );
         assert_eq!(
+            slack(secret, "1531420618", body, published, at - 301),
+            Err(Unsigned::Stale(300)),
+            "a timestamp from the future is out of tolerance too"
+        );
+        assert_eq!(
             slack(secret, "1531420619", body, published, at),
             Err(Unsigned::Mismatch)
         );
