@@ -22,6 +22,8 @@ pub enum Routed {
     Notify(NotificationDraft),
     /// A message received in conversation `key` (`conversation/<channel>/<id>`).
     Conversation(conversation::Inbound),
+    /// A message of calendar `calendar_id`, read by its mailbox as it is.
+    Calendar(String),
 }
 
 /// The domain command `envelope` carries.
@@ -159,6 +161,9 @@ pub fn command(envelope: &Envelope) -> Routed {
                 lines: m.lines.clone(),
             },
         ),
+        Message::CalendarBookRequested(m) => Routed::Calendar(m.calendar_id.clone()),
+        Message::CalendarBooked(m) => Routed::Calendar(m.calendar_id.clone()),
+        Message::CalendarConflict(m) => Routed::Calendar(m.calendar_id.clone()),
         Message::MessageReceived(m) => Routed::Conversation(conversation::Inbound {
             channel: m.channel.clone(),
             conversation: m.conversation.clone(),

@@ -63,6 +63,8 @@ pub mod names {
     pub const NOTIFIER: &str = "notifier";
     /// Rate limiters, the calendar writer, the cost monitor.
     pub const INTEGRATIONS: &str = "integrations";
+    /// The supervisor of calendar mailboxes.
+    pub const CALENDARS: &str = "calendars";
     /// This node's record in the cluster.
     pub const CLUSTER: &str = "cluster";
     /// HTTP and gRPC.
@@ -87,7 +89,10 @@ pub const LAYOUT: &[Part] = &[
     part(names::NOTIFIER, Kind::Worker(Worker::Notifier)),
     part(
         names::INTEGRATIONS,
-        Kind::Supervisor(Strategy::OneForOne, &[]),
+        Kind::Supervisor(
+            Strategy::OneForOne,
+            &[part(names::CALENDARS, Kind::Mailboxes)],
+        ),
     ),
     part(names::INGRESS, Kind::Worker(Worker::Ingress)),
     part(names::CLUSTER, Kind::Worker(Worker::Cluster)),

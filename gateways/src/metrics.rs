@@ -57,7 +57,12 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 /// Sets the gauges read from the live tree: mailboxes per kind, and restarts below each.
 pub fn record_tree(tree: &supervisor::Tree, root: &str) {
     use actors::names;
-    for kind in [names::TASKS, names::AGENTS, names::CONVERSATIONS] {
+    for kind in [
+        names::TASKS,
+        names::AGENTS,
+        names::CONVERSATIONS,
+        names::CALENDARS,
+    ] {
         let path = actors::tree::relative_path(kind).unwrap_or_else(|| kind.to_owned());
         // Shards are one level down, their mailboxes two.
         let (mailboxes, restarts) = tree.census(&format!("{root}/{path}"), 2);

@@ -7,6 +7,7 @@ mod m0002_activity_and_members;
 mod m0003_orchestration;
 mod m0004_pending_order;
 mod m0005_conversations;
+mod m0006_calendars;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_orchestration::Migration),
             Box::new(m0004_pending_order::Migration),
             Box::new(m0005_conversations::Migration),
+            Box::new(m0006_calendars::Migration),
         ]
     }
 }

@@ -375,6 +375,41 @@ pub struct MessageReceived {
     pub attachments: Vec<Attachment>,
 }
 
+/// `calendar.book_requested`: someone asks calendar `calendar_id` for the slot `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarBookRequested {
+    /// The calendar.
+    pub calendar_id: String,
+    /// The requester's id for this request: a resent request has the same one.
+    pub request_id: String,
+    /// What the slot is for.
+    pub title: String,
+    /// Its first millisecond (since the Unix epoch).
+    pub start: u64,
+    /// The millisecond after its last.
+    pub end: u64,
+}
+
+/// `calendar.booked`: the slot of request `request_id` is booked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarBooked {
+    /// The calendar.
+    pub calendar_id: String,
+    /// The request that got its slot.
+    pub request_id: String,
+}
+
+/// `calendar.conflict`: the slot of request `request_id` overlaps a booking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarConflict {
+    /// The calendar.
+    pub calendar_id: String,
+    /// The request that did not get its slot.
+    pub request_id: String,
+    /// The request whose booking is in the way.
+    pub conflicts_with: String,
+}
+
 /// A typed message body; its variant decides the envelope's `type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -428,11 +463,17 @@ pub enum Message {
     AgentOffline(AgentOffline),
     /// `message.received`.
     MessageReceived(MessageReceived),
+    /// `calendar.book_requested`.
+    CalendarBookRequested(CalendarBookRequested),
+    /// `calendar.booked`.
+    CalendarBooked(CalendarBooked),
+    /// `calendar.conflict`.
+    CalendarConflict(CalendarConflict),
 }
 
 /// Expands `$apply` once per variant with its type name and the entity kind its routing key
 /// names (`task/<task_id>`, `agent/<agent_id>`, `notify/<user>`,
-/// `conversation/<channel>/<conversation>`), so the name table, the
+/// `conversation/<channel>/<conversation>`, `calendar/<calendar_id>`), so the name table, the
 /// decoder, the encoder and the routing cannot drift apart.
 macro_rules! for_each_message {
     ($apply:ident) => {
@@ -462,6 +503,9 @@ macro_rules! for_each_message {
             TaskOutput => "task.output", task,
             AgentOffline => "agent.offline", agent,
             MessageReceived => "message.received", conversation,
+            CalendarBookRequested => "calendar.book_requested", calendar,
+            CalendarBooked => "calendar.booked", calendar,
+            CalendarConflict => "calendar.conflict", calendar,
         }
     };
 }
@@ -479,6 +523,9 @@ macro_rules! routing_key {
     };
     (conversation, $m:expr, $user:expr) => {
         format!("conversation/{}/{}", $m.channel, $m.conversation)
+    };
+    (calendar, $m:expr, $user:expr) => {
+        format!("calendar/{}", $m.calendar_id)
     };
 }
 

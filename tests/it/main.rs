@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod brokers;
+mod calendar;
 mod channels;
 mod cli;
 mod crash;

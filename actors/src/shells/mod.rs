@@ -2,6 +2,7 @@
 //! carries out what it asks for (mailboxes, the ingress, the orchestrator, the notifier, the
 //! cluster record), plus the routing and relaying between them.
 
+pub(crate) mod calendar;
 pub mod cluster;
 pub(crate) mod conversation;
 pub(crate) mod entity;

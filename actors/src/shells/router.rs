@@ -8,6 +8,7 @@ use schemas::Envelope;
 use supervisor::{ChildSpec, Restart, SupervisorError, SupervisorMsg};
 
 use crate::domain::task::Task;
+use crate::shells::calendar::CalendarMailbox;
 use crate::shells::conversation::ConversationMailbox;
 use crate::shells::entity::{AgentMailbox, Kind, TaskMailbox};
 use crate::shells::notifier::Notify;
@@ -39,6 +40,7 @@ enum Route {
     Tasks,
     Agents,
     Conversations,
+    Calendars,
     Notifier,
 }
 
@@ -47,6 +49,7 @@ fn route_of(key: &str) -> Option<Route> {
         "task" => Some(Route::Tasks),
         "agent" => Some(Route::Agents),
         "conversation" => Some(Route::Conversations),
+        "calendar" => Some(Route::Calendars),
         "notify" => Some(Route::Notifier),
         _ => None,
     }
@@ -72,6 +75,9 @@ pub(crate) fn try_deliver(
         Some(Route::Agents) => to_shard::<AgentMailbox>(ctx, names::AGENTS, envelope, delivery),
         Some(Route::Conversations) => {
             to_shard::<ConversationMailbox>(ctx, names::CONVERSATIONS, envelope, delivery)
+        }
+        Some(Route::Calendars) => {
+            to_shard::<CalendarMailbox>(ctx, names::CALENDARS, envelope, delivery)
         }
         Some(Route::Notifier) => match ractor::registry::where_is(ctx.path(names::NOTIFIER)) {
             // A send fails only if the actor stopped meanwhile; the message is then dropped,
@@ -120,6 +126,9 @@ pub(crate) async fn start_and_deliver(
         Some(Route::Agents) => start_shard::<AgentMailbox>(ctx, names::AGENTS, partition).await,
         Some(Route::Conversations) => {
             start_shard::<ConversationMailbox>(ctx, names::CONVERSATIONS, partition).await
+        }
+        Some(Route::Calendars) => {
+            start_shard::<CalendarMailbox>(ctx, names::CALENDARS, partition).await
         }
         _ => start_shard::<TaskMailbox>(ctx, names::TASKS, partition).await,
     };
@@ -194,6 +203,7 @@ pub(crate) async fn drain(ctx: &NodeContext, partition: u32) {
     drain_shard::<TaskMailbox>(ctx, names::TASKS, partition).await;
     drain_shard::<AgentMailbox>(ctx, names::AGENTS, partition).await;
     drain_shard::<ConversationMailbox>(ctx, names::CONVERSATIONS, partition).await;
+    drain_shard::<CalendarMailbox>(ctx, names::CALENDARS, partition).await;
 }
 
 async fn drain_shard<K: Kind>(ctx: &NodeContext, kind: &str, partition: u32) {

@@ -13,8 +13,8 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::entities::{
-    activity, agents, assignments, conversation_messages, conversations, notifications,
-    processed_messages, task_dependencies, task_output, tasks,
+    activity, agents, assignments, calendar_requests, conversation_messages, conversations,
+    notifications, processed_messages, task_dependencies, task_output, tasks,
 };
 use super::{Applied, StoreError, now_ms};
 
@@ -37,6 +37,7 @@ pub(crate) struct Changes {
     pub output: Vec<task_output::ActiveModel>,
     pub conversation: Option<conversations::ActiveModel>,
     pub inbound: Option<conversation_messages::ActiveModel>,
+    pub calendar_request: Option<calendar_requests::ActiveModel>,
     pub activity: activity::ActiveModel,
 }
 
@@ -53,6 +54,7 @@ impl Changes {
             output: Vec::new(),
             conversation: None,
             inbound: None,
+            calendar_request: None,
             activity,
         }
     }
@@ -263,6 +265,12 @@ async fn commit_together(
     }
     let rows = fresh.iter().filter_map(|c| c.inbound.clone()).collect();
     insert_all::<conversation_messages::Entity>(&txn, rows, None).await?;
+    // A request is decided once: the primary key refuses a second decision of it.
+    let rows = fresh
+        .iter()
+        .filter_map(|c| c.calendar_request.clone())
+        .collect();
+    insert_all::<calendar_requests::Entity>(&txn, rows, None).await?;
     let rows = fresh.iter().map(|c| c.activity.clone()).collect();
     insert_all::<activity::Entity>(&txn, rows, None).await?;
     let keep_first =

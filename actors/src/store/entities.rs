@@ -302,3 +302,28 @@ pub mod conversation_messages {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod calendar_requests {
+    //! The `calendar_requests` table: every request decided per calendar; the booked ones are
+    //! its bookings.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "calendar_requests")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub calendar_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        pub title: String,
+        pub start: i64,
+        pub end: i64,
+        pub booked: bool,
+        pub conflicts_with: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

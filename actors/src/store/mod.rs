@@ -6,6 +6,7 @@
 
 mod agents;
 mod batch;
+mod calendars;
 mod conversations;
 mod convert;
 #[allow(missing_docs)] // sea-orm derives the columns, relations and active models

@@ -36,11 +36,12 @@ async fn schema(db: &DatabaseConnection) -> Vec<String> {
 }
 
 /// The tables every migration together makes.
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "activity",
     "agents",
     "api_keys",
     "assignments",
+    "calendar_requests",
     "cluster_members",
     "conversation_messages",
     "conversations",

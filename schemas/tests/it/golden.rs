@@ -150,6 +150,22 @@ fn samples() -> Vec<Envelope> {
                 size: 2048,
             }],
         }),
+        Message::CalendarBookRequested(CalendarBookRequested {
+            calendar_id: "family".into(),
+            request_id: "req-1".into(),
+            title: "dentist".into(),
+            start: 1_795_500_000_000,
+            end: 1_795_503_600_000,
+        }),
+        Message::CalendarBooked(CalendarBooked {
+            calendar_id: "family".into(),
+            request_id: "req-1".into(),
+        }),
+        Message::CalendarConflict(CalendarConflict {
+            calendar_id: "family".into(),
+            request_id: "req-2".into(),
+            conflicts_with: "req-1".into(),
+        }),
     ];
     messages
         .into_iter()

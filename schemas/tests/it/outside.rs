@@ -40,6 +40,9 @@ fn every_outside_vector_matches_its_json_and_survives_reencoding() {
         "task_output",
         "agent_offline",
         "message_received",
+        "calendar_book_requested",
+        "calendar_booked",
+        "calendar_conflict",
     ];
     let mut seen = Vec::new();
     for stem in stems {

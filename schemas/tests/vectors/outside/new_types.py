@@ -27,6 +27,9 @@ BODIES = {
     "task.output": ("task/t1", {"task_id": "t1", "agent_id": "a1", "lines": ["Compiling switchyard", "Finished"]}),
     "agent.offline": ("agent/a1", {"agent_id": "a1", "reason": "no heartbeat for 31000 ms"}),
     "message.received": ("conversation/slack/C024BE91L", {"channel": "slack", "conversation": "C024BE91L", "sender": "U2147483697", "text": "task: book the dentist", "provider_id": "Ev0PV52K25", "received": 1795500000000, "attachments": [{"name": "note.png", "content_type": "image/png", "size": 2048}]}),
+    "calendar.book_requested": ("calendar/family", {"calendar_id": "family", "request_id": "req-1", "title": "dentist", "start": 1795500000000, "end": 1795503600000}),
+    "calendar.booked": ("calendar/family", {"calendar_id": "family", "request_id": "req-1"}),
+    "calendar.conflict": ("calendar/family", {"calendar_id": "family", "request_id": "req-2", "conflicts_with": "req-1"}),
 }
 
 here = pathlib.Path(__file__).parent
