@@ -12,6 +12,7 @@ enum CalendarRequests {
     Table,
     CalendarId,
     RequestId,
+    User,
     Title,
     Start,
     End,
@@ -29,6 +30,7 @@ impl MigrationTrait for Migration {
                     .if_not_exists()
                     .col(text(CalendarRequests::CalendarId))
                     .col(text(CalendarRequests::RequestId))
+                    .col(text(CalendarRequests::User))
                     .col(text(CalendarRequests::Title))
                     .col(big_integer(CalendarRequests::Start))
                     .col(big_integer(CalendarRequests::End))

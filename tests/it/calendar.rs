@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use schemas::Message;
+use schemas::proto::ListBookingsRequest;
+use schemas::proto::calendar_client::CalendarClient;
 use serde_json::json;
 
 use crate::harness::*;
@@ -55,7 +57,7 @@ async fn concurrent_requests_book_only_free_slots_and_a_resend_changes_nothing()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let booked = store.bookings(CALENDAR).await.unwrap();
+    let booked = store.bookings(CALENDAR, None).await.unwrap();
     for pair in booked.windows(2) {
         assert!(pair[0].end <= pair[1].start, "double-booked: {pair:?}");
     }
@@ -79,6 +81,42 @@ async fn concurrent_requests_book_only_free_slots_and_a_resend_changes_nothing()
         booked.len() > 5 && booked.len() < 90,
         "{} booked",
         booked.len()
+    );
+
+    // Over gRPC: the bookings in time order for their user (and the admin), none for another.
+    let mut calendar = CalendarClient::new(channel(&client.grpc_url).await);
+    let listed = |token: &str| {
+        let mut request = tonic::Request::new(ListBookingsRequest {
+            calendar_id: CALENDAR.into(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let over_grpc: Vec<(String, u64, u64)> = calendar
+        .list_bookings(listed(&client.token))
+        .await
+        .unwrap()
+        .into_inner()
+        .bookings
+        .into_iter()
+        .map(|b| (b.request_id, b.start, b.end))
+        .collect();
+    let stored: Vec<(String, u64, u64)> = booked
+        .iter()
+        .map(|b| (b.request_id.clone(), b.start, b.end))
+        .collect();
+    assert_eq!(over_grpc, stored);
+    let other = actors::credentials::new_token().unwrap();
+    store
+        .add_key(&other, "u2", actors::credentials::Role::User, None)
+        .await
+        .unwrap();
+    let theirs = calendar.list_bookings(listed(&other)).await.unwrap();
+    assert!(
+        theirs.into_inner().bookings.is_empty(),
+        "another user's bookings"
     );
 
     // Each outcome is told once on the bus.
@@ -122,7 +160,7 @@ async fn concurrent_requests_book_only_free_slots_and_a_resend_changes_nothing()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(store.calendar_decisions(CALENDAR).await.unwrap(), decisions);
-    assert_eq!(store.bookings(CALENDAR).await.unwrap(), booked);
+    assert_eq!(store.bookings(CALENDAR, None).await.unwrap(), booked);
     assert_eq!(outcomes().await, (told_booked, told_conflicts), "told once");
     node.shutdown().await.unwrap();
 }

@@ -24,12 +24,20 @@ impl Store {
         Ok(Calendar::from_parts(bookings, decided))
     }
 
-    /// The bookings of calendar `calendar_id` in time order.
-    pub async fn bookings(&self, calendar_id: &str) -> Result<Vec<Request>, StoreError> {
+    /// The bookings of calendar `calendar_id` in time order; with `user`, only theirs.
+    pub async fn bookings(
+        &self,
+        calendar_id: &str,
+        user: Option<&str>,
+    ) -> Result<Vec<Request>, StoreError> {
         use calendar_requests::Column as C;
-        Ok(calendar_requests::Entity::find()
+        let mut query = calendar_requests::Entity::find()
             .filter(C::CalendarId.eq(calendar_id))
-            .filter(C::Booked.eq(true))
+            .filter(C::Booked.eq(true));
+        if let Some(user) = user {
+            query = query.filter(C::User.eq(user));
+        }
+        Ok(query
             .order_by_asc(C::Start)
             .all(self.connection())
             .await?
@@ -68,6 +76,7 @@ impl Store {
             decided.map(|(request, decision)| calendar_requests::ActiveModel {
                 calendar_id: Set(calendar_id.to_owned()),
                 request_id: Set(request.request_id.clone()),
+                user: Set(message.user.to_owned()),
                 title: Set(request.title.clone()),
                 start: Set(request.start as i64),
                 end: Set(request.end as i64),

@@ -315,6 +315,7 @@ pub mod calendar_requests {
         pub calendar_id: String,
         #[sea_orm(primary_key, auto_increment = false)]
         pub request_id: String,
+        pub user: String,
         pub title: String,
         pub start: i64,
         pub end: i64,

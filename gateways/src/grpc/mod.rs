@@ -3,6 +3,7 @@
 //! a key.
 
 mod agents;
+mod calendar;
 pub mod convert;
 mod tasks;
 mod worker;
@@ -11,6 +12,7 @@ use actors::credentials::Principal;
 use schemas::proto::{
     self, ActorNode, GetSupervisionTreeRequest, SupervisionTree,
     agents_server::AgentsServer,
+    calendar_server::CalendarServer,
     cluster_server::{Cluster, ClusterServer},
     keys_server::KeysServer,
     tasks_server::TasksServer,
@@ -23,6 +25,7 @@ use tonic::{Request, Response, Status};
 use crate::{GatewayContext, GatewayError};
 
 pub use agents::{AgentsService, KeysService};
+pub use calendar::CalendarService;
 pub use tasks::TasksService;
 pub use worker::WorkerService;
 
@@ -74,6 +77,9 @@ pub async fn grpc_routes(ctx: GatewayContext) -> Result<Routes, GatewayError> {
     health.set_serving::<AgentsServer<AgentsService>>().await;
     health.set_serving::<KeysServer<KeysService>>().await;
     health.set_serving::<WorkerServer<WorkerService>>().await;
+    health
+        .set_serving::<CalendarServer<CalendarService>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -86,6 +92,7 @@ pub async fn grpc_routes(ctx: GatewayContext) -> Result<Routes, GatewayError> {
         .add_service(AgentsServer::new(AgentsService(ctx.clone())))
         .add_service(KeysServer::new(KeysService(ctx.clone())))
         .add_service(WorkerServer::new(WorkerService(ctx.clone())))
+        .add_service(CalendarServer::new(CalendarService(ctx.clone())))
         .add_service(ClusterServer::new(ClusterService(ctx)))
         .add_service(health_service)
         .add_service(reflection().build_v1().map_err(internal)?)
