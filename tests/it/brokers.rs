@@ -34,6 +34,18 @@ impl Broker {
         Some(Broker::Rabbit(RabbitNode::start().await))
     }
 
+    /// The flags of node `node` on this broker and the shared `database`.
+    pub(crate) fn node_flags(&self, database: &str, node: &str) -> Vec<String> {
+        let mut flags = self.flags();
+        flags.extend([
+            "--database-url".into(),
+            database.into(),
+            "--node-id".into(),
+            node.into(),
+        ]);
+        flags
+    }
+
     /// The node flags that put a node on this broker.
     pub(crate) fn flags(&self) -> Vec<String> {
         match self {
@@ -272,16 +284,7 @@ async fn failover(mut broker: Broker, name: &str) {
     let Some(database) = postgres_schema(name).await else {
         return;
     };
-    let flags = |node: &str| {
-        let mut flags = broker.flags();
-        flags.extend([
-            "--database-url".into(),
-            database.clone(),
-            "--node-id".into(),
-            node.into(),
-        ]);
-        flags
-    };
+    let flags = |node: &str| broker.node_flags(&database, node);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Faster Kafka failover than the 6 s default session timeout, which tansu allows.
     for dir in [&dir_a, &dir_b] {

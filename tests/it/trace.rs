@@ -95,15 +95,8 @@ async fn one_trace_follows_an_event_from_one_node_to_the_other() {
     let receiver = Receiver::default();
     let endpoint = receiver.serve().await;
     let flags = |node: &str| {
-        let mut flags = broker.flags();
-        flags.extend([
-            "--database-url".into(),
-            database.clone(),
-            "--node-id".into(),
-            node.into(),
-            "--otlp-endpoint".into(),
-            endpoint.clone(),
-        ]);
+        let mut flags = broker.node_flags(&database, node);
+        flags.extend(["--otlp-endpoint".into(), endpoint.clone()]);
         flags
     };
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

@@ -36,17 +36,11 @@ impl Kind for CalendarMailbox {
         let requested = match &envelope.message {
             Message::CalendarBookRequested(m) => m,
             // Its own outcomes come back to it: recorded in the activity log, nothing more.
-            Message::CalendarBooked(m) => {
+            Message::CalendarBooked(schemas::CalendarBooked { calendar_id, .. })
+            | Message::CalendarConflict(schemas::CalendarConflict { calendar_id, .. }) => {
                 let applied = ctx
                     .store
-                    .save_calendar_decision(&message, &m.calendar_id, None)
-                    .await?;
-                return Ok((calendar, Vec::new(), applied));
-            }
-            Message::CalendarConflict(m) => {
-                let applied = ctx
-                    .store
-                    .save_calendar_decision(&message, &m.calendar_id, None)
+                    .save_calendar_decision(&message, calendar_id, None)
                     .await?;
                 return Ok((calendar, Vec::new(), applied));
             }
