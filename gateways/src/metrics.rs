@@ -18,6 +18,9 @@ const BUCKETS: &[f64] = &[
     5.0,
 ];
 
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process's recorder, installed on first use; `None` if another recorder was installed
 /// first (then `/metrics` says so).
 pub fn recorder() -> Option<&'static PrometheusHandle> {
@@ -25,7 +28,20 @@ pub fn recorder() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new().set_buckets(BUCKETS).ok()?;
-            builder.install_recorder().ok()
+            let handle = builder.install_recorder().ok()?;
+            // Histogram samples are kept one by one until upkeep folds them into buckets: in
+            // a node nobody scrapes they would pile up without it.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .ok()?;
+            Some(handle)
         })
         .as_ref()
 }
