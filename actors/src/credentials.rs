@@ -67,6 +67,17 @@ const NODE_ONLY: [&str; 6] = [
     "message.received",
 ];
 
+/// The inbound channels, whose webhooks publish under ids `<channel>-…`: ids that only they
+/// use, so no key holder can take one first and have the real message found applied.
+pub const CHANNELS: [&str; 5] = ["sms", "slack", "discord", "telegram", "email"];
+
+/// The channel whose webhook ids `id` looks like, if any.
+fn channel_id_prefix(id: &str) -> Option<&'static str> {
+    CHANNELS
+        .into_iter()
+        .find(|c| id.strip_prefix(c).is_some_and(|rest| rest.starts_with('-')))
+}
+
 impl Principal {
     /// Whether this principal may act for `user`.
     pub fn may_act_for(&self, user: &str) -> bool {
@@ -87,6 +98,12 @@ impl Principal {
         let kind = envelope.type_name();
         if self.role != Role::Admin && NODE_ONLY.contains(&kind) {
             return Err(format!("`{kind}` is published by the node only"));
+        }
+        if let Some(channel) = channel_id_prefix(&envelope.id).filter(|_| self.role != Role::Admin)
+        {
+            return Err(format!(
+                "ids beginning `{channel}-` are the {channel} webhook's: choose another id"
+            ));
         }
         if self.role != Role::Agent {
             return Ok(());
@@ -275,6 +292,20 @@ mod tests {
         );
         let admin = principal(Role::Admin, None);
         assert!(admin.admit(&mut envelope("u2", assigned())).is_ok());
+    }
+
+    #[test]
+    fn the_webhooks_ids_are_theirs_alone() {
+        let user = principal(Role::User, None);
+        let mut taken = envelope("u1", started("a1"));
+        taken.id = "discord-0123456789abcdef".into();
+        assert_eq!(
+            user.admit(&mut taken),
+            Err("ids beginning `discord-` are the discord webhook's: choose another id".into())
+        );
+        let mut mine = envelope("u1", started("a1"));
+        mine.id = "discordant-1".into();
+        assert!(user.admit(&mut mine).is_ok(), "only the channel and a dash");
     }
 
     #[test]

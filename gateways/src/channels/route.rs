@@ -37,11 +37,23 @@ enum Scheme {
     Email { hmac_secret: String },
 }
 
+impl Scheme {
+    /// The key of the channel's message ids: its secret (Discord's public key, which no
+    /// outside key holder can use anyway: those ids are refused at `/v1/events`).
+    fn id_key(&self) -> &[u8] {
+        match self {
+            Scheme::Sms { auth_token, .. } => auth_token.as_bytes(),
+            Scheme::Slack { signing_secret } => signing_secret.as_bytes(),
+            Scheme::Discord { public_key } => public_key.as_bytes(),
+            Scheme::Telegram { secret_token } => secret_token.as_bytes(),
+            Scheme::Email { hmac_secret } => hmac_secret.as_bytes(),
+        }
+    }
+}
+
 /// A channel that is on.
 struct Channel {
     scheme: Scheme,
-    /// The key of its message ids.
-    id_key: Vec<u8>,
     user: String,
     per_sender: KeyedLimit,
 }
@@ -91,16 +103,9 @@ impl Channels {
                 0 => DEFAULT_PER_SENDER_PER_MINUTE,
                 n => n,
             };
-            let id_key = match &scheme {
-                Scheme::Sms { auth_token, .. } => auth_token.as_bytes().to_vec(),
-                Scheme::Slack { signing_secret } => signing_secret.as_bytes().to_vec(),
-                Scheme::Discord { public_key } => public_key.as_bytes().to_vec(),
-                Scheme::Telegram { secret_token } => secret_token.as_bytes().to_vec(),
-                Scheme::Email { hmac_secret } => hmac_secret.as_bytes().to_vec(),
-            };
+
             let channel = Channel {
                 scheme,
-                id_key,
                 user: c.user.clone(),
                 per_sender: KeyedLimit::new(per_minute, Duration::from_secs(60)),
             };
@@ -264,7 +269,7 @@ pub async fn receive(
         metrics::rate_limited(name);
         return Err(GatewayError::TooManyRequests(wait));
     }
-    let id = message_id(name, &channel.id_key, &received.provider_id);
+    let id = message_id(name, channel.scheme.id_key(), &received.provider_id);
     // Remembered before publishing, so two copies arriving at once publish once; forgotten
     // again if the publish fails, so the provider's retry is taken.
     let fresh = ctx
