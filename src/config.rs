@@ -64,6 +64,8 @@ pub struct Config {
     pub channels: gateways::channels::ChannelsConfig,
     /// HTTP limits (`[limits]`): rate, body size, timeout, concurrency.
     pub limits: gateways::limits::Limits,
+    /// Notification delivery (`[notifier]`): policy, providers and their limits, users.
+    pub notifier: actors::providers::NotifierConfig,
     /// Serve `/metrics`, `/cluster/status` and `/cluster/peers` without the admin key.
     pub open_operator_endpoints: bool,
     /// Where spans are exported over OTLP/gRPC (`http://host:4317`); empty exports nothing.
@@ -87,6 +89,7 @@ impl Default for Config {
             agent_timeout_ms: 30_000,
             channels: Default::default(),
             limits: Default::default(),
+            notifier: Default::default(),
             open_operator_endpoints: false,
             otlp_endpoint: String::new(),
         }

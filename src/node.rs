@@ -9,7 +9,8 @@ use std::path::Path;
 use actors::cluster::{ClusterActor, ClusterArgs};
 use actors::tree::Worker;
 use actors::{
-    IngressActor, NodeApi, NodeContext, NotifierActor, OrchestratorActor, Ownership, Store, tree,
+    Clock, IngressActor, NodeApi, NodeContext, Notifier, NotifierActor, OrchestratorActor,
+    OutboxActor, Ownership, ProviderActor, ProviderArgs, Store, tree,
 };
 use anyhow::Context;
 use broker_adapters::{Bus, EmbeddedBus, KafkaBus, RabbitBus};
@@ -78,6 +79,11 @@ async fn create_events_topic(bus: &dyn Bus, partitions: u32) -> anyhow::Result<(
 impl Node {
     /// Opens the bus and the database (migrating it), then starts the tree.
     pub async fn start(config: &Config) -> anyhow::Result<Node> {
+        Node::start_with_clock(config, Clock::system()).await
+    }
+
+    /// `start`, with `clock` as the time of the node's timed work (retries, quiet hours).
+    pub async fn start_with_clock(config: &Config, clock: Clock) -> anyhow::Result<Node> {
         // Installed first: what is recorded before a recorder exists is lost.
         gateways::metrics::recorder();
         std::fs::create_dir_all(&config.data_dir)
@@ -99,6 +105,7 @@ impl Node {
             .context("migrating the database")?;
         actors::credentials::ensure_admin_key(&store, &config.data_dir).await?;
 
+        let (notifier, providers) = notifier(&config.notifier, clock)?;
         let tree = Tree::default();
         let agent_timeout = Duration::from_millis(config.agent_timeout_ms.max(300));
         let ctx = NodeContext {
@@ -115,6 +122,7 @@ impl Node {
             agent_signals: tokio::sync::broadcast::channel(16 * 1024).0,
             outcomes: Default::default(),
             channels: Arc::new(config.channels.rules()),
+            notifier: Arc::new(notifier),
         };
         let channels = Channels::new(&config.channels).map_err(|e| anyhow::anyhow!(e))?;
         let gateway = GatewayContext {
@@ -150,6 +158,7 @@ impl Node {
                 tree: tree.clone(),
                 gateway,
                 addrs,
+                providers,
             }
             .specs(ROOT, tree::LAYOUT),
         };
@@ -201,12 +210,42 @@ impl Node {
     }
 }
 
+/// The notifier `config` describes, and the mailbox of each provider it sends through.
+fn notifier(
+    config: &actors::providers::NotifierConfig,
+    clock: Clock,
+) -> anyhow::Result<(Notifier, Vec<(String, ProviderArgs)>)> {
+    let preferences = config.preferences().map_err(|e| anyhow::anyhow!(e))?;
+    let providers = actors::providers::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
+    let mut handles = std::collections::BTreeMap::new();
+    let mut mailboxes = Vec::new();
+    for (name, (provider, limit)) in providers {
+        let (args, handle) = actors::provider(&name, provider, limit);
+        handles.insert(name.clone(), handle);
+        mailboxes.push((name, args));
+    }
+    let ms = Duration::from_millis;
+    let notifier = Notifier {
+        poll: ms(config.poll_ms.max(10)),
+        lease: ms(config.lease_ms.max(1000)),
+        max_attempts: config.max_attempts.max(1),
+        retry_initial: ms(config.retry_initial_ms.max(1)),
+        retry_max: ms(config.retry_max_ms.max(1)),
+        preferences,
+        providers: handles,
+        clock,
+    };
+    Ok((notifier, mailboxes))
+}
+
 /// What the node's actors are started with.
 struct Parts {
     ctx: NodeContext,
     tree: Tree,
     gateway: GatewayContext,
     addrs: ServerAddrs,
+    /// Each outbound provider's mailbox, by name.
+    providers: Vec<(String, ProviderArgs)>,
 }
 
 impl Parts {
@@ -239,6 +278,15 @@ impl Parts {
                 supervisor(config, self.specs(&path, children))
             }
             tree::Kind::Mailboxes => supervisor(tree::mailbox_config(), Vec::new()),
+            tree::Kind::Providers => {
+                let mailboxes = self.providers.iter().map(|(name, args)| {
+                    let args = args.clone();
+                    ChildSpec::actor(name, Restart::Permanent, ProviderActor, move || {
+                        args.clone()
+                    })
+                });
+                supervisor(SupervisorConfig::default(), mailboxes.collect())
+            }
             tree::Kind::Worker(worker) => {
                 let name = part.name;
                 match worker {
@@ -247,6 +295,9 @@ impl Parts {
                     }
                     Worker::Notifier => {
                         ChildSpec::actor(name, Restart::Permanent, NotifierActor, with_ctx)
+                    }
+                    Worker::Outbox => {
+                        ChildSpec::actor(name, Restart::Permanent, OutboxActor, with_ctx)
                     }
                     Worker::Ingress => {
                         ChildSpec::actor(name, Restart::Permanent, IngressActor, with_ctx)

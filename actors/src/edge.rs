@@ -54,6 +54,7 @@ pub fn command(envelope: &Envelope) -> Routed {
             subject: m.subject.clone(),
             text: m.text.clone(),
             dedupe_key: m.dedupe_key.clone().unwrap_or_else(|| envelope.id.clone()),
+            task_id: None,
         }),
         Message::TaskCreated(m) => task(&m.task_id, T::Create(new_task(m))),
         Message::TaskAssigned(m) => task(

@@ -6,13 +6,17 @@
 #![warn(missing_docs)]
 
 pub mod api;
+mod clock;
 pub mod credentials;
 pub mod domain;
 pub mod edge;
 mod outbound;
 mod outcomes;
 mod ownership;
+pub mod providers;
+pub mod secret;
 mod shells;
+pub mod signature;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -26,6 +30,7 @@ use std::time::Duration;
 use broker_adapters::Bus;
 
 pub use api::{ApiError, NodeApi};
+pub use clock::Clock;
 pub use outbound::publish;
 pub use outcomes::Outcomes;
 pub use ownership::Ownership;
@@ -34,6 +39,8 @@ pub use shells::entity::{AgentMailbox, TaskMailbox};
 pub use shells::ingress::{INGRESS_GROUP, IngressActor};
 pub use shells::notifier::{NotifierActor, Notify};
 pub use shells::orchestrator::{OrchestratorActor, OrchestratorMsg};
+pub use shells::outbox::{Notifier, OutboxActor};
+pub use shells::provider::{CallError, ProviderActor, ProviderArgs, ProviderHandle, provider};
 pub use store::Store;
 
 /// Everything the node's actors share: storage, the bus, and where they sit in the tree.
@@ -65,6 +72,8 @@ pub struct NodeContext {
     pub outcomes: Outcomes,
     /// What each inbound channel's messages may become, by channel name.
     pub channels: Arc<BTreeMap<String, domain::conversation::Rules>>,
+    /// How notifications are delivered, and through which providers.
+    pub notifier: Arc<Notifier>,
 }
 
 pub use tree::names;

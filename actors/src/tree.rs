@@ -11,8 +11,10 @@ use supervisor::{Strategy, SupervisorConfig};
 pub enum Worker {
     /// Assignment and the sweep (`OrchestratorActor`).
     Scheduler,
-    /// Notifications (`NotifierActor`).
+    /// Records requested notifications (`NotifierActor`).
     Notifier,
+    /// Delivers recorded notifications (`OutboxActor`).
+    Outbox,
     /// The bus consumer (`IngressActor`).
     Ingress,
     /// This node's record in the cluster (`ClusterActor`).
@@ -28,6 +30,8 @@ pub enum Kind {
     Supervisor(Strategy, &'static [Part]),
     /// A supervisor of mailboxes started on demand (one per entity), tolerant of their bursts.
     Mailboxes,
+    /// A supervisor of the configured outbound providers' mailboxes (`ProviderActor`).
+    Providers,
     /// An actor.
     Worker(Worker),
 }
@@ -59,8 +63,14 @@ pub mod names {
     pub const AGENTS: &str = "agents";
     /// The supervisor of conversation mailboxes.
     pub const CONVERSATIONS: &str = "conversations";
-    /// Notifications.
+    /// The supervisor of notifications.
     pub const NOTIFIER: &str = "notifier";
+    /// Records requested notifications.
+    pub const REQUESTS: &str = "requests";
+    /// Delivers recorded notifications.
+    pub const OUTBOX: &str = "outbox";
+    /// The supervisor of the outbound providers' mailboxes.
+    pub const LIMITERS: &str = "limiters";
     /// Rate limiters, the calendar writer, the cost monitor.
     pub const INTEGRATIONS: &str = "integrations";
     /// The supervisor of calendar mailboxes.
@@ -86,12 +96,25 @@ pub const LAYOUT: &[Part] = &[
     ),
     part(names::AGENTS, Kind::Mailboxes),
     part(names::CONVERSATIONS, Kind::Mailboxes),
-    part(names::NOTIFIER, Kind::Worker(Worker::Notifier)),
     part(
         names::INTEGRATIONS,
         Kind::Supervisor(
             Strategy::OneForOne,
-            &[part(names::CALENDARS, Kind::Mailboxes)],
+            &[
+                part(names::LIMITERS, Kind::Providers),
+                part(names::CALENDARS, Kind::Mailboxes),
+            ],
+        ),
+    ),
+    part(
+        names::NOTIFIER,
+        // The outbox sends through the limiters, started before it.
+        Kind::Supervisor(
+            Strategy::OneForOne,
+            &[
+                part(names::REQUESTS, Kind::Worker(Worker::Notifier)),
+                part(names::OUTBOX, Kind::Worker(Worker::Outbox)),
+            ],
         ),
     ),
     part(names::INGRESS, Kind::Worker(Worker::Ingress)),

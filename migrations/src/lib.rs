@@ -8,6 +8,7 @@ mod m0003_orchestration;
 mod m0004_pending_order;
 mod m0005_conversations;
 mod m0006_calendars;
+mod m0007_delivery;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_pending_order::Migration),
             Box::new(m0005_conversations::Migration),
             Box::new(m0006_calendars::Migration),
+            Box::new(m0007_delivery::Migration),
         ]
     }
 }

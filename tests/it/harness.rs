@@ -413,6 +413,15 @@ pub async fn in_process_with(
     dir: &Path,
     configure: impl FnOnce(&mut switchyard::Config),
 ) -> (switchyard::Node, u16, u16) {
+    in_process_at(dir, actors::Clock::system(), configure).await
+}
+
+/// `in_process_with`, the node's timed work (retries, quiet hours) following `clock`.
+pub async fn in_process_at(
+    dir: &Path,
+    clock: actors::Clock,
+    configure: impl FnOnce(&mut switchyard::Config),
+) -> (switchyard::Node, u16, u16) {
     let (http, grpc) = (free_port(), free_port());
     let mut config = switchyard::Config {
         data_dir: dir.to_owned(),
@@ -421,7 +430,9 @@ pub async fn in_process_with(
         ..Default::default()
     };
     configure(&mut config);
-    let node = switchyard::Node::start(&config).await.unwrap();
+    let node = switchyard::Node::start_with_clock(&config, clock)
+        .await
+        .unwrap();
     assert!(ready(http).await, "in-process node did not become ready");
     (node, http, grpc)
 }

@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod end_to_end;
 mod harness;
+mod notifier;
 mod orchestration;
 mod supervision;
 mod trace;

@@ -7,6 +7,7 @@ pub mod assign;
 pub mod calendar;
 pub mod conversation;
 pub mod dag;
+pub mod notify;
 pub mod task;
 
 use std::collections::BTreeMap;

@@ -328,6 +328,8 @@ pub struct NotificationDraft {
     pub text: String,
     /// One notification per key, however often it is asked for.
     pub dedupe_key: String,
+    /// The task it is about, if any: a task from a conversation is answered there.
+    pub task_id: Option<String>,
 }
 
 /// The outcome of applying one command to a task.
@@ -765,6 +767,7 @@ fn notice(task: &Task, outcome: &str, topic: &str, _now: u64) -> NotificationDra
         subject: format!("task {} {outcome}", task.task_id),
         text: format!("{} ({outcome})", task.title),
         dedupe_key: format!("task/{}/{topic}/{}", task.task_id, task.generation),
+        task_id: Some(task.task_id.clone()),
     }
 }
 

@@ -79,7 +79,7 @@ pub(crate) fn try_deliver(
         Some(Route::Calendars) => {
             to_shard::<CalendarMailbox>(ctx, names::CALENDARS, envelope, delivery)
         }
-        Some(Route::Notifier) => match ractor::registry::where_is(ctx.path(names::NOTIFIER)) {
+        Some(Route::Notifier) => match ractor::registry::where_is(ctx.path(names::REQUESTS)) {
             // A send fails only if the actor stopped meanwhile; the message is then dropped,
             // which nacks the delivery (and so everywhere below).
             Some(cell) => {

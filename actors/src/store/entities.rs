@@ -103,6 +103,14 @@ pub mod notifications {
         pub status: String,
         pub cause: String,
         pub created_at: i64,
+        pub task_id: Option<String>,
+        pub attempts: i32,
+        pub due_at: i64,
+        pub lease_until: i64,
+        pub last_error: Option<String>,
+        pub sent_at: Option<i64>,
+        pub destination: Option<String>,
+        pub provider_ref: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,7 @@ mod convert;
 pub mod entities;
 mod members;
 mod nagle;
+mod notifications;
 mod orchestration;
 mod tasks;
 
@@ -25,13 +26,12 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
-use entities::{activity, notifications, processed_messages, refusals};
-
-use crate::domain::task::NotificationDraft;
+use entities::{activity, processed_messages, refusals};
 
 pub use conversations::{InboundMessage, InboundRow};
 pub use members::Member;
 pub use nagle::nodelay_towards;
+pub use notifications::{Delivery, Notification, status as notification_status};
 pub use orchestration::{Cascade, Outcome};
 pub use tasks::{TaskFilter, TaskPage, is_page_token};
 
@@ -98,23 +98,6 @@ pub struct ActivityRow {
     pub at: u64,
     /// The user it acted for.
     pub user: String,
-}
-
-/// A recorded notification, as listed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Notification {
-    /// Whose it is.
-    pub user: String,
-    /// Channel name.
-    pub channel: String,
-    /// Recipient.
-    pub to: String,
-    /// Subject line.
-    pub subject: String,
-    /// Its deduplication key.
-    pub dedupe_key: String,
-    /// `pending` until delivered.
-    pub status: String,
 }
 
 /// Handle to the state database; cheap to clone.
@@ -255,19 +238,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// Records a requested notification as the effect of `message`.
-    pub async fn save_notification(
-        &self,
-        message: &AppliedMessage<'_>,
-        draft: &NotificationDraft,
-    ) -> Result<Applied, StoreError> {
-        let mut changes = batch::Changes::new(message.id, message.activity());
-        changes
-            .notifications
-            .push(notification_row(message.id, draft, message.time));
-        self.writes.write(changes).await
-    }
-
     /// Records that the domain refused message `message_id`, and why.
     pub async fn record_refusal(&self, message_id: &str, reason: &str) -> Result<(), StoreError> {
         let row = refusals::ActiveModel {
@@ -291,42 +261,5 @@ impl Store {
             .one(&self.db)
             .await?
             .map(|r| Outcome::Refused(r.reason)))
-    }
-
-    /// Notifications in the order they were recorded, optionally only one user's.
-    pub async fn notifications(&self, user: Option<&str>) -> Result<Vec<Notification>, StoreError> {
-        let mut query = notifications::Entity::find().order_by_asc(notifications::Column::Id);
-        if let Some(user) = user {
-            query = query.filter(notifications::Column::User.eq(user));
-        }
-        Ok(query
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|n| Notification {
-                user: n.user,
-                channel: n.channel,
-                to: n.recipient,
-                subject: n.subject,
-                dedupe_key: n.dedupe_key,
-                status: n.status,
-            })
-            .collect())
-    }
-}
-
-/// The row of a notification caused by message `cause` at `at` (the message's time).
-fn notification_row(cause: &str, draft: &NotificationDraft, at: u64) -> notifications::ActiveModel {
-    notifications::ActiveModel {
-        user: Set(draft.user.clone()),
-        channel: Set(draft.channel.clone()),
-        recipient: Set(draft.to.clone()),
-        subject: Set(draft.subject.clone()),
-        text: Set(draft.text.clone()),
-        dedupe_key: Set(draft.dedupe_key.clone()),
-        status: Set("pending".into()),
-        cause: Set(cause.to_owned()),
-        created_at: Set(at as i64),
-        ..Default::default()
     }
 }

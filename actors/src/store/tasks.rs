@@ -8,7 +8,8 @@ use sea_orm::{
 
 use super::batch::Changes;
 use super::entities::{task_dependencies, task_output, tasks};
-use super::{Applied, AppliedMessage, Store, StoreError, convert, notification_row};
+use super::notifications::notification_row;
+use super::{Applied, AppliedMessage, Store, StoreError, convert};
 use crate::domain::task::{NotificationDraft, Task, TaskState};
 use crate::domain::{Dependency, DependencyKind, Priority};
 

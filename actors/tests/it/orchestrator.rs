@@ -115,6 +115,7 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
         agent_signals: tokio::sync::broadcast::channel(16).0,
         outcomes: Default::default(),
         channels: Default::default(),
+        notifier: Default::default(),
     };
 
     run_once(&ctx).await;

@@ -62,6 +62,7 @@ fn draft(key: &str) -> NotificationDraft {
         subject: "s".into(),
         text: "t".into(),
         dedupe_key: key.into(),
+        task_id: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Each provider's published request-signing scheme, as pure checks over the raw request.
 //! Comparisons of secrets and MACs are constant-time (`hmac`'s `verify_slice`, `ed25519`).
 
+use actors::signature;
 use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use hmac::{Hmac, Mac};
@@ -129,24 +130,14 @@ pub fn telegram(secret_token: &str, header: &str) -> Result<(), Unsigned> {
 
 /// An email relay: `sha256=` and the hex HMAC-SHA256 with the shared secret over the raw body.
 pub fn hmac_relay(secret: &str, body: &[u8], signature: &str) -> Result<(), Unsigned> {
-    let expected = signature
-        .trim()
-        .strip_prefix("sha256=")
-        .and_then(|hex| hex::decode(hex).ok())
-        .ok_or(Unsigned::Malformed(EMAIL_SIGNATURE))?;
-    relay_mac(secret, body)
-        .verify_slice(&expected)
-        .map_err(|_| Unsigned::Mismatch)
-}
-
-fn relay_mac(secret: &str, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = hmac_sha256(secret.as_bytes());
-    mac.update(body);
-    mac
+    signature::verify(secret, body, signature).map_err(|e| match e {
+        signature::BadSignature::Malformed => Unsigned::Malformed(EMAIL_SIGNATURE),
+        signature::BadSignature::Mismatch => Unsigned::Mismatch,
+    })
 }
 
 /// The header an email relay signs its request in.
-pub const EMAIL_SIGNATURE: &str = "X-Switchyard-Signature";
+pub const EMAIL_SIGNATURE: &str = signature::HEADER;
 
 fn hmac_sha1(key: &[u8]) -> Hmac<Sha1> {
     // HMAC takes a key of any length.
@@ -158,10 +149,7 @@ fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
 }
 
 /// `sha256=<hex>` of `body` under `secret`: what an email relay sends (and tests sign with).
-pub fn relay_signature(secret: &str, body: &[u8]) -> String {
-    let mac = relay_mac(secret, body).finalize().into_bytes();
-    format!("sha256={}", hex::encode(mac))
-}
+pub use signature::sign as relay_signature;
 
 /// `v0=<hex>` for a Slack request: what Slack sends (and tests sign with).
 pub fn slack_signature(secret: &str, timestamp: &str, body: &[u8]) -> String {

@@ -47,6 +47,7 @@ async fn fixture() -> Fixture {
         agent_signals: tokio::sync::broadcast::channel(16).0,
         outcomes: Default::default(),
         channels: Default::default(),
+        notifier: Default::default(),
     };
     let ctx = GatewayContext {
         auth: Auth::new(store),
