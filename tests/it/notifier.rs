@@ -16,6 +16,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use broker_adapters::{ReplayFrom, dlq_topic};
 use gateways::channels::Secret;
+use schemas::proto::ListNotificationsRequest;
+use schemas::proto::notifications_client::NotificationsClient;
 use serde_json::{Value, json};
 
 use crate::harness::*;
@@ -136,10 +138,13 @@ fn settled(all: &[Notification], n: usize) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_webhook_gets_each_notification_once_and_failures_are_retried_or_given_up() {
     let _one_at_a_time = IN_PROCESS.lock().await;
-    // The first request answers 503: it is tried again.
+    // The first request answers 503: it is tried again; `refused-1` is refused for good.
     let receiver = Fake::start(|seen| {
+        let body = &seen.last().unwrap().body;
         if seen.len() == 1 {
             (StatusCode::SERVICE_UNAVAILABLE, "busy".into())
+        } else if String::from_utf8_lossy(body).contains("refused-1") {
+            (StatusCode::BAD_REQUEST, "unknown recipient".into())
         } else {
             verifying_receiver(seen)
         }
@@ -164,14 +169,15 @@ async fn a_signed_webhook_gets_each_notification_once_and_failures_are_retried_o
         notification("n3", "webhook", "ops", "deploy-2"),
         // Nothing carries this channel.
         notification("n4", "pager", "ops", "page-1"),
+        notification("n5", "webhook", "ops", "refused-1"),
     ] {
         assert_eq!(client.post(&envelope).await, Some(202));
     }
-    let all = wait_outbox(dir.path(), |all| settled(all, 3)).await;
+    let all = wait_outbox(dir.path(), |all| settled(all, 4)).await;
 
     let seen = receiver.seen();
-    // deploy-1 twice (503, then accepted), deploy-2 once.
-    assert_eq!(seen.len(), 3, "{seen:#?}");
+    // deploy-1 twice (503, then accepted), deploy-2 and refused-1 once.
+    assert_eq!(seen.len(), 4, "{seen:#?}");
     for request in &seen {
         assert_eq!(request.method, Method::POST);
         assert_eq!(request.path, "/hooks/switchyard");
@@ -189,7 +195,7 @@ async fn a_signed_webhook_gets_each_notification_once_and_failures_are_retried_o
         .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["dedupe_key"].clone())
         .collect();
     let deploy1 = keys.iter().filter(|k| *k == "deploy-1").count();
-    assert_eq!((deploy1, keys.len() - deploy1), (2, 1), "{keys:?}");
+    assert_eq!((deploy1, keys.len() - deploy1), (2, 2), "{keys:?}");
 
     let by_key = |k: &str| all.iter().find(|n| n.dedupe_key == k).unwrap();
     let first = by_key("deploy-1");
@@ -211,7 +217,19 @@ async fn a_signed_webhook_gets_each_notification_once_and_failures_are_retried_o
         "{paged:?}"
     );
 
-    // The given-up notification is dead-lettered with its reason, as one that can be resent.
+    let refused = by_key("refused-1");
+    assert_eq!((refused.status.as_str(), refused.attempts), ("failed", 1));
+    assert!(
+        refused
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("400"),
+        "{refused:?}"
+    );
+
+    // The one refused after trying is dead-lettered with its reason, as one that can be
+    // resent; the one with nowhere to go is not.
     let mut replay = node
         .bus()
         .replay(&dlq_topic(schemas::EVENTS_TOPIC), ReplayFrom::Start)
@@ -225,7 +243,69 @@ async fn a_signed_webhook_gets_each_notification_once_and_failures_are_retried_o
     }
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert_eq!(reasons[0].0, "notification.requested");
-    assert!(reasons[0].1.as_deref().unwrap().contains("`pager`"));
+    assert!(
+        reasons[0].1.as_deref().unwrap().contains("400"),
+        "{reasons:?}"
+    );
+
+    // Delivery status over gRPC: the failed one, with its reason; pages follow each other.
+    let channel = channel(&client.grpc_url).await;
+    let mut notifications = NotificationsClient::new(channel);
+    let failed = notifications
+        .list_notifications(client.authed(ListNotificationsRequest {
+            status: "failed".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.notifications.len(), 2);
+    assert_eq!(failed.notifications[0].dedupe_key, "page-1");
+    assert!(failed.notifications[0].last_error.contains("`pager`"));
+    let first = notifications
+        .list_notifications(client.authed(ListNotificationsRequest {
+            page_size: 2,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let rest = notifications
+        .list_notifications(client.authed(ListNotificationsRequest {
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let keys: Vec<_> = first
+        .notifications
+        .iter()
+        .chain(&rest.notifications)
+        .map(|n| (n.dedupe_key.as_str(), n.status.as_str(), n.attempts))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("deploy-1", "sent", 2),
+            ("deploy-2", "sent", 1),
+            ("page-1", "failed", 0),
+            ("refused-1", "failed", 1)
+        ]
+    );
+    assert!(
+        !rest.next_page_token.is_empty(),
+        "a full page says there may be more"
+    );
+    let bad = notifications
+        .list_notifications(client.authed(ListNotificationsRequest {
+            status: "lost".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
     node.shutdown().await.unwrap();
 }
 
@@ -314,6 +394,34 @@ async fn an_sms_provider_at_10_per_second_sees_at_most_its_quota_and_every_messa
     assert!(spread >= Duration::from_millis(9_500), "{spread:?}");
     let refs: Vec<_> = all.iter().filter_map(|n| n.provider_ref.clone()).collect();
     assert!(refs.iter().all(|r| r.starts_with("SM")), "{refs:?}");
+
+    // The limiter shows in the tree and in /metrics.
+    let mut client = client;
+    let root = client.tree().await.unwrap();
+    let limiters = root
+        .children
+        .iter()
+        .find(|n| n.name == "integrations")
+        .and_then(|n| n.children.iter().find(|n| n.name == "limiters"))
+        .expect("integrations/limiters");
+    let names: Vec<_> = limiters.children.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["sms"]);
+    let metrics = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{http}/metrics"))
+        .bearer_auth(&client.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"switchyard_provider_calls_total{provider="sms",outcome="sent"} 100"#,
+        r#"switchyard_provider_quota_per_second{provider="sms"} 10"#,
+        r#"switchyard_provider_queued{provider="sms"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in {metrics}");
+    }
     node.shutdown().await.unwrap();
 }
 

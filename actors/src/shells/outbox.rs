@@ -1,8 +1,9 @@
 //! The outbox: delivers recorded notifications. Each due one is claimed for a lease, held
 //! while its user's quiet hours last, resolved to a channel and recipient (a task's `default`
 //! notification goes back into the conversation the task came from), and sent through that
-//! channel's provider mailbox; a failure is retried with a doubling wait, and one given up is
-//! marked `failed` and dead-lettered with its reason.
+//! channel's provider mailbox; a failure is retried with a doubling wait, and one given up
+//! after trying is marked `failed` and dead-lettered with its reason (one with nowhere to go,
+//! no provider or no address, is marked `failed` with the reason only).
 //!
 //! Supervision: a permanent child of `notifier`. Everything it knows is in the store: a
 //! restart finds the due notifications again, and one claimed by a sender that died is free
@@ -130,6 +131,14 @@ impl Actor for OutboxActor {
                         return Ok(());
                     }
                 };
+                if notifier.providers.is_empty() && !due.is_empty() {
+                    // Nothing can carry them: give them up together, not one by one.
+                    let reason = "no notification provider is configured ([notifier.*])";
+                    if let Err(error) = store.fail_notifications(&due, reason).await {
+                        tracing::warn!(%error, "giving up undeliverable notifications");
+                    }
+                    return Ok(());
+                }
                 for notification in due {
                     if state.in_flight.contains(&notification.id) {
                         continue;
@@ -168,7 +177,12 @@ async fn deliver(ctx: &NodeContext, notification: Notification) {
     };
     metrics::counter!("switchyard_notifications_total", "channel" => channel, "outcome" => outcome)
         .increment(1);
-    if let Delivery::Failed { error, .. } = &delivery {
+    // What was tried and failed can be sent again; what has nowhere to go cannot.
+    if let Delivery::Failed {
+        error,
+        attempted: true,
+    } = &delivery
+    {
         tracing::warn!(id = notification.id, %error, "a notification was given up");
         dead_letter(ctx, &notification, error).await;
     }

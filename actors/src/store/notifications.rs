@@ -123,6 +123,33 @@ impl Store {
             .collect())
     }
 
+    /// Up to `limit` notifications after number `after`, in order, of `user` (everyone's if
+    /// `None`) and with `status` (any if `None`).
+    pub async fn notifications_page(
+        &self,
+        user: Option<&str>,
+        status: Option<&str>,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<Notification>, StoreError> {
+        let mut query = notifications::Entity::find()
+            .filter(C::Id.gt(after))
+            .order_by_asc(C::Id)
+            .limit(limit);
+        if let Some(user) = user {
+            query = query.filter(C::User.eq(user));
+        }
+        if let Some(status) = status {
+            query = query.filter(C::Status.eq(status));
+        }
+        Ok(query
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(from_row)
+            .collect())
+    }
+
     /// Up to `limit` notifications due at `now` and held by no sender, oldest due first.
     pub async fn due_notifications(
         &self,
@@ -159,6 +186,33 @@ impl Store {
             .exec(self.connection())
             .await?;
         Ok(claimed.rows_affected == 1)
+    }
+
+    /// Gives up `notifications` (as read by `due_notifications`) at once with `reason`, each
+    /// unless a sender took it since.
+    pub async fn fail_notifications(
+        &self,
+        notifications: &[Notification],
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let mut failed = 0;
+        // One statement per lease value seen: in practice one, since unclaimed rows hold 0.
+        let mut by_lease = std::collections::BTreeMap::<u64, Vec<i64>>::new();
+        for n in notifications {
+            by_lease.entry(n.lease_until).or_default().push(n.id);
+        }
+        for (lease, ids) in by_lease {
+            failed += notifications::Entity::update_many()
+                .col_expr(C::Status, Expr::value(FAILED))
+                .col_expr(C::LastError, Expr::value(reason.to_owned()))
+                .filter(C::Id.is_in(ids))
+                .filter(C::LeaseUntil.eq(lease as i64))
+                .filter(C::Status.is_in([PENDING, HELD]))
+                .exec(self.connection())
+                .await?
+                .rows_affected;
+        }
+        Ok(failed)
     }
 
     /// Records how delivering notification `id` went, and releases its lease.

@@ -482,3 +482,78 @@ async fn connections_to_postgres_send_without_waiting_for_acks() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_due_notification_is_claimed_by_one_sender_and_comes_due_again_as_recorded() {
+    use actors::store::Delivery;
+    on_every_database("outbox", |store| async move {
+        let notify = AppliedMessage {
+            key: "notify/u1",
+            ..msg("o1")
+        };
+        store.save_notification(&notify, &draft("o")).await.unwrap();
+        // Recorded at the message's time (1): due from then.
+        let due = store.due_notifications(10, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        let n = &due[0];
+        assert!(store.claim_notification(n, 10, 1000).await.unwrap());
+        assert!(
+            !store.claim_notification(n, 10, 1000).await.unwrap(),
+            "a second sender with the same read loses"
+        );
+        assert!(store.due_notifications(500, 10).await.unwrap().is_empty());
+        // A lease that ran out frees it for the next read.
+        let again = store.due_notifications(1010, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        let retry = Delivery::Retry {
+            error: "503".into(),
+            due_at: 5000,
+        };
+        store.record_delivery(n.id, &retry).await.unwrap();
+        assert!(store.due_notifications(4999, 10).await.unwrap().is_empty());
+        let later = store.due_notifications(5000, 10).await.unwrap();
+        assert_eq!((later[0].attempts, later[0].lease_until), (1, 0));
+        assert_eq!(later[0].last_error.as_deref(), Some("503"));
+        let sent = Delivery::Sent {
+            destination: "sms:+1555".into(),
+            provider_ref: "SM1".into(),
+            at: 5001,
+        };
+        store.record_delivery(n.id, &sent).await.unwrap();
+        let all = store.notifications(None).await.unwrap();
+        assert_eq!((all[0].status.as_str(), all[0].attempts), ("sent", 2));
+        assert_eq!(all[0].provider_ref.as_deref(), Some("SM1"));
+        assert!(
+            store
+                .due_notifications(u64::MAX / 2, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Given up together: only what no sender holds.
+        store
+            .save_notification(
+                &AppliedMessage {
+                    key: "notify/u1",
+                    ..msg("o2")
+                },
+                &draft("p"),
+            )
+            .await
+            .unwrap();
+        store
+            .save_notification(
+                &AppliedMessage {
+                    key: "notify/u1",
+                    ..msg("o3")
+                },
+                &draft("q"),
+            )
+            .await
+            .unwrap();
+        let due = store.due_notifications(10, 10).await.unwrap();
+        assert!(store.claim_notification(&due[0], 10, 1000).await.unwrap());
+        assert_eq!(store.fail_notifications(&due, "nowhere").await.unwrap(), 1);
+    })
+    .await;
+}

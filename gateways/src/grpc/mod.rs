@@ -1,10 +1,12 @@
-//! gRPC, package `switchyard.v1`: `Tasks`, `Agents`, `Keys`, `Worker` and `Cluster`, plus
+//! gRPC, package `switchyard.v1`: `Tasks`, `Agents`, `Keys`, `Worker`, `Calendar`,
+//! `Notifications` and `Cluster`, plus
 //! server reflection (v1 and v1alpha) and the standard health service, which stay open without
 //! a key.
 
 mod agents;
 mod calendar;
 pub mod convert;
+mod notifications;
 mod tasks;
 mod worker;
 
@@ -15,6 +17,7 @@ use schemas::proto::{
     calendar_server::CalendarServer,
     cluster_server::{Cluster, ClusterServer},
     keys_server::KeysServer,
+    notifications_server::NotificationsServer,
     tasks_server::TasksServer,
     worker_server::WorkerServer,
 };
@@ -26,6 +29,7 @@ use crate::{GatewayContext, GatewayError};
 
 pub use agents::{AgentsService, KeysService};
 pub use calendar::CalendarService;
+pub use notifications::NotificationsService;
 pub use tasks::TasksService;
 pub use worker::WorkerService;
 
@@ -80,6 +84,9 @@ pub async fn grpc_routes(ctx: GatewayContext) -> Result<Routes, GatewayError> {
     health
         .set_serving::<CalendarServer<CalendarService>>()
         .await;
+    health
+        .set_serving::<NotificationsServer<NotificationsService>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -93,6 +100,7 @@ pub async fn grpc_routes(ctx: GatewayContext) -> Result<Routes, GatewayError> {
         .add_service(KeysServer::new(KeysService(ctx.clone())))
         .add_service(WorkerServer::new(WorkerService(ctx.clone())))
         .add_service(CalendarServer::new(CalendarService(ctx.clone())))
+        .add_service(NotificationsServer::new(NotificationsService(ctx.clone())))
         .add_service(ClusterServer::new(ClusterService(ctx)))
         .add_service(health_service)
         .add_service(reflection().build_v1().map_err(internal)?)
