@@ -66,6 +66,8 @@ pub struct Config {
     pub limits: gateways::limits::Limits,
     /// Notification delivery (`[notifier]`): policy, providers and their limits, users.
     pub notifier: actors::providers::NotifierConfig,
+    /// Model budgets (`[costs]`), for everyone and per user.
+    pub costs: actors::budgets::CostsConfig,
     /// Serve `/metrics`, `/cluster/status` and `/cluster/peers` without the admin key.
     pub open_operator_endpoints: bool,
     /// Where spans are exported over OTLP/gRPC (`http://host:4317`); empty exports nothing.
@@ -90,6 +92,7 @@ impl Default for Config {
             channels: Default::default(),
             limits: Default::default(),
             notifier: Default::default(),
+            costs: Default::default(),
             open_operator_endpoints: false,
             otlp_endpoint: String::new(),
         }

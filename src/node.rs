@@ -106,6 +106,7 @@ impl Node {
         actors::credentials::ensure_admin_key(&store, &config.data_dir).await?;
 
         let (notifier, providers) = notifier(&config.notifier, clock)?;
+        config.costs.check().map_err(|e| anyhow::anyhow!(e))?;
         let tree = Tree::default();
         let agent_timeout = Duration::from_millis(config.agent_timeout_ms.max(300));
         let ctx = NodeContext {
@@ -123,6 +124,7 @@ impl Node {
             outcomes: Default::default(),
             channels: Arc::new(config.channels.rules()),
             notifier: Arc::new(notifier),
+            budgets: Arc::new(config.costs.clone()),
         };
         let channels = Channels::new(&config.channels).map_err(|e| anyhow::anyhow!(e))?;
         let gateway = GatewayContext {

@@ -7,7 +7,7 @@ use broker_adapters::Bus;
 use schemas::{Envelope, Message};
 use tokio::sync::broadcast;
 
-use crate::domain::task::Task;
+use crate::domain::task::{Task, TaskState};
 use crate::store::{Outcome, Store, StoreError, now_ms};
 use crate::{NodeContext, new_message_id};
 
@@ -54,13 +54,35 @@ impl NodeApi {
     /// The task `task_id` with its dependencies, if it exists: as its live mailbox holds it
     /// when it has one on this node (no database read), else from the store.
     pub async fn task(&self, task_id: &str) -> Result<Option<Task>, StoreError> {
-        if let Some(mut task) = crate::shells::router::live_task(&self.ctx, task_id).await {
-            // In the store's order, so a read does not depend on where it was answered from.
-            task.dependencies
-                .sort_by(|a, b| a.upstream.cmp(&b.upstream));
-            return Ok(Some(task));
+        let task = match crate::shells::router::live_task(&self.ctx, task_id).await {
+            Some(mut task) => {
+                // In the store's order, so a read does not depend on where it was answered from.
+                task.dependencies
+                    .sort_by(|a, b| a.upstream.cmp(&b.upstream));
+                Some(task)
+            }
+            None => self.ctx.store.task(task_id).await?,
+        };
+        match task {
+            Some(task) => self.with_hold(task).await.map(Some),
+            None => Ok(None),
         }
-        self.ctx.store.task(task_id).await
+    }
+
+    /// The model budgets in force for `user`: set at run time, else configured.
+    pub async fn budget(&self, user: &str) -> Result<crate::domain::costs::Budget, StoreError> {
+        let ledger = self.ctx.store.ledger(user).await?;
+        Ok(ledger.budget(self.ctx.budgets.budget(user)))
+    }
+
+    /// `task`, saying why it waits if its user's model budget holds it.
+    async fn with_hold(&self, mut task: Task) -> Result<Task, StoreError> {
+        let waits = task.state == TaskState::Pending && task.blocked_reason.is_none();
+        if waits && crate::domain::costs::requires_model(&task.requirements) {
+            let holds = self.ctx.store.cost_holds(now_ms()).await?;
+            task.blocked_reason = holds.get(&task.user).cloned();
+        }
+        Ok(task)
     }
 
     /// This node's id.

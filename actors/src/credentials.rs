@@ -67,6 +67,9 @@ const NODE_ONLY: [&str; 6] = [
     "message.received",
 ];
 
+/// Types only admin keys publish: budgets are the operator's to set.
+const ADMIN_ONLY: [&str; 1] = ["budget.set"];
+
 /// The inbound channels, whose webhooks publish under ids `<channel>-…`: ids that only they
 /// use, so no key holder can take one first and have the real message found applied.
 pub const CHANNELS: [&str; 5] = ["sms", "slack", "discord", "telegram", "email"];
@@ -99,6 +102,9 @@ impl Principal {
         if self.role != Role::Admin && NODE_ONLY.contains(&kind) {
             return Err(format!("`{kind}` is published by the node only"));
         }
+        if self.role != Role::Admin && ADMIN_ONLY.contains(&kind) {
+            return Err(format!("`{kind}` takes an admin key"));
+        }
         if let Some(channel) = channel_id_prefix(&envelope.id).filter(|_| self.role != Role::Admin)
         {
             return Err(format!(
@@ -110,6 +116,8 @@ impl Principal {
         }
         let own = self.agent_id.as_deref().unwrap_or_default();
         let reporter = match &mut envelope.message {
+            // What the agent's models cost is its user's, reported by whoever ran them.
+            Message::InvocationRecorded(_) => return Ok(()),
             Message::AgentRegistered(m) => Some(m.agent_id.as_str()),
             Message::AgentHeartbeat(m) => Some(m.agent_id.as_str()),
             Message::TaskStarted(m) => Some(m.agent_id.as_str()),
@@ -292,6 +300,40 @@ mod tests {
         );
         let admin = principal(Role::Admin, None);
         assert!(admin.admit(&mut envelope("u2", assigned())).is_ok());
+    }
+
+    #[test]
+    fn budgets_are_set_by_admins_and_costs_reported_by_anyone_of_the_user() {
+        let budget = || {
+            Message::BudgetSet(schemas::BudgetSet {
+                daily: Some(100.0),
+                monthly: None,
+            })
+        };
+        let user = principal(Role::User, None);
+        assert_eq!(
+            user.admit(&mut envelope("u1", budget())),
+            Err("`budget.set` takes an admin key".into())
+        );
+        assert!(
+            principal(Role::Admin, None)
+                .admit(&mut envelope("u1", budget()))
+                .is_ok()
+        );
+        let invocation = Message::InvocationRecorded(schemas::InvocationRecorded {
+            invocation_id: "i1".into(),
+            provider: "p".into(),
+            model: "m".into(),
+            tokens_in: 1,
+            tokens_out: 1,
+            cost: 0.01,
+            latency_ms: 1,
+            task_id: None,
+        });
+        let agent = principal(Role::Agent, Some("a1"));
+        assert!(agent.admit(&mut envelope("u1", invocation.clone())).is_ok());
+        assert!(agent.admit(&mut envelope("u2", invocation)).is_err());
+        assert!(agent.admit(&mut envelope("u1", budget())).is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum Routed {
     Conversation(conversation::Inbound),
     /// A message of calendar `calendar_id`, read by its mailbox as it is.
     Calendar(String),
+    /// A message of `user`'s cost ledger, read by its mailbox as it is.
+    Costs(String),
 }
 
 /// The domain command `envelope` carries.
@@ -165,6 +167,9 @@ pub fn command(envelope: &Envelope) -> Routed {
         Message::CalendarBookRequested(m) => Routed::Calendar(m.calendar_id.clone()),
         Message::CalendarBooked(m) => Routed::Calendar(m.calendar_id.clone()),
         Message::CalendarConflict(m) => Routed::Calendar(m.calendar_id.clone()),
+        Message::InvocationRecorded(_) | Message::BudgetSet(_) => {
+            Routed::Costs(envelope.user.clone())
+        }
         Message::MessageReceived(m) => Routed::Conversation(conversation::Inbound {
             channel: m.channel.clone(),
             conversation: m.conversation.clone(),

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod budgets;
 mod clock;
 pub mod credentials;
 pub mod domain;
@@ -74,6 +75,8 @@ pub struct NodeContext {
     pub channels: Arc<BTreeMap<String, domain::conversation::Rules>>,
     /// How notifications are delivered, and through which providers.
     pub notifier: Arc<Notifier>,
+    /// The configured model budgets.
+    pub budgets: Arc<budgets::CostsConfig>,
 }
 
 pub use tree::names;

@@ -75,6 +75,8 @@ pub mod names {
     pub const INTEGRATIONS: &str = "integrations";
     /// The supervisor of calendar mailboxes.
     pub const CALENDARS: &str = "calendars";
+    /// The supervisor of cost mailboxes (the cost monitor).
+    pub const COSTS: &str = "costs";
     /// This node's record in the cluster.
     pub const CLUSTER: &str = "cluster";
     /// HTTP and gRPC.
@@ -103,6 +105,7 @@ pub const LAYOUT: &[Part] = &[
             &[
                 part(names::LIMITERS, Kind::Providers),
                 part(names::CALENDARS, Kind::Mailboxes),
+                part(names::COSTS, Kind::Mailboxes),
             ],
         ),
     ),

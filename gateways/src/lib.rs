@@ -20,8 +20,8 @@ pub use auth::Auth;
 pub use error::GatewayError;
 pub use grpc::convert::{from_struct, to_struct};
 pub use grpc::{
-    AgentsService, CalendarService, ClusterService, KeysService, NotificationsService,
-    TasksService, WorkerService, grpc_routes,
+    AgentsService, CalendarService, ClusterService, CostsService, KeysService,
+    NotificationsService, TasksService, WorkerService, grpc_routes,
 };
 pub use http::{HttpPolicy, app};
 pub use servers::{ServerAddrs, ServersActor};

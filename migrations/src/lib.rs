@@ -9,6 +9,7 @@ mod m0004_pending_order;
 mod m0005_conversations;
 mod m0006_calendars;
 mod m0007_delivery;
+mod m0008_costs;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_conversations::Migration),
             Box::new(m0006_calendars::Migration),
             Box::new(m0007_delivery::Migration),
+            Box::new(m0008_costs::Migration),
         ]
     }
 }

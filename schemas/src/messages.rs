@@ -410,6 +410,41 @@ pub struct CalendarConflict {
     pub conflicts_with: String,
 }
 
+/// `invocation.recorded`: a model was invoked for `user` (the envelope's), at a cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecorded {
+    /// The caller's id for this invocation: recorded once, however often it is sent.
+    pub invocation_id: String,
+    /// Who served it (`anthropic`, `openai`, …).
+    pub provider: String,
+    /// Which model.
+    pub model: String,
+    /// Tokens sent.
+    pub tokens_in: u64,
+    /// Tokens received.
+    pub tokens_out: u64,
+    /// What it cost, in US dollars.
+    pub cost: f64,
+    /// How long it took, ms.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// The task it was for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+}
+
+/// `budget.set`: the user's model budgets, in US dollars, from now on (admin keys only); one
+/// left out keeps the configured one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetSet {
+    /// Per day (UTC), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<f64>,
+    /// Per calendar month (UTC), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<f64>,
+}
+
 /// A typed message body; its variant decides the envelope's `type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -469,11 +504,15 @@ pub enum Message {
     CalendarBooked(CalendarBooked),
     /// `calendar.conflict`.
     CalendarConflict(CalendarConflict),
+    /// `invocation.recorded`.
+    InvocationRecorded(InvocationRecorded),
+    /// `budget.set`.
+    BudgetSet(BudgetSet),
 }
 
 /// Expands `$apply` once per variant with its type name and the entity kind its routing key
 /// names (`task/<task_id>`, `agent/<agent_id>`, `notify/<user>`,
-/// `conversation/<channel>/<conversation>`, `calendar/<calendar_id>`), so the name table, the
+/// `conversation/<channel>/<conversation>`, `calendar/<calendar_id>`, `costs/<user>`), so the name table, the
 /// decoder, the encoder and the routing cannot drift apart.
 macro_rules! for_each_message {
     ($apply:ident) => {
@@ -506,6 +545,8 @@ macro_rules! for_each_message {
             CalendarBookRequested => "calendar.book_requested", calendar,
             CalendarBooked => "calendar.booked", calendar,
             CalendarConflict => "calendar.conflict", calendar,
+            InvocationRecorded => "invocation.recorded", costs,
+            BudgetSet => "budget.set", costs,
         }
     };
 }
@@ -526,6 +567,9 @@ macro_rules! routing_key {
     };
     (calendar, $m:expr, $user:expr) => {
         format!("calendar/{}", $m.calendar_id)
+    };
+    (costs, $m:expr, $user:expr) => {
+        format!("costs/{}", $user)
     };
 }
 

@@ -5,6 +5,7 @@ mod brokers;
 mod calendar;
 mod channels;
 mod cli;
+mod costs;
 mod crash;
 mod end_to_end;
 mod harness;

@@ -22,28 +22,28 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-const SECRET: &str = "webhook-secret";
+pub(crate) const SECRET: &str = "webhook-secret";
 
 /// One request a fake provider received.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    body: Bytes,
-    at: Instant,
+pub(crate) struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
 }
 
 /// An HTTP peer on loopback (port 0) recording what it receives; `answer` decides each reply
 /// from the requests so far, this one included.
 #[derive(Clone)]
-struct Fake {
+pub(crate) struct Fake {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Fake {
-    async fn start(answer: fn(&[Seen]) -> (StatusCode, String)) -> Fake {
+    pub async fn start(answer: fn(&[Seen]) -> (StatusCode, String)) -> Fake {
         let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
         let record = seen.clone();
         let app = axum::Router::new().fallback(
@@ -68,17 +68,17 @@ impl Fake {
         Fake { addr, seen }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
 
 /// A webhook receiver as its owner would write one: 401 unless the signature verifies.
-fn verifying_receiver(seen: &[Seen]) -> (StatusCode, String) {
+pub(crate) fn verifying_receiver(seen: &[Seen]) -> (StatusCode, String) {
     let last = seen.last().unwrap();
     let signature = last
         .headers

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod assign;
 pub mod calendar;
 pub mod conversation;
+pub mod costs;
 pub mod dag;
 pub mod notify;
 pub mod task;

@@ -5,6 +5,7 @@
 pub(crate) mod calendar;
 pub mod cluster;
 pub(crate) mod conversation;
+pub(crate) mod costs;
 pub(crate) mod entity;
 pub(crate) mod ingress;
 pub(crate) mod notifier;

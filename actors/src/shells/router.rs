@@ -10,6 +10,7 @@ use supervisor::{ChildSpec, Restart, SupervisorError, SupervisorMsg};
 use crate::domain::task::Task;
 use crate::shells::calendar::CalendarMailbox;
 use crate::shells::conversation::ConversationMailbox;
+use crate::shells::costs::CostMailbox;
 use crate::shells::entity::{AgentMailbox, Kind, TaskMailbox};
 use crate::shells::notifier::Notify;
 use crate::shells::shard::{ShardActor, ShardMsg, shard_name};
@@ -41,6 +42,7 @@ enum Route {
     Agents,
     Conversations,
     Calendars,
+    Costs,
     Notifier,
 }
 
@@ -50,6 +52,7 @@ fn route_of(key: &str) -> Option<Route> {
         "agent" => Some(Route::Agents),
         "conversation" => Some(Route::Conversations),
         "calendar" => Some(Route::Calendars),
+        "costs" => Some(Route::Costs),
         "notify" => Some(Route::Notifier),
         _ => None,
     }
@@ -79,6 +82,7 @@ pub(crate) fn try_deliver(
         Some(Route::Calendars) => {
             to_shard::<CalendarMailbox>(ctx, names::CALENDARS, envelope, delivery)
         }
+        Some(Route::Costs) => to_shard::<CostMailbox>(ctx, names::COSTS, envelope, delivery),
         Some(Route::Notifier) => match ractor::registry::where_is(ctx.path(names::REQUESTS)) {
             // A send fails only if the actor stopped meanwhile; the message is then dropped,
             // which nacks the delivery (and so everywhere below).
@@ -130,6 +134,7 @@ pub(crate) async fn start_and_deliver(
         Some(Route::Calendars) => {
             start_shard::<CalendarMailbox>(ctx, names::CALENDARS, partition).await
         }
+        Some(Route::Costs) => start_shard::<CostMailbox>(ctx, names::COSTS, partition).await,
         _ => start_shard::<TaskMailbox>(ctx, names::TASKS, partition).await,
     };
     if let Err(error) = started {
@@ -204,6 +209,7 @@ pub(crate) async fn drain(ctx: &NodeContext, partition: u32) {
     drain_shard::<AgentMailbox>(ctx, names::AGENTS, partition).await;
     drain_shard::<ConversationMailbox>(ctx, names::CONVERSATIONS, partition).await;
     drain_shard::<CalendarMailbox>(ctx, names::CALENDARS, partition).await;
+    drain_shard::<CostMailbox>(ctx, names::COSTS, partition).await;
 }
 
 async fn drain_shard<K: Kind>(ctx: &NodeContext, kind: &str, partition: u32) {

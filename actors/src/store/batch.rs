@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::entities::{
     activity, agents, assignments, calendar_requests, conversation_messages, conversations,
-    notifications, processed_messages, task_dependencies, task_output, tasks,
+    cost_ledgers, invocations, notifications, processed_messages, task_dependencies, task_output,
+    tasks,
 };
 use super::{Applied, StoreError, now_ms};
 
@@ -38,6 +39,8 @@ pub(crate) struct Changes {
     pub conversation: Option<conversations::ActiveModel>,
     pub inbound: Option<conversation_messages::ActiveModel>,
     pub calendar_request: Option<calendar_requests::ActiveModel>,
+    pub invocation: Option<invocations::ActiveModel>,
+    pub ledger: Option<cost_ledgers::ActiveModel>,
     pub activity: activity::ActiveModel,
 }
 
@@ -55,6 +58,8 @@ impl Changes {
             conversation: None,
             inbound: None,
             calendar_request: None,
+            invocation: None,
+            ledger: None,
             activity,
         }
     }
@@ -271,6 +276,26 @@ async fn commit_together(
         .filter_map(|c| c.calendar_request.clone())
         .collect();
     insert_all::<calendar_requests::Entity>(&txn, rows, None).await?;
+    // An invocation is recorded once: its ledger counted it only if it was new.
+    let rows = fresh.iter().filter_map(|c| c.invocation.clone()).collect();
+    insert_all::<invocations::Entity>(&txn, rows, None).await?;
+    {
+        use cost_ledgers::Column as C;
+        let rows = fresh.iter().filter_map(|c| c.ledger.clone()).collect();
+        let update = OnConflict::column(C::User)
+            .update_columns([
+                C::Day,
+                C::Month,
+                C::DailyMicros,
+                C::MonthlyMicros,
+                C::DailyBudget,
+                C::MonthlyBudget,
+                C::HoldReason,
+                C::HoldUntil,
+            ])
+            .to_owned();
+        insert_all::<cost_ledgers::Entity>(&txn, rows, Some(update)).await?;
+    }
     let rows = fresh.iter().map(|c| c.activity.clone()).collect();
     insert_all::<activity::Entity>(&txn, rows, None).await?;
     let keep_first =

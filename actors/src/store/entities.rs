@@ -336,3 +336,56 @@ pub mod calendar_requests {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod invocations {
+    //! The `invocations` table: every model invocation recorded, once per user and id.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "invocations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub invocation_id: String,
+        pub provider: String,
+        pub model: String,
+        pub tokens_in: i64,
+        pub tokens_out: i64,
+        pub cost_micros: i64,
+        pub latency_ms: i64,
+        pub task_id: Option<String>,
+        pub at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cost_ledgers {
+    //! The `cost_ledgers` table: each user's totals of the current periods, budgets set at
+    //! run time, and the hold on their model tasks.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cost_ledgers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user: String,
+        pub day: i64,
+        pub month: i64,
+        pub daily_micros: i64,
+        pub monthly_micros: i64,
+        pub daily_budget: Option<i64>,
+        pub monthly_budget: Option<i64>,
+        pub hold_reason: Option<String>,
+        pub hold_until: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

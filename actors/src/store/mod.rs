@@ -9,6 +9,7 @@ mod batch;
 mod calendars;
 mod conversations;
 mod convert;
+mod costs;
 #[allow(missing_docs)] // sea-orm derives the columns, relations and active models
 pub mod entities;
 mod members;
@@ -29,6 +30,7 @@ use sea_orm::{
 use entities::{activity, processed_messages, refusals};
 
 pub use conversations::{InboundMessage, InboundRow};
+pub use costs::{Invocation, ModelTotal, totals};
 pub use members::Member;
 pub use nagle::nodelay_towards;
 pub use notifications::{Delivery, Notification, status as notification_status};

@@ -116,6 +116,7 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
         outcomes: Default::default(),
         channels: Default::default(),
         notifier: Default::default(),
+        budgets: Default::default(),
     };
 
     run_once(&ctx).await;

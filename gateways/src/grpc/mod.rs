@@ -1,11 +1,12 @@
 //! gRPC, package `switchyard.v1`: `Tasks`, `Agents`, `Keys`, `Worker`, `Calendar`,
-//! `Notifications` and `Cluster`, plus
+//! `Notifications`, `Costs` and `Cluster`, plus
 //! server reflection (v1 and v1alpha) and the standard health service, which stay open without
 //! a key.
 
 mod agents;
 mod calendar;
 pub mod convert;
+mod costs;
 mod notifications;
 mod tasks;
 mod worker;
@@ -16,6 +17,7 @@ use schemas::proto::{
     agents_server::AgentsServer,
     calendar_server::CalendarServer,
     cluster_server::{Cluster, ClusterServer},
+    costs_server::CostsServer,
     keys_server::KeysServer,
     notifications_server::NotificationsServer,
     tasks_server::TasksServer,
@@ -29,6 +31,7 @@ use crate::{GatewayContext, GatewayError};
 
 pub use agents::{AgentsService, KeysService};
 pub use calendar::CalendarService;
+pub use costs::CostsService;
 pub use notifications::NotificationsService;
 pub use tasks::TasksService;
 pub use worker::WorkerService;
@@ -87,6 +90,7 @@ pub async fn grpc_routes(ctx: GatewayContext) -> Result<Routes, GatewayError> {
     health
         .set_serving::<NotificationsServer<NotificationsService>>()
         .await;
+    health.set_serving::<CostsServer<CostsService>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -101,6 +105,7 @@ pub async fn grpc_routes(ctx: GatewayContext) -> Result<Routes, GatewayError> {
         .add_service(WorkerServer::new(WorkerService(ctx.clone())))
         .add_service(CalendarServer::new(CalendarService(ctx.clone())))
         .add_service(NotificationsServer::new(NotificationsService(ctx.clone())))
+        .add_service(CostsServer::new(CostsService(ctx.clone())))
         .add_service(ClusterServer::new(ClusterService(ctx)))
         .add_service(health_service)
         .add_service(reflection().build_v1().map_err(internal)?)

@@ -48,6 +48,7 @@ async fn fixture() -> Fixture {
         outcomes: Default::default(),
         channels: Default::default(),
         notifier: Default::default(),
+        budgets: Default::default(),
     };
     let ctx = GatewayContext {
         auth: Auth::new(store),

@@ -166,6 +166,20 @@ fn samples() -> Vec<Envelope> {
             request_id: "req-2".into(),
             conflicts_with: "req-1".into(),
         }),
+        Message::InvocationRecorded(InvocationRecorded {
+            invocation_id: "inv-1".into(),
+            provider: "anthropic".into(),
+            model: "claude-sonnet".into(),
+            tokens_in: 1200,
+            tokens_out: 350,
+            cost: 0.0089,
+            latency_ms: 2140,
+            task_id: Some("t1".into()),
+        }),
+        Message::BudgetSet(BudgetSet {
+            daily: Some(5.0),
+            monthly: Some(100.0),
+        }),
     ];
     messages
         .into_iter()

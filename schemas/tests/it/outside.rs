@@ -43,6 +43,8 @@ fn every_outside_vector_matches_its_json_and_survives_reencoding() {
         "calendar_book_requested",
         "calendar_booked",
         "calendar_conflict",
+        "invocation_recorded",
+        "budget_set",
     ];
     let mut seen = Vec::new();
     for stem in stems {

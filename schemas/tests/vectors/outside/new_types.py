@@ -30,6 +30,8 @@ BODIES = {
     "calendar.book_requested": ("calendar/family", {"calendar_id": "family", "request_id": "req-1", "title": "dentist", "start": 1795500000000, "end": 1795503600000}),
     "calendar.booked": ("calendar/family", {"calendar_id": "family", "request_id": "req-1"}),
     "calendar.conflict": ("calendar/family", {"calendar_id": "family", "request_id": "req-2", "conflicts_with": "req-1"}),
+    "invocation.recorded": ("costs/u1", {"invocation_id": "inv-1", "provider": "anthropic", "model": "claude-sonnet", "tokens_in": 1200, "tokens_out": 350, "cost": 0.0089, "latency_ms": 2140, "task_id": "t1"}),
+    "budget.set": ("costs/u1", {"daily": 5, "monthly": 100.5}),
 }
 
 here = pathlib.Path(__file__).parent

@@ -1,0 +1,153 @@
+//! The cost monitor: model invocations counted once against a daily budget; once it is spent
+//! the user's tasks that need a model wait, visibly and with the reason, the user is told, and
+//! raising the budget releases them. Other work goes on meanwhile.
+
+use std::time::Duration;
+
+use actors::providers::Limit;
+use actors::providers::config::{UserConfig, WebhookConfig};
+use gateways::channels::Secret;
+use schemas::proto::CostSummaryRequest;
+use schemas::proto::costs_client::CostsClient;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::notifier::{Fake, SECRET, verifying_receiver};
+
+fn invocation(id: &str, invocation_id: &str, cost: f64) -> Value {
+    event(
+        id,
+        "invocation.recorded",
+        "costs/u1",
+        json!({"invocation_id": invocation_id, "provider": "anthropic", "model": "claude-sonnet",
+               "tokens_in": 1000, "tokens_out": 200, "cost": cost, "latency_ms": 900}),
+    )
+}
+
+fn model_task(id: &str, task: &str, tools: &[&str]) -> Value {
+    event(
+        id,
+        "task.created",
+        &format!("task/{task}"),
+        json!({"task_id": task, "title": format!("title {task}"), "spec": "true",
+               "requirements": {"tools": tools}}),
+    )
+}
+
+/// `u1`'s spending today, asked with the admin key.
+async fn summary(
+    client: &Client,
+    costs: &mut CostsClient<tonic::transport::Channel>,
+) -> schemas::proto::CostSummary {
+    let request = client.authed(CostSummaryRequest {
+        user: "u1".into(),
+        ..Default::default()
+    });
+    costs.summary(request).await.unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_holds_model_tasks_and_notifies_and_a_raise_releases_them() {
+    let _one_at_a_time = IN_PROCESS.lock().await;
+    let receiver = Fake::start(verifying_receiver).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = receiver.url();
+    let (node, http, grpc) = in_process_with(dir.path(), |c| {
+        c.costs.daily_budget = actors::budgets::Dollars(1.0);
+        c.notifier.poll_ms = 20;
+        c.notifier.webhook = Some(WebhookConfig {
+            url,
+            secret: Secret(SECRET.into()),
+            limit: Limit::default(),
+        });
+        c.notifier.users.insert(
+            "u1".into(),
+            UserConfig {
+                default_channel: "webhook".into(),
+                ..UserConfig::default()
+            },
+        );
+    })
+    .await;
+    let mut client = Client::new(dir.path(), http, grpc).await;
+    let mut costs = CostsClient::new(channel(&client.grpc_url).await);
+    let agent = event(
+        "a1",
+        "agent.registered",
+        "agent/a1",
+        json!({"agent_id": "a1", "name": "a1", "capabilities": {"tools": ["model"]},
+               "max_concurrent": 4}),
+    );
+    assert_eq!(client.post(&agent).await, Some(202));
+    for envelope in [
+        invocation("i1", "inv-1", 0.60),
+        // The same invocation reported twice: counted once.
+        invocation("i1-again", "inv-1", 0.60),
+        invocation("i2", "inv-2", 0.50),
+    ] {
+        assert_eq!(client.post(&envelope).await, Some(202));
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let spent = loop {
+        let s = summary(&client, &mut costs).await;
+        if s.held {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never held: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((spent.invocations, spent.tokens_in), (2, 2000));
+    assert!((spent.spent - 1.10).abs() < 1e-9, "{spent:?}");
+    assert!((spent.budget - 1.0).abs() < 1e-9);
+    assert_eq!(spent.models.len(), 1);
+    assert!(
+        spent
+            .hold_reason
+            .contains("daily model budget of $1.00 is spent ($1.10")
+    );
+
+    // A task that needs a model waits, and says why; one that does not is assigned.
+    assert_eq!(
+        client
+            .post(&model_task("t1", "needs-model", &["model"]))
+            .await,
+        Some(202)
+    );
+    client
+        .wait_task("needs-model", |t| t.state == "pending")
+        .await;
+    assert_eq!(
+        client.post(&model_task("t2", "plain", &[])).await,
+        Some(202)
+    );
+    client.wait_task("plain", |t| t.state == "assigned").await;
+    let waiting = client.task("needs-model").await.unwrap();
+    assert_eq!(waiting.state, "pending");
+    assert!(
+        waiting.blocked_reason.contains("daily model budget"),
+        "{waiting:?}"
+    );
+
+    // The user was told, once, on their default channel.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.seen().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "nobody was told");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let told: Value = serde_json::from_slice(&receiver.seen()[0].body).unwrap();
+    assert_eq!(told["subject"], "daily model budget spent");
+
+    // Raised: the task is assigned.
+    let raise = event("b1", "budget.set", "costs/u1", json!({"daily": 5}));
+    assert_eq!(client.post(&raise).await, Some(202));
+    client
+        .wait_task("needs-model", |t| t.state == "assigned")
+        .await;
+    let after = summary(&client, &mut costs).await;
+    assert!(
+        !after.held && (after.budget - 5.0).abs() < 1e-9,
+        "{after:?}"
+    );
+    assert_eq!(receiver.seen().len(), 1, "told once");
+    node.shutdown().await.unwrap();
+}
