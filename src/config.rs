@@ -68,6 +68,9 @@ pub struct Config {
     pub notifier: actors::providers::NotifierConfig,
     /// Model budgets (`[costs]`), for everyone and per user.
     pub costs: actors::budgets::CostsConfig,
+    /// How late a scheduled automation run may fire and still count as on time; one later
+    /// (the node was down) was missed, and the automation's policy decides.
+    pub automation_grace_ms: u64,
     /// Serve `/metrics`, `/cluster/status` and `/cluster/peers` without the admin key.
     pub open_operator_endpoints: bool,
     /// Where spans are exported over OTLP/gRPC (`http://host:4317`); empty exports nothing.
@@ -93,6 +96,7 @@ impl Default for Config {
             limits: Default::default(),
             notifier: Default::default(),
             costs: Default::default(),
+            automation_grace_ms: 60_000,
             open_operator_endpoints: false,
             otlp_endpoint: String::new(),
         }

@@ -9,8 +9,8 @@ use std::path::Path;
 use actors::cluster::{ClusterActor, ClusterArgs};
 use actors::tree::Worker;
 use actors::{
-    Clock, IngressActor, NodeApi, NodeContext, Notifier, NotifierActor, OrchestratorActor,
-    OutboxActor, Ownership, ProviderActor, ProviderArgs, Store, tree,
+    AutomationsActor, Clock, IngressActor, NodeApi, NodeContext, Notifier, NotifierActor,
+    OrchestratorActor, OutboxActor, Ownership, ProviderActor, ProviderArgs, Store, tree,
 };
 use anyhow::Context;
 use broker_adapters::{Bus, EmbeddedBus, KafkaBus, RabbitBus};
@@ -105,7 +105,7 @@ impl Node {
             .context("migrating the database")?;
         actors::credentials::ensure_admin_key(&store, &config.data_dir).await?;
 
-        let (notifier, providers) = notifier(&config.notifier, clock)?;
+        let (notifier, providers) = notifier(&config.notifier)?;
         config.costs.check().map_err(|e| anyhow::anyhow!(e))?;
         let tree = Tree::default();
         let agent_timeout = Duration::from_millis(config.agent_timeout_ms.max(300));
@@ -125,6 +125,8 @@ impl Node {
             channels: Arc::new(config.channels.rules()),
             notifier: Arc::new(notifier),
             budgets: Arc::new(config.costs.clone()),
+            clock,
+            automation_grace: Duration::from_millis(config.automation_grace_ms),
         };
         let channels = Channels::new(&config.channels).map_err(|e| anyhow::anyhow!(e))?;
         let gateway = GatewayContext {
@@ -215,7 +217,6 @@ impl Node {
 /// The notifier `config` describes, and the mailbox of each provider it sends through.
 fn notifier(
     config: &actors::providers::NotifierConfig,
-    clock: Clock,
 ) -> anyhow::Result<(Notifier, Vec<(String, ProviderArgs)>)> {
     let preferences = config.preferences().map_err(|e| anyhow::anyhow!(e))?;
     let providers = actors::providers::from_config(config).map_err(|e| anyhow::anyhow!(e))?;
@@ -235,7 +236,6 @@ fn notifier(
         retry_max: ms(config.retry_max_ms.max(1)),
         preferences,
         providers: handles,
-        clock,
     };
     Ok((notifier, mailboxes))
 }
@@ -294,6 +294,9 @@ impl Parts {
                 match worker {
                     Worker::Scheduler => {
                         ChildSpec::actor(name, Restart::Permanent, OrchestratorActor, with_ctx)
+                    }
+                    Worker::Automations => {
+                        ChildSpec::actor(name, Restart::Permanent, AutomationsActor, with_ctx)
                     }
                     Worker::Notifier => {
                         ChildSpec::actor(name, Restart::Permanent, NotifierActor, with_ctx)

@@ -26,6 +26,8 @@ pub enum Routed {
     Calendar(String),
     /// A message of `user`'s cost ledger, read by its mailbox as it is.
     Costs(String),
+    /// A message of automation `automation_id`, read by the automations actor as it is.
+    Automation(String),
 }
 
 /// The domain command `envelope` carries.
@@ -167,6 +169,8 @@ pub fn command(envelope: &Envelope) -> Routed {
         Message::CalendarBookRequested(m) => Routed::Calendar(m.calendar_id.clone()),
         Message::CalendarBooked(m) => Routed::Calendar(m.calendar_id.clone()),
         Message::CalendarConflict(m) => Routed::Calendar(m.calendar_id.clone()),
+        Message::AutomationDefined(m) => Routed::Automation(m.automation_id.clone()),
+        Message::AutomationRunRequested(m) => Routed::Automation(m.automation_id.clone()),
         Message::InvocationRecorded(_) | Message::BudgetSet(_) => {
             Routed::Costs(envelope.user.clone())
         }

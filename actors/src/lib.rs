@@ -35,6 +35,7 @@ pub use clock::Clock;
 pub use outbound::publish;
 pub use outcomes::Outcomes;
 pub use ownership::Ownership;
+pub use shells::automations::AutomationsActor;
 pub use shells::cluster;
 pub use shells::entity::{AgentMailbox, TaskMailbox};
 pub use shells::ingress::{INGRESS_GROUP, IngressActor};
@@ -77,6 +78,11 @@ pub struct NodeContext {
     pub notifier: Arc<Notifier>,
     /// The configured model budgets.
     pub budgets: Arc<budgets::CostsConfig>,
+    /// The time of the node's timed work (retries, quiet hours, automations).
+    pub clock: Clock,
+    /// How late a scheduled automation run may fire and still be on time; later, it was
+    /// missed and its policy decides.
+    pub automation_grace: Duration,
 }
 
 pub use tree::names;

@@ -11,6 +11,8 @@ use supervisor::{Strategy, SupervisorConfig};
 pub enum Worker {
     /// Assignment and the sweep (`OrchestratorActor`).
     Scheduler,
+    /// Recurring and requested runs of automations (`AutomationsActor`).
+    Automations,
     /// Records requested notifications (`NotifierActor`).
     Notifier,
     /// Delivers recorded notifications (`OutboxActor`).
@@ -59,6 +61,8 @@ pub mod names {
     pub const SCHEDULER: &str = "scheduler";
     /// The supervisor of task mailboxes.
     pub const TASKS: &str = "tasks";
+    /// Automations: cron schedules and run-now.
+    pub const AUTOMATIONS: &str = "automations";
     /// The supervisor of agent mailboxes.
     pub const AGENTS: &str = "agents";
     /// The supervisor of conversation mailboxes.
@@ -92,6 +96,7 @@ pub const LAYOUT: &[Part] = &[
             Strategy::OneForOne,
             &[
                 part(names::SCHEDULER, Kind::Worker(Worker::Scheduler)),
+                part(names::AUTOMATIONS, Kind::Worker(Worker::Automations)),
                 part(names::TASKS, Kind::Mailboxes),
             ],
         ),

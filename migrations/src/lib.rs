@@ -10,6 +10,7 @@ mod m0005_conversations;
 mod m0006_calendars;
 mod m0007_delivery;
 mod m0008_costs;
+mod m0009_automations;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_calendars::Migration),
             Box::new(m0007_delivery::Migration),
             Box::new(m0008_costs::Migration),
+            Box::new(m0009_automations::Migration),
         ]
     }
 }

@@ -15,13 +15,14 @@ pub use codec::{MAX_ENVELOPE_BYTES, decode, decode_value, encode};
 pub use envelope::{ENVELOPE_VERSION, Envelope, MAX_ID_BYTES};
 pub use error::DecodeError;
 pub use messages::{
-    AgentHeartbeat, AgentOffline, AgentRegistered, Attachment, BudgetSet, CalendarBookRequested,
-    CalendarBooked, CalendarConflict, Capabilities, Dependency, DependencyKind, InvocationRecorded,
-    Message, MessageReceived, NotificationRequested, Priority, TaskAnswered, TaskApproved,
-    TaskAssigned, TaskCancelled, TaskCompleted, TaskCreated, TaskDependencyAdded,
-    TaskDependencyFailed, TaskDependencyResolved, TaskFailed, TaskHelpRequested, TaskOutput,
-    TaskPlanApproved, TaskPlanRejected, TaskPlanSubmitted, TaskRequeued, TaskRetried,
-    TaskReviewRequested, TaskRevisionRequested, TaskStarted,
+    AgentHeartbeat, AgentOffline, AgentRegistered, Attachment, AutomationDefined,
+    AutomationRunRequested, BudgetSet, CalendarBookRequested, CalendarBooked, CalendarConflict,
+    Capabilities, Dependency, DependencyKind, InvocationRecorded, Message, MessageReceived,
+    NotificationRequested, Priority, TaskAnswered, TaskApproved, TaskAssigned, TaskCancelled,
+    TaskCompleted, TaskCreated, TaskDependencyAdded, TaskDependencyFailed, TaskDependencyResolved,
+    TaskFailed, TaskHelpRequested, TaskOutput, TaskPlanApproved, TaskPlanRejected,
+    TaskPlanSubmitted, TaskRequeued, TaskRetried, TaskReviewRequested, TaskRevisionRequested,
+    TaskStarted,
 };
 
 /// The bus topic every event travels on (DESIGN §8).

@@ -445,6 +445,36 @@ pub struct BudgetSet {
     pub monthly: Option<f64>,
 }
 
+/// `automation.defined`: tasks to create on a cron schedule (defining an id again replaces
+/// it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutomationDefined {
+    /// The automation's id.
+    pub automation_id: String,
+    /// A cron expression: five fields, or six with seconds first.
+    pub schedule: String,
+    /// The IANA zone the schedule is read in; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// What a run missed while no node was running comes to: `skip` (the default) or
+    /// `catch_up` (one run for all that were missed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<String>,
+    /// The tasks of each run; their `task_id`s name steps of a run, which `depends_on` may
+    /// name. A run's task ids are `<automation_id>.<run>.<step>`.
+    pub tasks: Vec<TaskCreated>,
+    /// Whether it is paused (no scheduled runs; a run-now still runs).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// `automation.run_requested`: run automation `automation_id` now, beside its schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutomationRunRequested {
+    /// The automation.
+    pub automation_id: String,
+}
+
 /// A typed message body; its variant decides the envelope's `type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -508,11 +538,16 @@ pub enum Message {
     InvocationRecorded(InvocationRecorded),
     /// `budget.set`.
     BudgetSet(BudgetSet),
+    /// `automation.defined`.
+    AutomationDefined(AutomationDefined),
+    /// `automation.run_requested`.
+    AutomationRunRequested(AutomationRunRequested),
 }
 
 /// Expands `$apply` once per variant with its type name and the entity kind its routing key
 /// names (`task/<task_id>`, `agent/<agent_id>`, `notify/<user>`,
-/// `conversation/<channel>/<conversation>`, `calendar/<calendar_id>`, `costs/<user>`), so the name table, the
+/// `conversation/<channel>/<conversation>`, `calendar/<calendar_id>`, `costs/<user>`,
+/// `automation/<automation_id>`), so the name table, the
 /// decoder, the encoder and the routing cannot drift apart.
 macro_rules! for_each_message {
     ($apply:ident) => {
@@ -547,6 +582,8 @@ macro_rules! for_each_message {
             CalendarConflict => "calendar.conflict", calendar,
             InvocationRecorded => "invocation.recorded", costs,
             BudgetSet => "budget.set", costs,
+            AutomationDefined => "automation.defined", automation,
+            AutomationRunRequested => "automation.run_requested", automation,
         }
     };
 }
@@ -570,6 +607,9 @@ macro_rules! routing_key {
     };
     (costs, $m:expr, $user:expr) => {
         format!("costs/{}", $user)
+    };
+    (automation, $m:expr, $user:expr) => {
+        format!("automation/{}", $m.automation_id)
     };
 }
 

@@ -138,7 +138,7 @@ async fn a_task_runs_its_course_over_http_and_grpc() {
     under.sort();
     assert_eq!(
         under,
-        ["scheduler", "tasks"],
+        ["automations", "scheduler", "tasks"],
         "tasks live under the orchestrator (DESIGN §4)"
     );
     let tasks = orchestrator

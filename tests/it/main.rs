@@ -1,5 +1,6 @@
 //! End-to-end tests of the `switchyard` binary and of an in-process node, over real sockets.
 
+mod automations;
 mod bad_input;
 mod brokers;
 mod calendar;

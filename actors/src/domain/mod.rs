@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod assign;
+pub mod automation;
 pub mod calendar;
 pub mod conversation;
 pub mod costs;

@@ -2,6 +2,7 @@
 //! carries out what it asks for (mailboxes, the ingress, the orchestrator, the notifier and its
 //! outbox, the providers' mailboxes, the cluster record), plus the routing and relaying between them.
 
+pub(crate) mod automations;
 pub(crate) mod calendar;
 pub mod cluster;
 pub(crate) mod conversation;

@@ -126,7 +126,8 @@ async fn run_pass(state: &mut OrchestratorState) {
     }
 }
 
-fn leads(ctx: &NodeContext) -> bool {
+/// Whether this node leads: it owns the partition whose owner assigns and fires schedules.
+pub(crate) fn leads(ctx: &NodeContext) -> bool {
     ctx.ownership.owns(LEADER_PARTITION)
 }
 

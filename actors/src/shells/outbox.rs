@@ -19,7 +19,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::{EVENTS_TOPIC, Envelope, Message, NotificationRequested};
 
 use super::provider::ProviderHandle;
-use crate::clock::Clock;
 use crate::domain::notify::{self, Preferences};
 use crate::providers::Outgoing;
 use crate::store::{Delivery, Notification, Store};
@@ -45,8 +44,6 @@ pub struct Notifier {
     pub preferences: BTreeMap<String, Preferences>,
     /// Each channel's provider mailbox.
     pub providers: BTreeMap<String, ProviderHandle>,
-    /// The time, for quiet hours and retries.
-    pub clock: Clock,
 }
 
 impl Default for Notifier {
@@ -59,7 +56,6 @@ impl Default for Notifier {
             retry_max: Duration::from_secs(300),
             preferences: BTreeMap::new(),
             providers: BTreeMap::new(),
-            clock: Clock::system(),
         }
     }
 }
@@ -121,7 +117,7 @@ impl Actor for OutboxActor {
                     return Ok(());
                 }
                 let (store, notifier) = (&state.ctx.store, &state.ctx.notifier);
-                let now = notifier.clock.now();
+                let now = state.ctx.clock.now();
                 let lease = notifier.lease.as_millis() as u64;
                 // A read error is the database's hiccup: the next tick tries again.
                 let due = match store.due_notifications(now, room as u64).await {
@@ -167,7 +163,7 @@ impl Actor for OutboxActor {
 
 /// Carries out one attempt at `notification` and records how it went.
 async fn deliver(ctx: &NodeContext, notification: Notification) {
-    let delivery = attempt(&ctx.store, &ctx.notifier, &notification).await;
+    let delivery = attempt(ctx, &notification).await;
     let channel = notification.channel.clone();
     let outcome = match &delivery {
         Delivery::Sent { .. } => "sent",
@@ -193,8 +189,9 @@ async fn deliver(ctx: &NodeContext, notification: Notification) {
 }
 
 /// What one attempt at `n` comes to.
-async fn attempt(store: &Store, notifier: &Notifier, n: &Notification) -> Delivery {
-    let now = notifier.clock.now();
+async fn attempt(ctx: &NodeContext, n: &Notification) -> Delivery {
+    let (store, notifier, clock) = (&ctx.store, &ctx.notifier, &ctx.clock);
+    let now = clock.now();
     let preferences = notifier.preferences.get(&n.user);
     if let Some(p) = preferences
         && let Some(until) = p.quiet_hours.and_then(|q| q.held_until(p.time_zone, now))
@@ -235,10 +232,10 @@ async fn attempt(store: &Store, notifier: &Notifier, n: &Notification) -> Delive
         Ok(provider_ref) => Delivery::Sent {
             destination: format!("{}:{}", destination.channel, destination.to),
             provider_ref,
-            at: notifier.clock.now(),
+            at: clock.now(),
         },
         Err(error) if error.is_transient() && n.attempts + 1 < notifier.max_attempts => {
-            retry(notifier, n, error.to_string(), notifier.clock.now())
+            retry(notifier, n, error.to_string(), clock.now())
         }
         Err(error) => Delivery::Failed {
             error: format!("after {} attempts: {error}", n.attempts + 1),
@@ -289,7 +286,7 @@ async fn dead_letter(ctx: &NodeContext, n: &Notification, reason: &str) {
     let envelope = Envelope::new(
         format!("notification-{}", n.id),
         format!("node/{}/notifier", ctx.node_id),
-        ctx.notifier.clock.now(),
+        ctx.clock.now(),
         n.user.clone(),
         message,
     );

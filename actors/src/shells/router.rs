@@ -8,6 +8,7 @@ use schemas::Envelope;
 use supervisor::{ChildSpec, Restart, SupervisorError, SupervisorMsg};
 
 use crate::domain::task::Task;
+use crate::shells::automations::AutomationsMsg;
 use crate::shells::calendar::CalendarMailbox;
 use crate::shells::conversation::ConversationMailbox;
 use crate::shells::costs::CostMailbox;
@@ -44,6 +45,7 @@ enum Route {
     Calendars,
     Costs,
     Notifier,
+    Automations,
 }
 
 fn route_of(key: &str) -> Option<Route> {
@@ -54,6 +56,7 @@ fn route_of(key: &str) -> Option<Route> {
         "calendar" => Some(Route::Calendars),
         "costs" => Some(Route::Costs),
         "notify" => Some(Route::Notifier),
+        "automation" => Some(Route::Automations),
         _ => None,
     }
 }
@@ -83,6 +86,20 @@ pub(crate) fn try_deliver(
             to_shard::<CalendarMailbox>(ctx, names::CALENDARS, envelope, delivery)
         }
         Some(Route::Costs) => to_shard::<CostMailbox>(ctx, names::COSTS, envelope, delivery),
+        Some(Route::Automations) => {
+            match ractor::registry::where_is(ctx.path(names::AUTOMATIONS)) {
+                Some(cell) => {
+                    let apply = AutomationsMsg::Apply(envelope, delivery);
+                    let _ = ActorRef::<AutomationsMsg>::from(cell).send_message(apply);
+                    Ok(())
+                }
+                None => Err(Box::new((
+                    RouteError::Unavailable("automations is restarting".into()),
+                    envelope,
+                    delivery,
+                ))),
+            }
+        }
         Some(Route::Notifier) => match ractor::registry::where_is(ctx.path(names::REQUESTS)) {
             // A send fails only if the actor stopped meanwhile; the message is then dropped,
             // which nacks the delivery (and so everywhere below).

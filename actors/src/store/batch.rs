@@ -13,9 +13,9 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::entities::{
-    activity, agents, assignments, calendar_requests, conversation_messages, conversations,
-    cost_ledgers, invocations, notifications, processed_messages, task_dependencies, task_output,
-    tasks,
+    activity, agents, assignments, automations, calendar_requests, conversation_messages,
+    conversations, cost_ledgers, invocations, notifications, processed_messages, task_dependencies,
+    task_output, tasks,
 };
 use super::{Applied, StoreError, now_ms};
 
@@ -41,6 +41,7 @@ pub(crate) struct Changes {
     pub calendar_request: Option<calendar_requests::ActiveModel>,
     pub invocation: Option<invocations::ActiveModel>,
     pub ledger: Option<cost_ledgers::ActiveModel>,
+    pub automation: Option<automations::ActiveModel>,
     pub activity: activity::ActiveModel,
 }
 
@@ -60,6 +61,7 @@ impl Changes {
             calendar_request: None,
             invocation: None,
             ledger: None,
+            automation: None,
             activity,
         }
     }
@@ -295,6 +297,24 @@ async fn commit_together(
             ])
             .to_owned();
         insert_all::<cost_ledgers::Entity>(&txn, rows, Some(update)).await?;
+    }
+    {
+        use automations::Column as C;
+        let rows = fresh.iter().filter_map(|c| c.automation.clone()).collect();
+        // Defined again: replaced whole, its last run kept.
+        let update = OnConflict::column(C::AutomationId)
+            .update_columns([
+                C::User,
+                C::Schedule,
+                C::TimeZone,
+                C::Missed,
+                C::Tasks,
+                C::Paused,
+                C::NextRunAt,
+                C::DefinedAt,
+            ])
+            .to_owned();
+        insert_all::<automations::Entity>(&txn, rows, Some(update)).await?;
     }
     let rows = fresh.iter().map(|c| c.activity.clone()).collect();
     insert_all::<activity::Entity>(&txn, rows, None).await?;

@@ -389,3 +389,31 @@ pub mod cost_ledgers {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod automations {
+    //! The `automations` table: each automation's schedule, policy, task template (JSON),
+    //! next due time (none while paused) and last run.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "automations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub automation_id: String,
+        pub user: String,
+        pub schedule: String,
+        pub time_zone: String,
+        pub missed: String,
+        pub tasks: String,
+        pub paused: bool,
+        pub next_run_at: Option<i64>,
+        pub last_run: Option<String>,
+        pub last_run_at: Option<i64>,
+        pub defined_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

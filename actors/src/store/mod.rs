@@ -5,6 +5,7 @@
 //! and changes nothing, and one applied twice would show.
 
 mod agents;
+mod automations;
 mod batch;
 mod calendars;
 mod conversations;
@@ -29,6 +30,7 @@ use sea_orm::{
 
 use entities::{activity, processed_messages, refusals};
 
+pub use automations::Automation;
 pub use conversations::{InboundMessage, InboundRow};
 pub use costs::{Invocation, ModelTotal, totals};
 pub use members::Member;

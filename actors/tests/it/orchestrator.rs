@@ -117,6 +117,8 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
         channels: Default::default(),
         notifier: Default::default(),
         budgets: Default::default(),
+        clock: Default::default(),
+        automation_grace: Duration::from_secs(60),
     };
 
     run_once(&ctx).await;

@@ -49,6 +49,8 @@ async fn fixture() -> Fixture {
         channels: Default::default(),
         notifier: Default::default(),
         budgets: Default::default(),
+        clock: Default::default(),
+        automation_grace: Duration::from_secs(60),
     };
     let ctx = GatewayContext {
         auth: Auth::new(store),

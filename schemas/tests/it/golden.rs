@@ -180,6 +180,28 @@ fn samples() -> Vec<Envelope> {
             daily: Some(5.0),
             monthly: Some(100.0),
         }),
+        Message::AutomationDefined(AutomationDefined {
+            automation_id: "nightly".into(),
+            schedule: "0 2 * * *".into(),
+            time_zone: Some("Europe/Paris".into()),
+            missed: Some("catch_up".into()),
+            tasks: vec![TaskCreated {
+                task_id: "backup".into(),
+                title: "back up the database".into(),
+                spec: "pg_dump".into(),
+                priority: Priority::High,
+                requirements: Capabilities::default(),
+                depends_on: Vec::new(),
+                contracts: Vec::new(),
+                require_plan_approval: false,
+                max_attempts: None,
+                preferred_agent: None,
+            }],
+            paused: false,
+        }),
+        Message::AutomationRunRequested(AutomationRunRequested {
+            automation_id: "nightly".into(),
+        }),
     ];
     messages
         .into_iter()

@@ -45,6 +45,8 @@ fn every_outside_vector_matches_its_json_and_survives_reencoding() {
         "calendar_conflict",
         "invocation_recorded",
         "budget_set",
+        "automation_defined",
+        "automation_run_requested",
     ];
     let mut seen = Vec::new();
     for stem in stems {

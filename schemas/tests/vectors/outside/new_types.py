@@ -32,6 +32,8 @@ BODIES = {
     "calendar.conflict": ("calendar/family", {"calendar_id": "family", "request_id": "req-2", "conflicts_with": "req-1"}),
     "invocation.recorded": ("costs/u1", {"invocation_id": "inv-1", "provider": "anthropic", "model": "claude-sonnet", "tokens_in": 1200, "tokens_out": 350, "cost": 0.0089, "latency_ms": 2140, "task_id": "t1"}),
     "budget.set": ("costs/u1", {"daily": 5, "monthly": 100.5}),
+    "automation.defined": ("automation/nightly", {"automation_id": "nightly", "schedule": "0 2 * * *", "time_zone": "Europe/Paris", "missed": "catch_up", "tasks": [{"task_id": "build", "title": "build", "spec": "make"}, {"task_id": "deploy", "title": "deploy", "spec": "make deploy", "depends_on": [{"task_id": "build", "type": "blocks"}]}]}),
+    "automation.run_requested": ("automation/nightly", {"automation_id": "nightly"}),
 }
 
 here = pathlib.Path(__file__).parent
