@@ -66,6 +66,8 @@ pub struct Config {
     pub limits: gateways::limits::Limits,
     /// Notification delivery (`[notifier]`): policy, providers and their limits, users.
     pub notifier: actors::providers::NotifierConfig,
+    /// Where calendars are kept (`[calendar]`): the database, and a CalDAV server if set.
+    pub calendar: actors::providers::caldav::CalendarConfig,
     /// Model budgets (`[costs]`), for everyone and per user.
     pub costs: actors::budgets::CostsConfig,
     /// How late a scheduled automation run may fire and still count as on time; one later
@@ -95,6 +97,7 @@ impl Default for Config {
             channels: Default::default(),
             limits: Default::default(),
             notifier: Default::default(),
+            calendar: Default::default(),
             costs: Default::default(),
             automation_grace_ms: 60_000,
             open_operator_endpoints: false,

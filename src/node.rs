@@ -105,7 +105,18 @@ impl Node {
             .context("migrating the database")?;
         actors::credentials::ensure_admin_key(&store, &config.data_dir).await?;
 
-        let (notifier, providers) = notifier(&config.notifier)?;
+        let (notifier, mut providers) = notifier(&config.notifier)?;
+        let caldav = match &config.calendar.caldav {
+            Some(c) => {
+                let http = actors::providers::http_client(config.notifier.timeout_ms)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                let (args, mailbox) = actors::mailbox("caldav", c.limit);
+                providers.push(("caldav".into(), args));
+                let client = actors::providers::caldav::CalDav::new(c, http);
+                Some(actors::CalDavBackend { client, mailbox })
+            }
+            None => None,
+        };
         config.costs.check().map_err(|e| anyhow::anyhow!(e))?;
         let tree = Tree::default();
         let agent_timeout = Duration::from_millis(config.agent_timeout_ms.max(300));
@@ -127,6 +138,7 @@ impl Node {
             budgets: Arc::new(config.costs.clone()),
             clock,
             automation_grace: Duration::from_millis(config.automation_grace_ms),
+            caldav,
         };
         let channels = Channels::new(&config.channels).map_err(|e| anyhow::anyhow!(e))?;
         let gateway = GatewayContext {
@@ -223,8 +235,8 @@ fn notifier(
     let mut handles = std::collections::BTreeMap::new();
     let mut mailboxes = Vec::new();
     for (name, (provider, limit)) in providers {
-        let (args, handle) = actors::provider(&name, provider, limit);
-        handles.insert(name.clone(), handle);
+        let (args, mailbox) = actors::mailbox(&name, limit);
+        handles.insert(name.clone(), actors::Channel { provider, mailbox });
         mailboxes.push((name, args));
     }
     let ms = Duration::from_millis;

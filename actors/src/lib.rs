@@ -36,13 +36,14 @@ pub use outbound::publish;
 pub use outcomes::Outcomes;
 pub use ownership::Ownership;
 pub use shells::automations::AutomationsActor;
+pub use shells::calendar::CalDavBackend;
 pub use shells::cluster;
 pub use shells::entity::{AgentMailbox, TaskMailbox};
 pub use shells::ingress::{INGRESS_GROUP, IngressActor};
 pub use shells::notifier::{NotifierActor, Notify};
 pub use shells::orchestrator::{OrchestratorActor, OrchestratorMsg};
-pub use shells::outbox::{Notifier, OutboxActor};
-pub use shells::provider::{CallError, ProviderActor, ProviderArgs, ProviderHandle, provider};
+pub use shells::outbox::{Channel, Notifier, OutboxActor};
+pub use shells::provider::{CallError, ProviderActor, ProviderArgs, ProviderHandle, mailbox};
 pub use store::Store;
 
 /// Everything the node's actors share: storage, the bus, and where they sit in the tree.
@@ -80,6 +81,8 @@ pub struct NodeContext {
     pub budgets: Arc<budgets::CostsConfig>,
     /// The time of the node's timed work (retries, quiet hours, automations).
     pub clock: Clock,
+    /// The CalDAV server holding calendars, if they are not kept in the database alone.
+    pub caldav: Option<CalDavBackend>,
     /// How late a scheduled automation run may fire and still be on time; later, it was
     /// missed and its policy decides.
     pub automation_grace: Duration,

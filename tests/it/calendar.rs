@@ -164,3 +164,170 @@ async fn concurrent_requests_book_only_free_slots_and_a_resend_changes_nothing()
     assert_eq!(outcomes().await, (told_booked, told_conflicts), "told once");
     node.shutdown().await.unwrap();
 }
+
+/// Radicale (a CalDAV server, from PyPI) on loopback, port 0, printing its port.
+const RADICALE: &str = r#"
+import sys, socketserver, wsgiref.simple_server
+import radicale, radicale.config
+
+configuration = radicale.config.load()
+configuration.update({"auth": {"type": "none"}, "rights": {"type": "owner_only"},
+                      "storage": {"filesystem_folder": sys.argv[1]}}, "test", privileged=True)
+app = radicale.Application(configuration)
+
+class Server(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+
+class Quiet(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+server = wsgiref.simple_server.make_server("127.0.0.1", 0, app, server_class=Server,
+                                           handler_class=Quiet)
+print(server.server_port, flush=True)
+server.serve_forever()
+"#;
+
+/// A Radicale server of the test's own, and its port.
+async fn radicale(folder: &std::path::Path) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(RADICALE)
+        .arg(folder)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    match tokio::time::timeout(WAIT, lines.next_line()).await {
+        Ok(Ok(Some(port))) => (child, port.trim().parse().unwrap()),
+        _ => {
+            let output = child.wait_with_output().await.unwrap();
+            panic!(
+                "Radicale did not start; it needs the radicale package \
+                 (python3 -m pip install radicale; ./scripts/test installs it): {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_caldav_bookings_overlap_neither_each_other_nor_the_servers_own_events() {
+    use actors::domain::calendar::Request;
+    use actors::providers::Limit;
+    use actors::providers::caldav::{CalDav, CalDavConfig};
+    const REQUESTS: u64 = 100;
+    const QUARTER: u64 = 15 * 60_000;
+    let _one_at_a_time = IN_PROCESS.lock().await;
+    let dav = tempfile::tempdir().unwrap();
+    let (_server, port) = radicale(dav.path()).await;
+    let config = CalDavConfig {
+        url: format!("http://127.0.0.1:{port}/switchyard/"),
+        username: "switchyard".into(),
+        password: gateways::channels::Secret("unused".into()),
+        limit: Limit {
+            per_second: 1000,
+            burst: 50,
+            queue: 1000,
+        },
+    };
+    let caldav = CalDav::new(&config, reqwest::Client::new());
+    // Someone else's event, already on the calendar.
+    let day = 1_795_500_000_000;
+    let dentist = Request {
+        request_id: "dentist-outside".into(),
+        title: "dentist".into(),
+        start: day + 40 * QUARTER,
+        end: day + 42 * QUARTER,
+    };
+    caldav.book(CALENDAR, &dentist).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (node, http, grpc) =
+        in_process_with(dir.path(), |c| c.calendar.caldav = Some(config)).await;
+    let client = Client::new(dir.path(), http, grpc).await;
+    let store = state_store(dir.path()).await;
+    // First, alone: the dentist's slot, taken on the server only.
+    let over = book_requested(REQUESTS, (dentist.start, dentist.end));
+    assert_eq!(client.post(&over).await, Some(202));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while store.calendar_decisions(CALENDAR).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never decided");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let posts = (0..REQUESTS).map(|i| {
+        let client = &client;
+        async move { client.post(&book_requested(i, slot(i))).await }
+    });
+    let statuses = futures::future::join_all(posts).await;
+    assert!(statuses.iter().all(|s| *s == Some(202)), "{statuses:?}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let decisions = loop {
+        let decisions = store.calendar_decisions(CALENDAR).await.unwrap();
+        if decisions.len() as u64 == REQUESTS + 1 {
+            break decisions;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {REQUESTS} and one decided",
+            decisions.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let booked = store.bookings(CALENDAR, None).await.unwrap();
+    let overlaps = |a: (u64, u64), b: (u64, u64)| a.0 < b.1 && b.0 < a.1;
+    for pair in booked.windows(2) {
+        assert!(pair[0].end <= pair[1].start, "double-booked: {pair:?}");
+    }
+    for b in &booked {
+        assert!(
+            !overlaps((b.start, b.end), (dentist.start, dentist.end)),
+            "{b:?} over the dentist"
+        );
+    }
+    use actors::domain::calendar::Decision;
+    let blocked_by_dentist = decisions
+        .iter()
+        .filter(|(_, d)| *d == Decision::Conflict("dentist-outside".into()))
+        .count();
+    assert!(blocked_by_dentist > 0, "nothing met the outside event");
+
+    // The server holds exactly the booked slots, besides its own event.
+    let on_server = |caldav: CalDav| async move {
+        let mut uids: Vec<String> = caldav
+            .busy(CALENDAR, day - 86_400_000, day + 2 * 86_400_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.uid)
+            .collect();
+        uids.sort();
+        uids
+    };
+    let mut expected: Vec<String> = booked.iter().map(|b| b.request_id.clone()).collect();
+    expected.push(dentist.request_id.clone());
+    expected.sort();
+    assert_eq!(on_server(caldav.clone()).await, expected);
+
+    // A request resent under a new message id changes nothing, here or there.
+    let first = booked[0].request_id.clone();
+    let i: u64 = first.trim_start_matches("req-").parse().unwrap();
+    let mut resent = book_requested(i, slot(i));
+    resent["id"] = json!("book-resent");
+    assert_eq!(client.post(&resent).await, Some(202));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while store.outcome("book-resent").await.unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resend was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.calendar_decisions(CALENDAR).await.unwrap(), decisions);
+    assert_eq!(on_server(caldav).await, expected);
+    node.shutdown().await.unwrap();
+}

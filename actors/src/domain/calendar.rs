@@ -28,6 +28,18 @@ pub enum Decision {
     Conflict(String),
 }
 
+/// Time already taken on the calendar by someone other than this writer (an event on its
+/// CalDAV calendar, say), `[start, end)` in ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// The event's id (its iCalendar UID).
+    pub uid: String,
+    /// Its first millisecond.
+    pub start: u64,
+    /// The millisecond after its last.
+    pub end: u64,
+}
+
 /// A calendar's bookings and every decision made for it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Calendar {
@@ -76,6 +88,17 @@ impl Calendar {
     /// Decides `request`: booked if its slot is free, else a conflict naming the booking in
     /// the way; a request decided before is answered as then.
     pub fn book(&mut self, request: Request) -> Result<Step, Refusal> {
+        self.book_around(request, &[])
+    }
+
+    /// Whether request `request_id` was decided before.
+    pub fn decided(&self, request_id: &str) -> bool {
+        self.decided.contains_key(request_id)
+    }
+
+    /// `book`, with `busy` time taken by others as well: a request overlapping it is a
+    /// conflict naming that event. An event that is this calendar's own booking is not busy.
+    pub fn book_around(&mut self, request: Request, busy: &[Busy]) -> Result<Step, Refusal> {
         if let Some(decision) = self.decided.get(&request.request_id) {
             return Ok(Step {
                 decision: decision.clone(),
@@ -88,9 +111,16 @@ impl Calendar {
                 request.request_id, request.end, request.start
             )));
         }
-        let decision = match self.overlapping(request.start, request.end) {
-            Some(booking) => Decision::Conflict(booking.request_id.clone()),
-            None => {
+        let taken = busy.iter().find(|b| {
+            b.start < request.end
+                && request.start < b.end
+                && b.uid != request.request_id
+                && self.decided.get(&b.uid) != Some(&Decision::Booked)
+        });
+        let decision = match (self.overlapping(request.start, request.end), taken) {
+            (Some(booking), _) => Decision::Conflict(booking.request_id.clone()),
+            (None, Some(event)) => Decision::Conflict(event.uid.clone()),
+            (None, None) => {
                 self.bookings.insert(request.start, request.clone());
                 Decision::Booked
             }
@@ -188,6 +218,29 @@ mod tests {
                 prop_assert!(pair[0].end <= pair[1].start, "{:?}", pair);
             }
             prop_assert_eq!(all.len(), booked.len());
+        }
+
+        /// Beside others' events, no booking overlaps one of them either.
+        #[test]
+        fn nothing_is_booked_over_others_events(
+            sequence in requests(),
+            events in prop::collection::vec((0u64..200, 1u64..40), 0..8),
+        ) {
+            let busy: Vec<Busy> = events
+                .iter()
+                .enumerate()
+                .map(|(i, (start, length))| Busy { uid: format!("outside-{i}"), start: *start, end: start + length })
+                .collect();
+            let mut calendar = Calendar::default();
+            for request in sequence {
+                calendar.book_around(request, &busy).unwrap();
+            }
+            for booking in calendar.bookings() {
+                for event in &busy {
+                    prop_assert!(booking.end <= event.start || event.end <= booking.start,
+                        "{:?} over {:?}", booking, event);
+                }
+            }
         }
     }
 }

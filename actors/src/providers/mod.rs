@@ -3,6 +3,7 @@
 //! Telegram's `sendMessage`. Every call goes through the provider's mailbox
 //! (`shells::provider`), which holds its rate limit.
 
+pub mod caldav;
 pub mod chat;
 pub mod config;
 pub mod email;
@@ -54,10 +55,7 @@ pub type Limited = (Arc<dyn Provider>, Limit);
 
 /// The providers `config` sets up, by channel name, each with its limit.
 pub fn from_config(config: &NotifierConfig) -> Result<BTreeMap<String, Limited>, String> {
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_millis(config.timeout_ms.max(1)))
-        .build()
-        .map_err(|e| format!("building the HTTP client: {e}"))?;
+    let http = http_client(config.timeout_ms)?;
     let mut providers: BTreeMap<String, Limited> = BTreeMap::new();
     if let Some(c) = &config.webhook {
         let provider = webhook::Webhook::new(c, http.clone());
@@ -82,6 +80,14 @@ pub fn from_config(config: &NotifierConfig) -> Result<BTreeMap<String, Limited>,
     Ok(providers)
 }
 
+/// The HTTP client providers call through, each call at most `timeout_ms`.
+pub fn http_client(timeout_ms: u64) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(timeout_ms.max(1)))
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))
+}
+
 /// What an HTTP provider's answer means: the body on a 2xx, else a transient (429, 5xx) or
 /// permanent (any other) error naming the provider and status.
 async fn http_outcome(
@@ -103,7 +109,7 @@ async fn http_outcome(
 }
 
 /// At most 200 characters of `text`, for an error message.
-fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     let text = text.trim();
     match text.char_indices().nth(200) {
         Some((at, _)) => format!("{}…", &text[..at]),

@@ -12,6 +12,7 @@
 //! Shutdown: sends in flight finish in their own tasks; their leases keep others off.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use broker_adapters::{OutMessage, dlq_topic};
@@ -20,7 +21,7 @@ use schemas::{EVENTS_TOPIC, Envelope, Message, NotificationRequested};
 
 use super::provider::ProviderHandle;
 use crate::domain::notify::{self, Preferences};
-use crate::providers::Outgoing;
+use crate::providers::{Outgoing, Provider};
 use crate::store::{Delivery, Notification, Store};
 use crate::{NodeContext, outbound};
 
@@ -42,8 +43,23 @@ pub struct Notifier {
     pub retry_max: Duration,
     /// How each configured user wants to be reached.
     pub preferences: BTreeMap<String, Preferences>,
-    /// Each channel's provider mailbox.
-    pub providers: BTreeMap<String, ProviderHandle>,
+    /// Each channel's provider and its mailbox.
+    pub providers: BTreeMap<String, Channel>,
+}
+
+/// An outbound channel: its provider, called through the provider's mailbox.
+#[derive(Clone)]
+pub struct Channel {
+    /// What sends.
+    pub provider: Arc<dyn Provider>,
+    /// The mailbox every call to it goes through.
+    pub mailbox: ProviderHandle,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Channel({})", self.mailbox.name())
+    }
 }
 
 impl Default for Notifier {
@@ -57,12 +73,6 @@ impl Default for Notifier {
             preferences: BTreeMap::new(),
             providers: BTreeMap::new(),
         }
-    }
-}
-
-impl std::fmt::Debug for ProviderHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ProviderHandle({})", self.name())
     }
 }
 
@@ -212,7 +222,7 @@ async fn attempt(ctx: &NodeContext, n: &Notification) -> Delivery {
             };
         }
     };
-    let Some(provider) = notifier.providers.get(&destination.channel) else {
+    let Some(channel) = notifier.providers.get(&destination.channel) else {
         return Delivery::Failed {
             error: format!(
                 "no provider is configured for channel `{0}` ([notifier.{0}])",
@@ -228,7 +238,7 @@ async fn attempt(ctx: &NodeContext, n: &Notification) -> Delivery {
         text: n.text.clone(),
         dedupe_key: n.dedupe_key.clone(),
     };
-    match provider.call(outgoing).await {
+    match channel.mailbox.send(&channel.provider, outgoing).await {
         Ok(provider_ref) => Delivery::Sent {
             destination: format!("{}:{}", destination.channel, destination.to),
             provider_ref,

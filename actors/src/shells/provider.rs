@@ -13,6 +13,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -51,17 +52,15 @@ impl CallError {
     }
 }
 
-/// One queued call and who waits for its answer.
-struct Call {
-    message: Outgoing,
-    reply: oneshot::Sender<Result<String, SendError>>,
-}
+/// One queued call: runs the provider's work and tells its caller; answers whether it
+/// succeeded.
+type Job = Box<dyn FnOnce() -> BoxFuture<'static, bool> + Send>;
 
 /// What callers hold: queues calls for one provider's mailbox.
 #[derive(Clone)]
 pub struct ProviderHandle {
     name: Arc<str>,
-    queue: mpsc::Sender<Call>,
+    queue: mpsc::Sender<Job>,
     capacity: usize,
 }
 
@@ -76,25 +75,51 @@ impl ProviderHandle {
         self.capacity - self.queue.capacity()
     }
 
-    /// Sends `message` through the provider once its limit allows, or refuses at once when
-    /// its queue is full.
-    pub async fn call(&self, message: Outgoing) -> Result<String, CallError> {
+    /// Runs `work` (one call to the provider) in the mailbox once its limit allows, or
+    /// refuses at once when its queue is full.
+    pub async fn run<T, E>(
+        &self,
+        work: impl FnOnce() -> BoxFuture<'static, Result<T, E>> + Send + 'static,
+    ) -> Result<Result<T, E>, CallError>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .try_send(Call { message, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    metrics::counter!("switchyard_provider_calls_total", "provider" => self.name.to_string(), "outcome" => "refused").increment(1);
-                    CallError::QueueFull {
-                        provider: self.name.to_string(),
-                        capacity: self.capacity,
-                    }
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                let outcome = work().await;
+                let ok = outcome.is_ok();
+                let _ = reply.send(outcome);
+                ok
+            })
+        });
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("switchyard_provider_calls_total", "provider" => self.name.to_string(), "outcome" => "refused").increment(1);
+                CallError::QueueFull {
+                    provider: self.name.to_string(),
+                    capacity: self.capacity,
                 }
-                mpsc::error::TrySendError::Closed(_) => self.interrupted(),
-            })?;
+            }
+            mpsc::error::TrySendError::Closed(_) => self.interrupted(),
+        })?;
         metrics::gauge!("switchyard_provider_queued", "provider" => self.name.to_string())
             .set(self.queued() as f64);
-        Ok(answer.await.map_err(|_| self.interrupted())??)
+        answer.await.map_err(|_| self.interrupted())
+    }
+
+    /// Sends `message` through notification provider `provider` in this mailbox.
+    pub async fn send(
+        &self,
+        provider: &Arc<dyn Provider>,
+        message: Outgoing,
+    ) -> Result<String, CallError> {
+        let provider = provider.clone();
+        let sent = self
+            .run(move || Box::pin(async move { provider.send(&message).await }))
+            .await?;
+        Ok(sent?)
     }
 
     fn interrupted(&self) -> CallError {
@@ -108,17 +133,12 @@ impl ProviderHandle {
 #[derive(Clone)]
 pub struct ProviderArgs {
     name: Arc<str>,
-    provider: Arc<dyn Provider>,
     limiter: Arc<DefaultDirectRateLimiter>,
-    queue: Arc<Mutex<mpsc::Receiver<Call>>>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
 }
 
-/// A provider's mailbox arguments and the handle its callers use.
-pub fn provider(
-    name: &str,
-    provider: Arc<dyn Provider>,
-    limit: Limit,
-) -> (ProviderArgs, ProviderHandle) {
+/// The arguments of a provider's mailbox held to `limit`, and the handle its callers use.
+pub fn mailbox(name: &str, limit: Limit) -> (ProviderArgs, ProviderHandle) {
     let capacity = limit.queue.max(1);
     let (sender, receiver) = mpsc::channel(capacity);
     let rate = NonZeroU32::new(limit.per_second.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -128,7 +148,6 @@ pub fn provider(
         .set(f64::from(rate.get()));
     let args = ProviderArgs {
         name: name.clone(),
-        provider,
         limiter: Arc::new(RateLimiter::direct(
             Quota::per_second(rate).allow_burst(burst),
         )),
@@ -181,12 +200,10 @@ impl Actor for ProviderActor {
                 Err(_) => None,
             }
         };
-        if let Some(call) = call {
+        if let Some(job) = call {
             args.limiter.until_ready().await;
-            let outcome = args.provider.send(&call.message).await;
-            let label = if outcome.is_ok() { "sent" } else { "failed" };
+            let label = if job().await { "sent" } else { "failed" };
             metrics::counter!("switchyard_provider_calls_total", "provider" => args.name.to_string(), "outcome" => label).increment(1);
-            let _ = call.reply.send(outcome);
         }
         let queued = args.queue.lock().await.len();
         metrics::gauge!("switchyard_provider_queued", "provider" => args.name.to_string())
@@ -274,11 +291,12 @@ mod tests {
             queue: 2,
         };
         let provider = fake(300, &[]);
-        let (args, handle) = super::provider("slow", provider.clone(), limit);
+        let (args, handle) = super::mailbox("slow", limit);
+        let as_provider: Arc<dyn Provider> = provider.clone();
         let sup = supervised("slow", args).await;
         let first = {
-            let handle = handle.clone();
-            tokio::spawn(async move { handle.call(message(0)).await })
+            let (handle, p) = (handle.clone(), as_provider.clone());
+            tokio::spawn(async move { handle.send(&p, message(0)).await })
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while provider.started.load(Ordering::SeqCst) == 0 {
@@ -290,8 +308,8 @@ mod tests {
         }
         let calls: Vec<_> = (1..6)
             .map(|n| {
-                let handle = handle.clone();
-                tokio::spawn(async move { handle.call(message(n)).await })
+                let (handle, p) = (handle.clone(), as_provider.clone());
+                tokio::spawn(async move { handle.send(&p, message(n)).await })
             })
             .collect();
         let mut refused = 0;
@@ -319,12 +337,13 @@ mod tests {
             queue: 100,
         };
         let provider = fake(20, &["3"]);
-        let (args, handle) = super::provider("flaky", provider.clone(), limit);
+        let (args, handle) = super::mailbox("flaky", limit);
+        let as_provider: Arc<dyn Provider> = provider.clone();
         let sup = supervised("flaky", args).await;
         let calls: Vec<_> = (0..10)
             .map(|n| {
-                let handle = handle.clone();
-                tokio::spawn(async move { (n, handle.call(message(n)).await) })
+                let (handle, p) = (handle.clone(), as_provider.clone());
+                tokio::spawn(async move { (n, handle.send(&p, message(n)).await) })
             })
             .collect();
         for call in calls {

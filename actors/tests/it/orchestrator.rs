@@ -119,6 +119,7 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
         budgets: Default::default(),
         clock: Default::default(),
         automation_grace: Duration::from_secs(60),
+        caldav: None,
     };
 
     run_once(&ctx).await;

@@ -51,6 +51,7 @@ async fn fixture() -> Fixture {
         budgets: Default::default(),
         clock: Default::default(),
         automation_grace: Duration::from_secs(60),
+        caldav: None,
     };
     let ctx = GatewayContext {
         auth: Auth::new(store),
