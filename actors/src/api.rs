@@ -79,7 +79,7 @@ impl NodeApi {
     async fn with_hold(&self, mut task: Task) -> Result<Task, StoreError> {
         let waits = task.state == TaskState::Pending && task.blocked_reason.is_none();
         if waits && crate::domain::costs::requires_model(&task.requirements) {
-            let holds = self.ctx.store.cost_holds(now_ms()).await?;
+            let holds = self.ctx.store.cost_holds(self.ctx.clock.now()).await?;
             task.blocked_reason = holds.get(&task.user).cloned();
         }
         Ok(task)
@@ -113,7 +113,7 @@ impl NodeApi {
 
     /// The node's clock, ms since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
-        now_ms()
+        self.ctx.clock.now()
     }
 
     /// A fresh message id.

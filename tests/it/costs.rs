@@ -2,7 +2,13 @@
 //! the user's tasks that need a model wait, visibly and with the reason, the user is told, and
 //! raising the budget releases them. Other work goes on meanwhile.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+
+use actors::Clock;
+use actors::domain::costs::Periods;
+use actors::store::now_ms;
 
 use actors::providers::Limit;
 use actors::providers::config::{UserConfig, WebhookConfig};
@@ -52,7 +58,13 @@ async fn a_spent_budget_holds_model_tasks_and_notifies_and_a_raise_releases_them
     let receiver = Fake::start(verifying_receiver).await;
     let dir = tempfile::tempdir().unwrap();
     let url = receiver.url();
-    let (node, http, grpc) = in_process_with(dir.path(), |c| {
+    // The node's time is the system's moved by `shift` ms.
+    let shift = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let shift = shift.clone();
+        Clock::from_fn(move || (now_ms() as i64 + shift.load(Ordering::SeqCst)) as u64)
+    };
+    let (node, http, grpc) = in_process_at(dir.path(), clock, |c| {
         c.costs.daily_budget = actors::budgets::Dollars(1.0);
         c.notifier.poll_ms = 20;
         c.notifier.webhook = Some(WebhookConfig {
@@ -137,17 +149,58 @@ async fn a_spent_budget_holds_model_tasks_and_notifies_and_a_raise_releases_them
     let told: Value = serde_json::from_slice(&receiver.seen()[0].body).unwrap();
     assert_eq!(told["subject"], "daily model budget spent");
 
-    // Raised: the task is assigned.
+    // The next day (UTC) starts from nothing: the task is assigned.
+    let tomorrow = Periods::of(now_ms()).day_end() + 60_000;
+    shift.store(tomorrow as i64 - now_ms() as i64, Ordering::SeqCst);
+    client
+        .wait_task("needs-model", |t| t.state == "assigned")
+        .await;
+    let fresh = summary(&client, &mut costs).await;
+    assert!(!fresh.held && fresh.invocations == 0, "{fresh:?}");
+
+    // Spent again that day: the next model task waits; a raise releases it.
+    assert_eq!(
+        client.post(&invocation("i3", "inv-3", 1.25)).await,
+        Some(202)
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !summary(&client, &mut costs).await.held {
+        assert!(tokio::time::Instant::now() < deadline, "never held again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        client
+            .post(&model_task("t3", "needs-model-2", &["model"]))
+            .await,
+        Some(202)
+    );
+    client
+        .wait_task("needs-model-2", |t| t.state == "pending")
+        .await;
+    assert_eq!(
+        client.post(&model_task("t4", "plain-2", &[])).await,
+        Some(202)
+    );
+    client.wait_task("plain-2", |t| t.state == "assigned").await;
+    assert_eq!(client.task("needs-model-2").await.unwrap().state, "pending");
     let raise = event("b1", "budget.set", "costs/u1", json!({"daily": 5}));
     assert_eq!(client.post(&raise).await, Some(202));
     client
-        .wait_task("needs-model", |t| t.state == "assigned")
+        .wait_task("needs-model-2", |t| t.state == "assigned")
         .await;
     let after = summary(&client, &mut costs).await;
     assert!(
         !after.held && (after.budget - 5.0).abs() < 1e-9,
         "{after:?}"
     );
-    assert_eq!(receiver.seen().len(), 1, "told once");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while receiver.seen().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not told the second time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(receiver.seen().len(), 2, "told once each day");
     node.shutdown().await.unwrap();
 }

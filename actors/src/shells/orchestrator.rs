@@ -181,7 +181,7 @@ async fn pass(state: &mut OrchestratorState) -> Result<(), Failure> {
     }
     let mut pending = store.pending_tasks(PASS_LIMIT).await?;
     // A user whose model budget is spent: their tasks that need a model wait.
-    let holds = store.cost_holds(now_ms()).await?;
+    let holds = store.cost_holds(ctx.clock.now()).await?;
     metrics::gauge!("switchyard_cost_holds").set(holds.len() as f64);
     pending.retain(|p| !(holds.contains_key(&p.user) && costs::requires_model(&p.requirements)));
     let decisions = assign::plan(&pending, &slots, &state.reserved);

@@ -3,7 +3,7 @@
 
 use actors::credentials::Role;
 use actors::domain::costs::Periods;
-use actors::store::{now_ms, totals};
+use actors::store::totals;
 use schemas::proto::{CostSummary, CostSummaryRequest, ModelCost, costs_server};
 use tonic::{Request, Response, Status};
 
@@ -36,7 +36,7 @@ impl costs_server::Costs for CostsService {
                 .into());
             }
         };
-        let now = now_ms();
+        let now = self.0.node.now_ms();
         let at = if asked.at == 0 { now } else { asked.at };
         let periods = Periods::of(at);
         let node = &self.0.node;
