@@ -68,6 +68,8 @@ pub struct Config {
     pub notifier: actors::providers::NotifierConfig,
     /// Where calendars are kept (`[calendar]`): the database, and a CalDAV server if set.
     pub calendar: actors::providers::caldav::CalendarConfig,
+    /// Model providers' limits (`[models.<provider>]`), which workers ask before each call.
+    pub models: std::collections::BTreeMap<String, actors::providers::Limit>,
     /// Model budgets (`[costs]`), for everyone and per user.
     pub costs: actors::budgets::CostsConfig,
     /// How late a scheduled automation run may fire and still count as on time; one later
@@ -98,6 +100,7 @@ impl Default for Config {
             limits: Default::default(),
             notifier: Default::default(),
             calendar: Default::default(),
+            models: Default::default(),
             costs: Default::default(),
             automation_grace_ms: 60_000,
             open_operator_endpoints: false,

@@ -117,6 +117,13 @@ impl Node {
             }
             None => None,
         };
+        let mut models = std::collections::BTreeMap::new();
+        for (provider, limit) in &config.models {
+            let name = format!("model.{provider}");
+            let (args, mailbox) = actors::mailbox(&name, *limit);
+            providers.push((name, args));
+            models.insert(provider.clone(), mailbox);
+        }
         config.costs.check().map_err(|e| anyhow::anyhow!(e))?;
         let tree = Tree::default();
         let agent_timeout = Duration::from_millis(config.agent_timeout_ms.max(300));
@@ -139,6 +146,7 @@ impl Node {
             clock,
             automation_grace: Duration::from_millis(config.automation_grace_ms),
             caldav,
+            models: Arc::new(models),
         };
         let channels = Channels::new(&config.channels).map_err(|e| anyhow::anyhow!(e))?;
         let gateway = GatewayContext {

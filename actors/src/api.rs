@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::domain::task::{Task, TaskState};
 use crate::store::{Outcome, Store, StoreError, now_ms};
-use crate::{NodeContext, new_message_id};
+use crate::{CallError, NodeContext, new_message_id};
 
 /// How often a caller waiting for an outcome looks in the store, for a message applied by
 /// another node's mailbox (this node's mailboxes tell it at once).
@@ -67,6 +67,22 @@ impl NodeApi {
             Some(task) => self.with_hold(task).await.map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Waits until model provider `provider`'s limit allows one more call: `Ok(None)` at once
+    /// if it has none here, else how long the call waited.
+    pub async fn acquire_model(&self, provider: &str) -> Result<Option<Duration>, CallError> {
+        let Some(mailbox) = self.ctx.models.get(provider) else {
+            return Ok(None);
+        };
+        let asked = Instant::now();
+        mailbox
+            .run(|| Box::pin(async { Ok::<(), ()>(()) }))
+            .await?
+            .map_err(|()| CallError::Interrupted {
+                provider: provider.to_owned(),
+            })?;
+        Ok(Some(asked.elapsed()))
     }
 
     /// The model budgets in force for `user`: set at run time, else configured.

@@ -81,6 +81,8 @@ pub struct NodeContext {
     pub budgets: Arc<budgets::CostsConfig>,
     /// The time of the node's timed work (retries, quiet hours, automations).
     pub clock: Clock,
+    /// Each model provider's mailbox, holding its limit, by provider.
+    pub models: Arc<BTreeMap<String, ProviderHandle>>,
     /// The CalDAV server holding calendars, if they are not kept in the database alone.
     pub caldav: Option<CalDavBackend>,
     /// How late a scheduled automation run may fire and still be on time; later, it was

@@ -20,7 +20,7 @@ pub use auth::Auth;
 pub use error::GatewayError;
 pub use grpc::convert::{from_struct, to_struct};
 pub use grpc::{
-    AgentsService, CalendarService, ClusterService, CostsService, KeysService,
+    AgentsService, CalendarService, ClusterService, CostsService, KeysService, ModelsService,
     NotificationsService, TasksService, WorkerService, grpc_routes,
 };
 pub use http::{HttpPolicy, app};

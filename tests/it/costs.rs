@@ -204,3 +204,65 @@ async fn a_spent_budget_holds_model_tasks_and_notifies_and_a_raise_releases_them
     assert_eq!(receiver.seen().len(), 2, "told once each day");
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_calls_to_a_model_provider_keep_to_its_limit() {
+    use schemas::proto::AcquireRequest;
+    use schemas::proto::models_client::ModelsClient;
+    let _one_at_a_time = IN_PROCESS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, http, grpc) = in_process_with(dir.path(), |c| {
+        let limit = Limit {
+            per_second: 10,
+            burst: 1,
+            queue: 10,
+        };
+        c.models.insert("anthropic".into(), limit);
+    })
+    .await;
+    let client = Client::new(dir.path(), http, grpc).await;
+    let models = ModelsClient::new(channel(&client.grpc_url).await);
+    let acquire = |provider: &str| {
+        let mut models = models.clone();
+        let request = client.authed(AcquireRequest {
+            provider: provider.into(),
+        });
+        async move {
+            let answer = models.acquire(request).await;
+            (answer, tokio::time::Instant::now())
+        }
+    };
+    // Five at once: each answered in its turn, a tenth of a second apart.
+    let started = tokio::time::Instant::now();
+    let answers = futures::future::join_all((0..5).map(|_| acquire("anthropic"))).await;
+    let mut times = Vec::new();
+    for (answer, at) in answers {
+        let answer = answer.unwrap().into_inner();
+        assert!(answer.limited);
+        times.push(at - started);
+    }
+    times.sort();
+    assert!(
+        times[4] - times[0] >= Duration::from_millis(350),
+        "{times:?}"
+    );
+    // Thirty at once overflow its queue of ten: the rest are refused at once.
+    let answers = futures::future::join_all((0..30).map(|_| acquire("anthropic"))).await;
+    let refused = answers
+        .iter()
+        .filter(|(a, _)| {
+            a.as_ref()
+                .is_err_and(|s| s.code() == tonic::Code::ResourceExhausted)
+        })
+        .count();
+    let granted = answers.iter().filter(|(a, _)| a.is_ok()).count();
+    assert_eq!(refused + granted, 30);
+    assert!(
+        refused >= 15 && granted >= 10,
+        "{refused} refused, {granted} granted"
+    );
+    // A provider without a limit here is answered at once.
+    let (free, _) = acquire("openai").await;
+    assert!(!free.unwrap().into_inner().limited);
+    node.shutdown().await.unwrap();
+}

@@ -120,6 +120,7 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
         clock: Default::default(),
         automation_grace: Duration::from_secs(60),
         caldav: None,
+        models: Default::default(),
     };
 
     run_once(&ctx).await;

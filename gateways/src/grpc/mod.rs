@@ -1,5 +1,5 @@
 //! gRPC, package `switchyard.v1`: `Tasks`, `Agents`, `Keys`, `Worker`, `Calendar`,
-//! `Notifications`, `Costs` and `Cluster`, plus
+//! `Notifications`, `Costs`, `Models` and `Cluster`, plus
 //! server reflection (v1 and v1alpha) and the standard health service, which stay open without
 //! a key.
 
@@ -7,6 +7,7 @@ mod agents;
 mod calendar;
 pub mod convert;
 mod costs;
+mod models;
 mod notifications;
 mod tasks;
 mod worker;
@@ -19,6 +20,7 @@ use schemas::proto::{
     cluster_server::{Cluster, ClusterServer},
     costs_server::CostsServer,
     keys_server::KeysServer,
+    models_server::ModelsServer,
     notifications_server::NotificationsServer,
     tasks_server::TasksServer,
     worker_server::WorkerServer,
@@ -32,6 +34,7 @@ use crate::{GatewayContext, GatewayError};
 pub use agents::{AgentsService, KeysService};
 pub use calendar::CalendarService;
 pub use costs::CostsService;
+pub use models::ModelsService;
 pub use notifications::NotificationsService;
 pub use tasks::TasksService;
 pub use worker::WorkerService;
@@ -91,6 +94,7 @@ pub async fn grpc_routes(ctx: GatewayContext) -> Result<Routes, GatewayError> {
         .set_serving::<NotificationsServer<NotificationsService>>()
         .await;
     health.set_serving::<CostsServer<CostsService>>().await;
+    health.set_serving::<ModelsServer<ModelsService>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -106,6 +110,7 @@ pub async fn grpc_routes(ctx: GatewayContext) -> Result<Routes, GatewayError> {
         .add_service(CalendarServer::new(CalendarService(ctx.clone())))
         .add_service(NotificationsServer::new(NotificationsService(ctx.clone())))
         .add_service(CostsServer::new(CostsService(ctx.clone())))
+        .add_service(ModelsServer::new(ModelsService(ctx.clone())))
         .add_service(ClusterServer::new(ClusterService(ctx)))
         .add_service(health_service)
         .add_service(reflection().build_v1().map_err(internal)?)

@@ -52,6 +52,7 @@ async fn fixture() -> Fixture {
         clock: Default::default(),
         automation_grace: Duration::from_secs(60),
         caldav: None,
+        models: Default::default(),
     };
     let ctx = GatewayContext {
         auth: Auth::new(store),
