@@ -4,11 +4,9 @@
 //! automation's missed-run policy decides.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actors::Clock;
 use actors::domain::automation::{self, Schedule};
 use actors::store::{Outcome, now_ms};
 use chrono::NaiveDateTime;
@@ -54,12 +52,7 @@ async fn wait_automation(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_automation_fires_on_schedule_and_run_now_fires_at_once() {
     let _one_at_a_time = IN_PROCESS.lock().await;
-    // The node's time is the system's moved by `shift` ms.
-    let shift = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let shift = shift.clone();
-        Clock::from_fn(move || (now_ms() as i64 + shift.load(Ordering::SeqCst)) as u64)
-    };
+    let (clock, shift) = shifted_clock();
     let dir = tempfile::tempdir().unwrap();
     let (node, http, grpc) = in_process_at(dir.path(), clock, |_| {}).await;
     let mut client = Client::new(dir.path(), http, grpc).await;

@@ -188,33 +188,6 @@ print(server.server_port, flush=True)
 server.serve_forever()
 "#;
 
-/// A Radicale server of the test's own, and its port.
-async fn radicale(folder: &std::path::Path) -> (tokio::process::Child, u16) {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(RADICALE)
-        .arg(folder)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python3 runs");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    match tokio::time::timeout(WAIT, lines.next_line()).await {
-        Ok(Ok(Some(port))) => (child, port.trim().parse().unwrap()),
-        _ => {
-            let output = child.wait_with_output().await.unwrap();
-            panic!(
-                "Radicale did not start; it needs the radicale package \
-                 (python3 -m pip install radicale; ./scripts/test installs it): {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_caldav_bookings_overlap_neither_each_other_nor_the_servers_own_events() {
     use actors::domain::calendar::Request;
@@ -224,7 +197,8 @@ async fn on_caldav_bookings_overlap_neither_each_other_nor_the_servers_own_event
     const QUARTER: u64 = 15 * 60_000;
     let _one_at_a_time = IN_PROCESS.lock().await;
     let dav = tempfile::tempdir().unwrap();
-    let (_server, port) = radicale(dav.path()).await;
+    let server = PythonServer::start(RADICALE, &[dav.path().as_os_str()], "radicale").await;
+    let port = server.port;
     let config = CalDavConfig {
         url: format!("http://127.0.0.1:{port}/switchyard/"),
         username: "switchyard".into(),

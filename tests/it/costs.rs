@@ -2,11 +2,9 @@
 //! the user's tasks that need a model wait, visibly and with the reason, the user is told, and
 //! raising the budget releases them. Other work goes on meanwhile.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actors::Clock;
 use actors::domain::costs::Periods;
 use actors::store::now_ms;
 
@@ -58,12 +56,7 @@ async fn a_spent_budget_holds_model_tasks_and_notifies_and_a_raise_releases_them
     let receiver = Fake::start(verifying_receiver).await;
     let dir = tempfile::tempdir().unwrap();
     let url = receiver.url();
-    // The node's time is the system's moved by `shift` ms.
-    let shift = Arc::new(AtomicI64::new(0));
-    let clock = {
-        let shift = shift.clone();
-        Clock::from_fn(move || (now_ms() as i64 + shift.load(Ordering::SeqCst)) as u64)
-    };
+    let (clock, shift) = shifted_clock();
     let (node, http, grpc) = in_process_at(dir.path(), clock, |c| {
         c.costs.daily_budget = actors::budgets::Dollars(1.0);
         c.notifier.poll_ms = 20;

@@ -445,3 +445,57 @@ pub async fn channel(url: &str) -> tonic::transport::Channel {
         .await
         .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
 }
+
+/// A Python server of a test's own on loopback: `script` (run with `args`) binds port 0 and
+/// prints the port as its first line; what it prints after is the test's to read.
+pub struct PythonServer {
+    /// Held: dropping it stops the server.
+    _child: tokio::process::Child,
+    pub lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    pub port: u16,
+}
+
+impl PythonServer {
+    /// Starts `script`, or panics saying that `package` (from PyPI) is what it needs.
+    pub async fn start(script: &str, args: &[&std::ffi::OsStr], package: &str) -> PythonServer {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        match tokio::time::timeout(WAIT, lines.next_line()).await {
+            Ok(Ok(Some(port))) => PythonServer {
+                _child: child,
+                lines,
+                port: port.trim().parse().unwrap(),
+            },
+            _ => {
+                let output = child.wait_with_output().await.unwrap();
+                panic!(
+                    "a loopback server did not start; it needs {package} \
+                     (python3 -m pip install {package}; ./scripts/test installs it): {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// A clock for an in-process node that the test moves: the system's time shifted by the ms
+/// the returned cell holds.
+pub fn shifted_clock() -> (actors::Clock, std::sync::Arc<std::sync::atomic::AtomicI64>) {
+    use std::sync::atomic::Ordering;
+    let shift = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let moved = shift.clone();
+    let clock = actors::Clock::from_fn(move || {
+        (actors::store::now_ms() as i64 + moved.load(Ordering::SeqCst)) as u64
+    });
+    (clock, shift)
+}

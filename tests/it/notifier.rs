@@ -4,14 +4,14 @@
 //! notifications that cannot be delivered.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actors::providers::config::{ChatConfig, EmailConfig, SmsConfig, SmtpTls, UserConfig};
 use actors::providers::{Limit, NotifierConfig};
+use actors::signature;
 use actors::store::Notification;
-use actors::{Clock, signature};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use broker_adapters::{ReplayFrom, dlq_topic};
@@ -449,42 +449,15 @@ asyncio.run(main())
 "#;
 
 /// A real SMTP server, and the lines it prints.
-struct SmtpServer {
-    child: tokio::process::Child,
-    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-    port: u16,
-}
+struct SmtpServer(PythonServer);
 
 impl SmtpServer {
     async fn start() -> SmtpServer {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new("python3")
-            .args(["-c", SMTP_SERVER])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python3 runs");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(WAIT, lines.next_line()).await;
-        let Ok(Ok(Some(port))) = first else {
-            let output = child.wait_with_output().await.unwrap();
-            panic!(
-                "the loopback SMTP server did not start; it needs aiosmtpd \
-                 (python3 -m pip install aiosmtpd; ./scripts/test installs it): {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        SmtpServer {
-            child,
-            port: port.trim().parse().unwrap(),
-            lines,
-        }
+        SmtpServer(PythonServer::start(SMTP_SERVER, &[], "aiosmtpd").await)
     }
 
     async fn next_mail(&mut self) -> Value {
-        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+        let line = tokio::time::timeout(WAIT, self.0.lines.next_line())
             .await
             .expect("a mail arrives")
             .unwrap()
@@ -498,7 +471,7 @@ async fn mail_arrives_at_a_real_smtp_server_with_the_right_headers() {
     let _one_at_a_time = IN_PROCESS.lock().await;
     let mut smtp = SmtpServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = smtp.port;
+    let port = smtp.0.port;
     let (node, http, grpc) = in_process_with(dir.path(), |c| {
         quick(&mut c.notifier);
         c.notifier.email = Some(EmailConfig {
@@ -538,19 +511,14 @@ async fn mail_arrives_at_a_real_smtp_server_with_the_right_headers() {
         Some("email:alice@example.com")
     );
     node.shutdown().await.unwrap();
-    drop(smtp.child);
+    drop(smtp);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_hours_hold_a_notification_and_release_it_after() {
     let _one_at_a_time = IN_PROCESS.lock().await;
     let receiver = Fake::start(verifying_receiver).await;
-    // A clock the test moves: the node's time is the system's plus `ahead`.
-    let ahead = Arc::new(AtomicU64::new(0));
-    let clock = {
-        let ahead = ahead.clone();
-        Clock::from_fn(move || actors::store::now_ms() + ahead.load(Ordering::SeqCst))
-    };
+    let (clock, shift) = shifted_clock();
     // Quiet from a minute ago to an hour from now, UTC.
     let minute = |ms: u64| (ms / 60_000 % 1440) as u32;
     let now = actors::store::now_ms();
@@ -588,7 +556,7 @@ async fn quiet_hours_hold_a_notification_and_release_it_after() {
     assert!(receiver.seen().is_empty(), "sent during quiet hours");
 
     // An hour and a bit later, the window is over.
-    ahead.store(release - now + 1_000, Ordering::SeqCst);
+    shift.store((release - now + 1_000) as i64, Ordering::SeqCst);
     let all = wait_outbox(dir.path(), |all| settled(all, 1)).await;
     assert_eq!(all[0].status, "sent");
     assert_eq!(all[0].destination.as_deref(), Some("webhook:u1"));
