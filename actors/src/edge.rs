@@ -57,7 +57,12 @@ pub fn command(envelope: &Envelope) -> Routed {
             to: m.to.clone(),
             subject: m.subject.clone(),
             text: m.text.clone(),
-            dedupe_key: m.dedupe_key.clone().unwrap_or_else(|| envelope.id.clone()),
+            // Scoped to its user, so no one else's key can silence it.
+            dedupe_key: format!(
+                "{}:{}",
+                envelope.user,
+                m.dedupe_key.as_deref().unwrap_or(&envelope.id)
+            ),
             task_id: None,
         }),
         Message::TaskCreated(m) => task(&m.task_id, T::Create(new_task(m))),

@@ -231,11 +231,20 @@ async fn post_event(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let now = ctx.node.now_ms();
     let defaults = Defaults {
         id: ctx.node.new_message_id(),
-        time: ctx.node.now_ms(),
+        time: now,
     };
     let mut envelope = parse(content_type, &bytes, defaults)?;
+    // State keeps the messages' own times (so a replay rebuilds it): none from the future.
+    if envelope.time > now.saturating_add(MAX_AHEAD_MS) {
+        return Err(GatewayError::BadRequest(format!(
+            "time {} is {} ms ahead of this node's clock; at most {MAX_AHEAD_MS}",
+            envelope.time,
+            envelope.time - now
+        )));
+    }
     principal
         .admit(&mut envelope)
         .map_err(GatewayError::Forbidden)?;
@@ -261,6 +270,9 @@ pub(crate) fn trace_under(span: &tracing::Span, envelope: &mut Envelope, caller:
     actors::trace::continue_trace(span, caller.as_deref());
     envelope.trace = actors::trace::traceparent(span).or(caller);
 }
+
+/// How far ahead of the node's clock an envelope's `time` may be.
+const MAX_AHEAD_MS: u64 = 5 * 60_000;
 
 /// What a JSON envelope that leaves out its id or time gets.
 struct Defaults {

@@ -136,6 +136,18 @@ async fn a_cron_automation_fires_on_schedule_and_run_now_fires_at_once() {
         json!({"automation_id": "nobody"}),
     );
     assert_eq!(client.post(&unknown).await, Some(202));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let outcome = loop {
+        if let Some(outcome) = store.outcome("rn2").await.unwrap() {
+            break outcome;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "rn2 never decided");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        outcome,
+        Outcome::Refused("automation.run_requested: no automation `nobody`".into())
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -164,13 +176,14 @@ async fn until_phase(every: u64, offset: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_a_missed_run_is_skipped_or_caught_up_once() {
-    const EVERY: u64 = 5_000;
+    // Runs ten seconds apart: the node is back well before the run after those it missed.
+    const EVERY: u64 = 10_000;
     let dir = tempfile::tempdir().unwrap();
     let env = [("SWITCHYARD_AUTOMATION_GRACE_MS", "1000")];
     let mut node = Proc::start_with_env(dir.path(), &env).await;
     let mut client = node.client().await;
     for (id, automation, missed) in [("s1", "skipper", "skip"), ("c1", "catcher", "catch_up")] {
-        let envelope = defined(id, automation, "*/5 * * * * *", "UTC", missed);
+        let envelope = defined(id, automation, "*/10 * * * * *", "UTC", missed);
         assert_eq!(client.post(&envelope).await, Some(202));
     }
     // Both fire while the node runs.

@@ -61,6 +61,22 @@ async fn bad_input_is_refused_with_reasons_and_dead_lettered() {
             b"hello".to_vec(),
             "unsupported content type `text/plain`",
         ),
+        (
+            "application/json",
+            json_body({
+                let mut e = event(
+                    "b3",
+                    "invocation.recorded",
+                    "costs/u1",
+                    json!({
+                    "invocation_id": "i", "provider": "p", "model": "m",
+                    "tokens_in": 1, "tokens_out": 1, "cost": 0.1}),
+                );
+                e["time"] = json!(actors::store::now_ms() + 86_400_000);
+                e
+            }),
+            "ms ahead of this node's clock",
+        ),
     ];
     for (content_type, body, reason) in cases {
         let (status, answer) = c.post_raw(content_type, body, Some(&token)).await.unwrap();

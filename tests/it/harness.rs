@@ -499,3 +499,20 @@ pub fn shifted_clock() -> (actors::Clock, std::sync::Arc<std::sync::atomic::Atom
     });
     (clock, shift)
 }
+
+/// The value of the series `series` (name and labels, as Prometheus prints them) in the
+/// node's `/metrics`, 0 if it is not there yet.
+pub async fn metric(http: u16, token: &str, series: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{http}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}

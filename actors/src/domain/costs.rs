@@ -62,7 +62,7 @@ impl Periods {
 
     /// When the day ends, ms.
     pub fn day_end(&self) -> u64 {
-        (self.day as u64 + 1) * 86_400_000
+        (self.day.max(0) as u64 + 1).saturating_mul(86_400_000)
     }
 
     /// When the month ends, ms.

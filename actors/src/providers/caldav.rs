@@ -8,8 +8,8 @@ use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use super::SendError;
 use super::config::Limit;
-use super::{SendError, excerpt};
 use crate::domain::calendar::{Busy, Request};
 use crate::secret::Secret;
 
@@ -79,13 +79,13 @@ impl CalDav {
         let query = format!(
             r#"<?xml version="1.0" encoding="utf-8"?>
 <c:calendar-query xmlns:d="DAV:" xmlns:c="urn:ietf:params:xml:ns:caldav">
-  <d:prop><c:calendar-data/></d:prop>
+  <d:prop><c:calendar-data><c:expand start="{start}" end="{end}"/></c:calendar-data></d:prop>
   <c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT">
-    <c:time-range start="{}" end="{}"/>
+    <c:time-range start="{start}" end="{end}"/>
   </c:comp-filter></c:comp-filter></c:filter>
 </c:calendar-query>"#,
-            ical_time(start),
-            ical_time(end)
+            start = ical_time(start),
+            end = ical_time(end)
         );
         let report = Method::from_bytes(b"REPORT").map_err(|e| permanent(e.to_string()))?;
         let answer = self
@@ -102,7 +102,7 @@ impl CalDav {
         }
         let body = answer.text().await.unwrap_or_default();
         if status != StatusCode::MULTI_STATUS && !status.is_success() {
-            return Err(failure("REPORT", status, &body));
+            return Err(super::refusal("caldav REPORT", status, &body));
         }
         Ok(events(&unescape(&body))
             .into_iter()
@@ -134,7 +134,7 @@ impl CalDav {
                 StatusCode::NOT_FOUND | StatusCode::CONFLICT => self.make(calendar_id).await?,
                 _ => {
                     let body = answer.text().await.unwrap_or_default();
-                    return Err(failure("PUT", status, &body));
+                    return Err(super::refusal("caldav PUT", status, &body));
                 }
             }
         }
@@ -156,21 +156,12 @@ impl CalDav {
             return Ok(());
         }
         let body = answer.text().await.unwrap_or_default();
-        Err(failure("MKCALENDAR", status, &body))
+        Err(super::refusal("caldav MKCALENDAR", status, &body))
     }
 }
 
 fn permanent(reason: String) -> SendError {
     SendError::Permanent(format!("caldav: {reason}"))
-}
-
-fn failure(method: &str, status: StatusCode, body: &str) -> SendError {
-    let reason = format!("caldav {method} answered {status}: {}", excerpt(body));
-    if status.as_u16() == 429 || status.is_server_error() {
-        SendError::Transient(reason)
-    } else {
-        SendError::Permanent(reason)
-    }
 }
 
 /// `at` (ms) as an iCalendar UTC date-time.
@@ -222,19 +213,24 @@ fn events(body: &str) -> Vec<Busy> {
     // Unfold continuation lines (RFC 5545 §3.1) first.
     let unfolded = body.replace("\r\n ", "").replace("\n ", "");
     let mut found = Vec::new();
-    let mut current: Option<(Option<String>, Option<u64>, Option<u64>)> = None;
+    // (uid, start, end, whether the start is a date, duration in ms)
+    type Event = (Option<String>, Option<u64>, Option<u64>, bool, Option<u64>);
+    let mut current: Option<Event> = None;
     for line in unfolded.lines().map(str::trim_end) {
         match line {
-            "BEGIN:VEVENT" => current = Some((None, None, None)),
+            "BEGIN:VEVENT" => current = Some((None, None, None, false, None)),
             "END:VEVENT" => {
-                if let Some((Some(uid), Some(start), end)) = current.take() {
-                    // An event without an end lasts a day if it is all-day, else an instant.
-                    let end = end.unwrap_or(start + 1);
+                if let Some((Some(uid), Some(start), end, all_day, duration)) = current.take() {
+                    // Without an end: its duration, else a day if all-day, else an instant
+                    // (RFC 5545 §3.6.1).
+                    let end = end
+                        .or(duration.map(|d| start.saturating_add(d)))
+                        .unwrap_or(start + if all_day { 86_400_000 } else { 1 });
                     found.push(Busy { uid, start, end });
                 }
             }
             _ => {
-                let Some((uid, start, end)) = current.as_mut() else {
+                let Some((uid, start, end, all_day, duration)) = current.as_mut() else {
                     continue;
                 };
                 let Some((name, value)) = line.split_once(':') else {
@@ -243,8 +239,12 @@ fn events(body: &str) -> Vec<Busy> {
                 let (property, params) = name.split_once(';').unwrap_or((name, ""));
                 match property {
                     "UID" => *uid = Some(value.to_owned()),
-                    "DTSTART" => *start = time(value, params),
+                    "DTSTART" => {
+                        *start = time(value, params);
+                        *all_day = params.contains("VALUE=DATE") && !params.contains("DATE-TIME");
+                    }
                     "DTEND" => *end = time(value, params),
+                    "DURATION" => *duration = duration_ms(value),
                     _ => {}
                 }
             }
@@ -275,13 +275,37 @@ fn time(value: &str, params: &str) -> Option<u64> {
     }
 }
 
+/// An iCalendar DURATION (`P1D`, `PT1H30M`, `P2W`, …) in ms.
+fn duration_ms(value: &str) -> Option<u64> {
+    let rest = value.strip_prefix('+').unwrap_or(value).strip_prefix('P')?;
+    let (mut total, mut number, mut in_time) = (0u64, String::new(), false);
+    for c in rest.chars() {
+        match c {
+            'T' => in_time = true,
+            '0'..='9' => number.push(c),
+            unit => {
+                let n: u64 = std::mem::take(&mut number).parse().ok()?;
+                let ms = match (unit, in_time) {
+                    ('W', false) => 7 * 86_400_000,
+                    ('D', false) => 86_400_000,
+                    ('H', true) => 3_600_000,
+                    ('M', true) => 60_000,
+                    ('S', true) => 1_000,
+                    _ => return None,
+                };
+                total = total.saturating_add(n.saturating_mul(ms));
+            }
+        }
+    }
+    number.is_empty().then_some(total)
+}
+
+/// `segment` as one URL path segment: dots too are escaped, so `.` and `..` stay names.
 fn urlencode(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -339,5 +363,17 @@ mod tests {
             }]
         );
         assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
+        assert_eq!(urlencode(".."), "%2E%2E");
+    }
+
+    #[test]
+    fn an_event_without_an_end_lasts_its_duration_or_its_day() {
+        let body = "BEGIN:VEVENT\r\nUID:d\r\nDTSTART:20261202T100000Z\r\nDURATION:PT1H30M\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:e\r\nDTSTART;VALUE=DATE:20261203\r\nEND:VEVENT\r\n";
+        let found = events(body);
+        assert_eq!(found[0].end - found[0].start, 90 * 60_000);
+        assert_eq!(found[1].end - found[1].start, 86_400_000);
+        assert_eq!(duration_ms("P1W"), Some(7 * 86_400_000));
+        assert_eq!(duration_ms("P1DT2H"), Some(26 * 3_600_000));
+        assert_eq!(duration_ms("PT5X"), None);
     }
 }

@@ -100,11 +100,16 @@ async fn http_outcome(
     if status.is_success() {
         return Ok(body);
     }
-    let reason = format!("{provider} answered {status}: {}", excerpt(&body));
-    if status.as_u16() == 429 || status.is_server_error() {
-        Err(SendError::Transient(reason))
-    } else {
-        Err(SendError::Permanent(reason))
+    Err(refusal(provider, status, &body))
+}
+
+/// What a provider's non-2xx answer means: worth trying again for 429, 5xx, and 401 / 403
+/// (credentials may be put right meanwhile); any other 4xx would fail the same way again.
+pub(crate) fn refusal(provider: &str, status: reqwest::StatusCode, body: &str) -> SendError {
+    let reason = format!("{provider} answered {status}: {}", excerpt(body));
+    match status.as_u16() {
+        401 | 403 | 429 | 500..=599 => SendError::Transient(reason),
+        _ => SendError::Permanent(reason),
     }
 }
 

@@ -17,7 +17,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::{AgentOffline, Message};
 
 use crate::NodeContext;
-use crate::domain::{agent, assign, costs, task};
+use crate::domain::{agent, assign, task};
 use crate::edge;
 use crate::shells::relay::{self, derived_id};
 use crate::store::now_ms;
@@ -179,11 +179,14 @@ async fn pass(state: &mut OrchestratorState) -> Result<(), Failure> {
             .still_reserved(std::mem::take(&mut state.reserved))
             .await?;
     }
-    let mut pending = store.pending_tasks(PASS_LIMIT).await?;
     // A user whose model budget is spent: their tasks that need a model wait.
-    let holds = store.cost_holds(ctx.clock.now()).await?;
-    metrics::gauge!("switchyard_cost_holds").set(holds.len() as f64);
-    pending.retain(|p| !(holds.contains_key(&p.user) && costs::requires_model(&p.requirements)));
+    let held: std::collections::BTreeSet<String> = store
+        .cost_holds(ctx.clock.now())
+        .await?
+        .into_keys()
+        .collect();
+    metrics::gauge!("switchyard_cost_holds").set(held.len() as f64);
+    let pending = store.pending_tasks(PASS_LIMIT, &held).await?;
     let decisions = assign::plan(&pending, &slots, &state.reserved);
     store.record_decisions(&decisions, now_ms()).await?;
     state.reserved.extend(decisions.iter().cloned());

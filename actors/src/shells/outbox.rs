@@ -19,11 +19,14 @@ use broker_adapters::{OutMessage, dlq_topic};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::{EVENTS_TOPIC, Envelope, Message, NotificationRequested};
 
-use super::provider::ProviderHandle;
+use super::provider::{CallError, ProviderHandle};
 use crate::domain::notify::{self, Preferences};
 use crate::providers::{Outgoing, Provider};
 use crate::store::{Delivery, Notification, Store};
 use crate::{NodeContext, outbound};
+
+/// The channels a provider can be configured for (`[notifier.<channel>]`).
+const PROVIDERS: [&str; 5] = ["webhook", "email", "sms", "slack", "telegram"];
 
 /// Notifications in the senders' hands at once, at most.
 const IN_FLIGHT: usize = 1024;
@@ -123,7 +126,8 @@ impl Actor for OutboxActor {
             }
             OutboxMsg::Tick => {
                 let room = IN_FLIGHT.saturating_sub(state.in_flight.len());
-                if room == 0 {
+                // A node with no provider leaves the outbox to nodes that have one.
+                if room == 0 || state.ctx.notifier.providers.is_empty() {
                     return Ok(());
                 }
                 let (store, notifier) = (&state.ctx.store, &state.ctx.notifier);
@@ -137,14 +141,6 @@ impl Actor for OutboxActor {
                         return Ok(());
                     }
                 };
-                if notifier.providers.is_empty() && !due.is_empty() {
-                    // Nothing can carry them: give them up together, not one by one.
-                    let reason = "no notification provider is configured ([notifier.*])";
-                    if let Err(error) = store.fail_notifications(&due, reason).await {
-                        tracing::warn!(%error, "giving up undeliverable notifications");
-                    }
-                    return Ok(());
-                }
                 for notification in due {
                     if state.in_flight.contains(&notification.id) {
                         continue;
@@ -159,9 +155,10 @@ impl Actor for OutboxActor {
                     }
                     state.in_flight.insert(notification.id);
                     let (ctx, outbox) = (state.ctx.clone(), myself.clone());
+                    let claimed = now + lease;
                     tokio::spawn(async move {
                         let id = notification.id;
-                        deliver(&ctx, notification).await;
+                        deliver(&ctx, notification, claimed).await;
                         let _ = outbox.send_message(OutboxMsg::Done(id));
                     });
                 }
@@ -171,14 +168,16 @@ impl Actor for OutboxActor {
     }
 }
 
-/// Carries out one attempt at `notification` and records how it went.
-async fn deliver(ctx: &NodeContext, notification: Notification) {
+/// Carries out one attempt at `notification`, claimed until `claimed`, and records how it
+/// went unless the claim passed to another sender meanwhile.
+async fn deliver(ctx: &NodeContext, notification: Notification, claimed: u64) {
     let delivery = attempt(ctx, &notification).await;
     let channel = notification.channel.clone();
     let outcome = match &delivery {
         Delivery::Sent { .. } => "sent",
         Delivery::Retry { .. } => "retry",
         Delivery::Held { .. } => "held",
+        Delivery::Deferred { .. } => "deferred",
         Delivery::Failed { .. } => "failed",
     };
     metrics::counter!("switchyard_notifications_total", "channel" => channel, "outcome" => outcome)
@@ -192,9 +191,20 @@ async fn deliver(ctx: &NodeContext, notification: Notification) {
         tracing::warn!(id = notification.id, %error, "a notification was given up");
         dead_letter(ctx, &notification, error).await;
     }
-    if let Err(error) = ctx.store.record_delivery(notification.id, &delivery).await {
+    match ctx
+        .store
+        .record_delivery(notification.id, claimed, &delivery)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            id = notification.id,
+            "a notification's lease ran out before its delivery was recorded"
+        ),
         // The lease runs out and the attempt is made again.
-        tracing::warn!(id = notification.id, %error, "recording a notification's delivery");
+        Err(error) => {
+            tracing::warn!(id = notification.id, %error, "recording a notification's delivery")
+        }
     }
 }
 
@@ -222,12 +232,28 @@ async fn attempt(ctx: &NodeContext, n: &Notification) -> Delivery {
             };
         }
     };
+    // A reply into a conversation no provider here can carry goes the user's own way.
+    let destination = match (
+        notifier.providers.contains_key(&destination.channel),
+        origin,
+    ) {
+        (false, Some(_)) => {
+            notify::destination(&n.channel, &n.to, preferences, None).unwrap_or(destination)
+        }
+        _ => destination,
+    };
     let Some(channel) = notifier.providers.get(&destination.channel) else {
+        let error = format!(
+            "no provider is configured for channel `{0}` ([notifier.{0}])",
+            destination.channel
+        );
+        // A channel switchyard can send on may be configured on another node (or later).
+        if PROVIDERS.contains(&destination.channel.as_str()) {
+            let due_at = now + notifier.retry_max.as_millis() as u64;
+            return Delivery::Deferred { error, due_at };
+        }
         return Delivery::Failed {
-            error: format!(
-                "no provider is configured for channel `{0}` ([notifier.{0}])",
-                destination.channel
-            ),
+            error,
             attempted: false,
         };
     };
@@ -239,6 +265,11 @@ async fn attempt(ctx: &NodeContext, n: &Notification) -> Delivery {
         dedupe_key: n.dedupe_key.clone(),
     };
     match channel.mailbox.send(&channel.provider, outgoing).await {
+        // The provider is busy, not failing: not an attempt.
+        Err(error @ CallError::QueueFull { .. }) => Delivery::Deferred {
+            error: error.to_string(),
+            due_at: clock.now() + notifier.retry_initial.as_millis() as u64,
+        },
         Ok(provider_ref) => Delivery::Sent {
             destination: format!("{}:{}", destination.channel, destination.to),
             provider_ref,

@@ -195,9 +195,9 @@ pub fn totals(invocations: &[Invocation]) -> Vec<ModelTotal> {
                 ..ModelTotal::default()
             });
         total.invocations += 1;
-        total.tokens_in += i.tokens_in;
-        total.tokens_out += i.tokens_out;
-        total.cost += i.cost;
+        total.tokens_in = total.tokens_in.saturating_add(i.tokens_in);
+        total.tokens_out = total.tokens_out.saturating_add(i.tokens_out);
+        total.cost = total.cost.saturating_add(i.cost);
     }
     by_model.into_values().collect()
 }

@@ -81,6 +81,14 @@ pub enum Delivery {
         /// When to try again, ms.
         due_at: u64,
     },
+    /// Not tried (its provider is busy, or not configured here): due again at `due_at`,
+    /// with no attempt counted.
+    Deferred {
+        /// Why.
+        error: String,
+        /// When to look again, ms.
+        due_at: u64,
+    },
     /// Quiet hours: not tried, due again at `until`.
     Held {
         /// When the quiet hours end, ms.
@@ -188,40 +196,20 @@ impl Store {
         Ok(claimed.rows_affected == 1)
     }
 
-    /// Gives up `notifications` (as read by `due_notifications`) at once with `reason`, each
-    /// unless a sender took it since.
-    pub async fn fail_notifications(
+    /// Records how delivering notification `id`, claimed until `claimed`, went, and releases
+    /// its lease: false if the claim passed to another sender meanwhile.
+    pub async fn record_delivery(
         &self,
-        notifications: &[Notification],
-        reason: &str,
-    ) -> Result<u64, StoreError> {
-        let mut failed = 0;
-        // One statement per lease value seen: in practice one, since unclaimed rows hold 0.
-        let mut by_lease = std::collections::BTreeMap::<u64, Vec<i64>>::new();
-        for n in notifications {
-            by_lease.entry(n.lease_until).or_default().push(n.id);
-        }
-        for (lease, ids) in by_lease {
-            failed += notifications::Entity::update_many()
-                .col_expr(C::Status, Expr::value(FAILED))
-                .col_expr(C::LastError, Expr::value(reason.to_owned()))
-                .filter(C::Id.is_in(ids))
-                .filter(C::LeaseUntil.eq(lease as i64))
-                .filter(C::Status.is_in([PENDING, HELD]))
-                .exec(self.connection())
-                .await?
-                .rows_affected;
-        }
-        Ok(failed)
-    }
-
-    /// Records how delivering notification `id` went, and releases its lease.
-    pub async fn record_delivery(&self, id: i64, delivery: &Delivery) -> Result<(), StoreError> {
+        id: i64,
+        claimed: u64,
+        delivery: &Delivery,
+    ) -> Result<bool, StoreError> {
         use sea_orm::sea_query::ExprTrait;
         let attempted = || Expr::col(C::Attempts).add(1);
         let mut update = notifications::Entity::update_many()
             .col_expr(C::LeaseUntil, Expr::value(0i64))
-            .filter(C::Id.eq(id));
+            .filter(C::Id.eq(id))
+            .filter(C::LeaseUntil.eq(claimed as i64));
         update = match delivery {
             Delivery::Sent {
                 destination,
@@ -237,6 +225,10 @@ impl Store {
             Delivery::Retry { error, due_at } => update
                 .col_expr(C::Status, Expr::value(PENDING))
                 .col_expr(C::Attempts, attempted())
+                .col_expr(C::DueAt, Expr::value(*due_at as i64))
+                .col_expr(C::LastError, Expr::value(error.clone())),
+            Delivery::Deferred { error, due_at } => update
+                .col_expr(C::Status, Expr::value(PENDING))
                 .col_expr(C::DueAt, Expr::value(*due_at as i64))
                 .col_expr(C::LastError, Expr::value(error.clone())),
             Delivery::Held { until } => update
@@ -257,8 +249,7 @@ impl Store {
                     .col_expr(C::LastError, Expr::value(error.clone()))
             }
         };
-        update.exec(self.connection()).await?;
-        Ok(())
+        Ok(update.exec(self.connection()).await?.rows_affected == 1)
     }
 }
 

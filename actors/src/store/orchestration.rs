@@ -2,7 +2,7 @@
 //! dependencies that have not heard how their upstream finished, work held by agents that
 //! went offline, and how a message fared.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use sea_orm::ActiveValue::Set;
 use sea_orm::{
@@ -12,6 +12,7 @@ use sea_orm::{
 use super::entities::{agents, assignments, task_dependencies, tasks};
 use super::{Store, StoreError, convert};
 use crate::domain::assign::{AgentSlot, Decision, PendingTask};
+use crate::domain::costs::requires_model;
 use crate::domain::task::{Task, TaskState};
 use crate::domain::{Dependency, Priority};
 
@@ -57,35 +58,59 @@ impl Store {
             .await?)
     }
 
-    /// Up to `limit` pending tasks, most urgent first, then oldest first: a range of the
-    /// `tasks_pending_order` index per priority, so the cost is the rows read, not the backlog.
-    pub async fn pending_tasks(&self, limit: u64) -> Result<Vec<PendingTask>, StoreError> {
+    /// Up to `limit` pending tasks, most urgent and oldest first, leaving out the tasks that
+    /// need a model of the users in `held` (their budget is spent). Those users' other tasks
+    /// are read apart, so however many of theirs wait, nobody else's work is crowded out.
+    pub async fn pending_tasks(
+        &self,
+        limit: u64,
+        held: &BTreeSet<String>,
+    ) -> Result<Vec<PendingTask>, StoreError> {
         let mut pending = Vec::new();
         for priority in Priority::ALL.into_iter().rev() {
             let left = limit.saturating_sub(pending.len() as u64);
             if left == 0 {
                 break;
             }
-            let rows = tasks::Entity::find()
-                .filter(tasks::Column::State.eq(TaskState::Pending.as_str()))
-                .filter(tasks::Column::Priority.eq(priority.as_str()))
-                .order_by_asc(tasks::Column::CreatedAt)
-                .order_by_asc(tasks::Column::TaskId)
-                .limit(left)
-                .all(self.connection())
-                .await?;
-            pending.extend(rows.into_iter().map(|r| {
-                let task = super::tasks::task_from_row(r, Vec::new());
-                PendingTask {
-                    task_id: task.task_id,
-                    user: task.user,
-                    priority: task.priority,
-                    created_at: task.created_at,
-                    requirements: task.requirements,
-                    preferred_agent: task.preferred_agent,
-                    generation: task.generation,
-                }
-            }));
+            let query = || {
+                tasks::Entity::find()
+                    .filter(tasks::Column::State.eq(TaskState::Pending.as_str()))
+                    .filter(tasks::Column::Priority.eq(priority.as_str()))
+                    .order_by_asc(tasks::Column::CreatedAt)
+                    .order_by_asc(tasks::Column::TaskId)
+                    .limit(left)
+            };
+            let mut rows = if held.is_empty() {
+                query().all(self.connection()).await?
+            } else {
+                let users = held.iter().map(String::as_str);
+                let mut free = query()
+                    .filter(tasks::Column::User.is_not_in(users.clone()))
+                    .all(self.connection())
+                    .await?;
+                let theirs = query()
+                    .filter(tasks::Column::User.is_in(users))
+                    .all(self.connection())
+                    .await?;
+                free.extend(theirs);
+                free.sort_by(|a, b| (a.created_at, &a.task_id).cmp(&(b.created_at, &b.task_id)));
+                free
+            };
+            rows.truncate(left as usize);
+            pending.extend(
+                rows.into_iter()
+                    .map(|r| super::tasks::task_from_row(r, Vec::new()))
+                    .filter(|t| !(held.contains(&t.user) && requires_model(&t.requirements)))
+                    .map(|task| PendingTask {
+                        task_id: task.task_id,
+                        user: task.user,
+                        priority: task.priority,
+                        created_at: task.created_at,
+                        requirements: task.requirements,
+                        preferred_agent: task.preferred_agent,
+                        generation: task.generation,
+                    }),
+            );
         }
         Ok(pending)
     }

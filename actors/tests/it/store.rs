@@ -170,7 +170,7 @@ async fn queries_order_filter_and_page() {
                 .unwrap();
         }
         let pending: Vec<_> = store
-            .pending_tasks(10)
+            .pending_tasks(10, &Default::default())
             .await
             .unwrap()
             .into_iter()
@@ -509,7 +509,17 @@ async fn a_due_notification_is_claimed_by_one_sender_and_comes_due_again_as_reco
             error: "503".into(),
             due_at: 5000,
         };
-        store.record_delivery(n.id, &retry).await.unwrap();
+        assert!(
+            store
+                .claim_notification(&again[0], 1010, 1000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store.record_delivery(n.id, 1010, &retry).await.unwrap(),
+            "a sender whose lease passed on records nothing"
+        );
+        assert!(store.record_delivery(n.id, 2010, &retry).await.unwrap());
         assert!(store.due_notifications(4999, 10).await.unwrap().is_empty());
         let later = store.due_notifications(5000, 10).await.unwrap();
         assert_eq!((later[0].attempts, later[0].lease_until), (1, 0));
@@ -519,7 +529,13 @@ async fn a_due_notification_is_claimed_by_one_sender_and_comes_due_again_as_reco
             provider_ref: "SM1".into(),
             at: 5001,
         };
-        store.record_delivery(n.id, &sent).await.unwrap();
+        assert!(
+            store
+                .claim_notification(&later[0], 5000, 1000)
+                .await
+                .unwrap()
+        );
+        assert!(store.record_delivery(n.id, 6000, &sent).await.unwrap());
         let all = store.notifications(None).await.unwrap();
         assert_eq!((all[0].status.as_str(), all[0].attempts), ("sent", 2));
         assert_eq!(all[0].provider_ref.as_deref(), Some("SM1"));
@@ -530,30 +546,49 @@ async fn a_due_notification_is_claimed_by_one_sender_and_comes_due_again_as_reco
                 .unwrap()
                 .is_empty()
         );
-        // Given up together: only what no sender holds.
-        store
-            .save_notification(
-                &AppliedMessage {
-                    key: "notify/u1",
-                    ..msg("o2")
-                },
-                &draft("p"),
-            )
-            .await
-            .unwrap();
-        store
-            .save_notification(
-                &AppliedMessage {
-                    key: "notify/u1",
-                    ..msg("o3")
-                },
-                &draft("q"),
-            )
-            .await
-            .unwrap();
-        let due = store.due_notifications(10, 10).await.unwrap();
-        assert!(store.claim_notification(&due[0], 10, 1000).await.unwrap());
-        assert_eq!(store.fail_notifications(&due, "nowhere").await.unwrap(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pending_work_leaves_out_only_the_model_tasks_a_spent_budget_holds() {
+    on_every_database("held", |store| async move {
+        for (id, user, tools) in [
+            ("held-model", "u9", vec!["model".to_string()]),
+            ("held-plain", "u9", vec![]),
+            ("free-model", "u1", vec!["model".to_string()]),
+        ] {
+            let mut t = task(id, Priority::Normal, 0);
+            t.user = user.into();
+            t.requirements.tools = tools;
+            t.dependencies.clear();
+            let message_id = format!("m{id}");
+            let message = AppliedMessage {
+                user,
+                ..msg(&message_id)
+            };
+            store.save_task(&message, None, &t, &[], &[]).await.unwrap();
+        }
+        let pending = |held: &[&str]| {
+            let store = store.clone();
+            let held: std::collections::BTreeSet<String> =
+                held.iter().map(|u| u.to_string()).collect();
+            async move {
+                let ids: Vec<String> = store
+                    .pending_tasks(10, &held)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| p.task_id)
+                    .collect();
+                ids
+            }
+        };
+        assert_eq!(
+            pending(&[]).await,
+            ["free-model", "held-model", "held-plain"]
+        );
+        assert_eq!(pending(&["u9"]).await, ["free-model", "held-plain"]);
     })
     .await;
 }

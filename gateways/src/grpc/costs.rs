@@ -14,6 +14,9 @@ use crate::{GatewayContext, GatewayError};
 #[derive(Clone)]
 pub struct CostsService(pub GatewayContext);
 
+/// 9999-12-31T23:59:59.999Z, the last time a period is asked for.
+const LATEST: u64 = 253_402_300_799_999;
+
 fn dollars(micros: u64) -> f64 {
     micros as f64 / 1e6
 }
@@ -38,13 +41,19 @@ impl costs_server::Costs for CostsService {
         };
         let now = self.0.node.now_ms();
         let at = if asked.at == 0 { now } else { asked.at };
+        if at > LATEST {
+            return Err(GatewayError::BadRequest(format!(
+                "at {at} is past the year 9999 (ms since the epoch)"
+            ))
+            .into());
+        }
         let periods = Periods::of(at);
         let node = &self.0.node;
         let budget = node.budget(&user).await.map_err(GatewayError::from)?;
         let (period, start, end, budget) = match asked.period.as_str() {
             "" | "day" => {
                 let end = periods.day_end();
-                ("day", end - 86_400_000, end, budget.daily)
+                ("day", end.saturating_sub(86_400_000), end, budget.daily)
             }
             "month" => (
                 "month",
@@ -60,23 +69,29 @@ impl costs_server::Costs for CostsService {
             }
         };
         let store = node.store();
+        // The hold first: it is written with the invocation that spent the budget, so the
+        // invocations read after it include that one.
+        let holds = store.cost_holds(now).await.map_err(GatewayError::from)?;
+        let hold_reason = holds.get(&user).cloned().unwrap_or_default();
         let invocations = store
             .invocations(&user, start, end)
             .await
             .map_err(GatewayError::from)?;
         let models = totals(&invocations);
-        let holds = store.cost_holds(now).await.map_err(GatewayError::from)?;
-        let hold_reason = holds.get(&user).cloned().unwrap_or_default();
         Ok(Response::new(CostSummary {
             user,
             period: period.into(),
             start,
             end,
-            spent: dollars(models.iter().map(|m| m.cost).sum()),
+            spent: dollars(models.iter().fold(0, |sum, m| sum.saturating_add(m.cost))),
             budget: budget.map_or(0.0, dollars),
             invocations: invocations.len() as u64,
-            tokens_in: models.iter().map(|m| m.tokens_in).sum(),
-            tokens_out: models.iter().map(|m| m.tokens_out).sum(),
+            tokens_in: models
+                .iter()
+                .fold(0, |sum, m| sum.saturating_add(m.tokens_in)),
+            tokens_out: models
+                .iter()
+                .fold(0, |sum, m| sum.saturating_add(m.tokens_out)),
             models: models
                 .into_iter()
                 .map(|m| ModelCost {
