@@ -7,6 +7,7 @@
 mod allocator;
 pub mod config;
 pub mod doctor;
+pub mod migrate;
 mod node;
 pub mod telemetry;
 pub mod worker;

@@ -51,6 +51,38 @@ enum Command {
     Doctor(Settings),
     /// Run a reference worker: link to a node as an agent and run a shell command per task.
     Agent(Box<AgentArgs>),
+    /// Run the state database's migrations (up, down N), or show their status
+    #[command(subcommand)]
+    Migrate(MigrateAction),
+    /// Print a digest of the state in a database, and each table's row count
+    Digest(DigestArgs),
+}
+
+/// `digest`'s database and the node's configuration.
+#[derive(clap::Args)]
+struct DigestArgs {
+    /// The database to digest [default: the configured database]
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// What `migrate` does, each with the node's configuration (for its database).
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration
+    Up(Settings),
+    /// Revert the last N applied migrations
+    Down {
+        /// How many
+        #[arg(value_name = "N")]
+        n: u32,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// List each migration, applied or pending
+    Status(Settings),
 }
 
 /// The reference worker's flags.
@@ -161,6 +193,43 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             telemetry::init(log_format, None)?;
             Ok(runtime.block_on(doctor(config)))
         }
+        Command::Migrate(action) => {
+            use switchyard::migrate::Action;
+            let (settings, action) = match action {
+                MigrateAction::Up(settings) => (settings, Action::Up),
+                MigrateAction::Down { n, settings } => (settings, Action::Down(n)),
+                MigrateAction::Status(settings) => (settings, Action::Status),
+            };
+            // Its output is its stdout: no log lines among it.
+            let config = telemetry::while_configuring(log_format, || settings.load())?;
+            if config.database_url.is_empty() {
+                std::fs::create_dir_all(&config.data_dir)
+                    .with_context(|| format!("creating {}", config.data_dir.display()))?;
+            }
+            let lines =
+                runtime.block_on(switchyard::migrate::run(&config.database_url(), action))?;
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Digest(args) => {
+            let config = telemetry::while_configuring(log_format, || args.settings.load())?;
+            let state = config.data_dir.join("state.sqlite");
+            if args.database.is_none() && config.database_url.is_empty() && !state.exists() {
+                anyhow::bail!("there is no state database at {}", state.display());
+            }
+            let url = args.database.unwrap_or_else(|| config.database_url());
+            let digest = runtime.block_on(async {
+                let store = actors::Store::connect(&url)
+                    .await
+                    .context("connecting to the database")?;
+                store.digest().await.context("reading the state")
+            })?;
+            let mut lines = vec![format!("digest {}", digest.hex)];
+            lines.extend(digest.tables.iter().map(|(t, rows)| format!("{t} {rows}")));
+            Ok(print_lines(lines))
+        }
         Command::Agent(args) => {
             let config = telemetry::while_configuring(log_format, || (*args).into_config())?;
             telemetry::init(log_format, None)?;
@@ -173,6 +242,18 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints `lines` to stdout; a reader that went away (`| head`) ends it quietly.
+fn print_lines(lines: Vec<String>) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn run_node(config: Config, telemetry: Telemetry) -> anyhow::Result<()> {

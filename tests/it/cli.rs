@@ -4,6 +4,7 @@
 use std::process::{Command, Output};
 
 use crate::harness::*;
+use serde_json::json;
 
 fn switchyard(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -137,5 +138,164 @@ async fn a_port_in_use_is_one_plain_line_and_json_logs_are_json() {
     assert!(
         !stdout.contains('\u{1b}'),
         "no escape codes when not on a terminal"
+    );
+}
+
+#[tokio::test]
+async fn migrate_goes_up_down_and_says_where_each_migration_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_string_lossy().into_owned();
+    let lines = |output: &Output| -> Vec<String> {
+        assert!(output.status.success(), "{}", text(output));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let fresh = lines(&switchyard(&["migrate", "status", "--data-dir", &data_dir]));
+    assert!(
+        fresh.len() >= 9 && fresh.iter().all(|l| l.ends_with(" pending")),
+        "{fresh:?}"
+    );
+    let total = fresh.len();
+    let up = lines(&switchyard(&["migrate", "up", "--data-dir", &data_dir]));
+    assert_eq!(up[0], format!("applied {total} migration(s)"));
+    assert!(up[1..].iter().all(|l| l.ends_with(" applied")), "{up:?}");
+    let down = lines(&switchyard(&[
+        "migrate",
+        "down",
+        "1",
+        "--data-dir",
+        &data_dir,
+    ]));
+    assert_eq!(down[0], "reverted 1 migration(s)");
+    assert!(down.last().unwrap().ends_with(" pending"), "{down:?}");
+    assert_eq!(
+        down.iter().filter(|l| l.ends_with(" applied")).count(),
+        total - 1
+    );
+    let too_far = switchyard(&["migrate", "down", "99", "--data-dir", &data_dir]);
+    assert!(!too_far.status.success());
+    assert!(
+        text(&too_far).contains("cannot revert 99"),
+        "{}",
+        text(&too_far)
+    );
+    let again = lines(&switchyard(&["migrate", "up", "--data-dir", &data_dir]));
+    assert_eq!(again[0], "applied 1 migration(s)");
+    let help = text(&switchyard(&["migrate", "--help"]));
+    for word in ["up", "down", "status"] {
+        assert!(help.contains(word), "{help}");
+    }
+}
+
+/// The same events, with their ids and times, applied by a node on `database_url` (SQLite in
+/// the data directory when empty); the digest the command line prints of its state.
+async fn digest_after_events(database_url: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url.to_owned();
+    let (node, http, grpc) = in_process_with(dir.path(), |c| c.database_url = url).await;
+    let mut client = Client::new(dir.path(), http, grpc).await;
+    let at = |i: u64| 1_795_500_000_000 + i * 1000;
+    let mut events = Vec::new();
+    for i in 0..20u64 {
+        let mut created = task_created(&format!("c{i}"), &format!("t{i}"));
+        created["time"] = json!(at(i));
+        events.push(created);
+    }
+    for i in 0..5u64 {
+        let mut cancelled = event(
+            &format!("x{i}"),
+            "task.cancelled",
+            &format!("task/t{i}"),
+            json!({"task_id": format!("t{i}"), "reason": "not needed"}),
+        );
+        cancelled["time"] = json!(at(100 + i));
+        events.push(cancelled);
+    }
+    let mut note = event(
+        "n1",
+        "notification.requested",
+        "notify/u1",
+        json!({"channel": "webhook", "to": "ops", "subject": "s", "text": "t", "dedupe_key": "k"}),
+    );
+    note["time"] = json!(at(200));
+    events.push(note);
+    let mut spent = event(
+        "i1",
+        "invocation.recorded",
+        "costs/u1",
+        json!({"invocation_id": "inv-1", "provider": "p", "model": "m", "tokens_in": 10,
+               "tokens_out": 5, "cost": 0.25, "latency_ms": 100}),
+    );
+    spent["time"] = json!(at(300));
+    events.push(spent);
+    for envelope in &events {
+        assert_eq!(client.post(envelope).await, Some(202));
+    }
+    client.wait_task("t4", |t| t.state == "cancelled").await;
+    for i in 5..20 {
+        client
+            .wait_task(&format!("t{i}"), |t| t.state == "pending")
+            .await;
+    }
+    let store = if database_url.is_empty() {
+        state_store(dir.path()).await
+    } else {
+        actors::Store::connect(database_url).await.unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while store.notifications(None).await.unwrap().len() < 6
+        || store.ledger("u1").await.unwrap().daily == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not all applied");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    node.shutdown().await.unwrap();
+    let data_dir = dir.path().to_string_lossy().into_owned();
+    let mut args = vec!["digest", "--data-dir", &data_dir];
+    if !database_url.is_empty() {
+        args.extend(["--database", database_url]);
+    }
+    let output = switchyard(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_events_digest_alike_on_sqlite_and_postgres() {
+    let _one_at_a_time = crate::harness::IN_PROCESS.lock().await;
+    let on_sqlite = digest_after_events("").await;
+    assert!(
+        on_sqlite[0].starts_with("digest ") && on_sqlite[0].len() == 7 + 64,
+        "{on_sqlite:?}"
+    );
+    for (table, rows) in [
+        ("tasks", 20),
+        ("notifications", 6),
+        ("invocations", 1),
+        ("cost_ledgers", 1),
+    ] {
+        assert!(
+            on_sqlite.contains(&format!("{table} {rows}")),
+            "{table}: {on_sqlite:?}"
+        );
+    }
+    let Some(postgres) = actors::testkit::postgres_schema("digest").await else {
+        return;
+    };
+    let on_postgres = digest_after_events(&postgres).await;
+    assert_eq!(on_sqlite, on_postgres);
+    // Without a database there is nothing to digest.
+    let missing = tempfile::tempdir().unwrap();
+    let nothing = switchyard(&["digest", "--data-dir", &missing.path().to_string_lossy()]);
+    assert!(!nothing.status.success());
+    assert!(
+        text(&nothing).contains("there is no state database"),
+        "{}",
+        text(&nothing)
     );
 }

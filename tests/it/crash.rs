@@ -129,7 +129,7 @@ async fn stop_mid_stream(how: Stop) {
                     tasks.get(&task).map(String::as_str) == Some("done")
                         && notes.get(&format!("task/{task}/finished/1")) == Some(&1)
                 }
-                _ => notes.get(&format!("n{i}")) == Some(&1),
+                _ => notes.get(&format!("u1:n{i}")) == Some(&1),
             }
         };
     let snapshot = |c: &mut Client| {

@@ -11,6 +11,7 @@ mod calendars;
 mod conversations;
 mod convert;
 mod costs;
+mod digest;
 #[allow(missing_docs)] // sea-orm derives the columns, relations and active models
 pub mod entities;
 mod members;
@@ -33,6 +34,7 @@ use entities::{activity, processed_messages, refusals};
 pub use automations::Automation;
 pub use conversations::{InboundMessage, InboundRow};
 pub use costs::{Invocation, ModelTotal, totals};
+pub use digest::Digest;
 pub use members::Member;
 pub use nagle::nodelay_towards;
 pub use notifications::{Delivery, Notification, status as notification_status};

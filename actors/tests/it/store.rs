@@ -592,3 +592,40 @@ async fn pending_work_leaves_out_only_the_model_tasks_a_spent_budget_holds() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_digest_follows_the_state_and_not_its_delivery() {
+    use actors::store::Delivery;
+    on_every_database("digest", |store| async move {
+        let empty = store.digest().await.unwrap();
+        assert!(empty.tables.iter().all(|(_, rows)| *rows == 0), "{empty:?}");
+        let t = task("t1", Priority::Normal, 1);
+        store
+            .save_task(&msg("m1"), None, &t, &[draft("n")], &[])
+            .await
+            .unwrap();
+        let one = store.digest().await.unwrap();
+        assert_ne!(one.hex, empty.hex);
+        assert!(one.tables.contains(&("tasks", 1)) && one.tables.contains(&("notifications", 1)));
+        // Sending the notification is the outside world's doing: the digest stays.
+        let due = store.due_notifications(10, 10).await.unwrap();
+        assert!(store.claim_notification(&due[0], 10, 1000).await.unwrap());
+        let sent = Delivery::Sent {
+            destination: "webhook:ops".into(),
+            provider_ref: "r".into(),
+            at: 11,
+        };
+        assert!(store.record_delivery(due[0].id, 1010, &sent).await.unwrap());
+        assert_eq!(store.digest().await.unwrap(), one);
+        let done = Task {
+            state: TaskState::Done,
+            ..t.clone()
+        };
+        store
+            .save_task(&msg("m2"), Some(&t), &done, &[], &[])
+            .await
+            .unwrap();
+        assert_ne!(store.digest().await.unwrap().hex, one.hex);
+    })
+    .await;
+}
