@@ -64,7 +64,7 @@ impl NodeApi {
             None => self.ctx.store.task(task_id).await?,
         };
         match task {
-            Some(task) => self.with_hold(task).await.map(Some),
+            Some(task) => Ok(self.with_holds(vec![task]).await?.pop()),
             None => Ok(None),
         }
     }
@@ -91,14 +91,21 @@ impl NodeApi {
         Ok(ledger.budget(self.ctx.budgets.budget(user)))
     }
 
-    /// `task`, saying why it waits if its user's model budget holds it.
-    async fn with_hold(&self, mut task: Task) -> Result<Task, StoreError> {
-        let waits = task.state == TaskState::Pending && task.blocked_reason.is_none();
-        if waits && crate::domain::costs::requires_model(&task.requirements) {
-            let holds = self.ctx.store.cost_holds(self.ctx.clock.now()).await?;
+    /// `tasks`, each that waits on its user's spent model budget saying why.
+    pub async fn with_holds(&self, mut tasks: Vec<Task>) -> Result<Vec<Task>, StoreError> {
+        let waits = |t: &Task| {
+            t.state == TaskState::Pending
+                && t.blocked_reason.is_none()
+                && crate::domain::costs::requires_model(&t.requirements)
+        };
+        if !tasks.iter().any(waits) {
+            return Ok(tasks);
+        }
+        let holds = self.ctx.store.cost_holds(self.ctx.clock.now()).await?;
+        for task in tasks.iter_mut().filter(|t| waits(t)) {
             task.blocked_reason = holds.get(&task.user).cloned();
         }
-        Ok(task)
+        Ok(tasks)
     }
 
     /// This node's id.

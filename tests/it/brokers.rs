@@ -499,9 +499,21 @@ async fn outage(mut broker: Broker) {
         .await;
     }
     for i in 0..30 {
-        client
-            .wait_task(&format!("t{i}"), |t| t.agent_id == "w")
-            .await;
+        let id = format!("t{i}");
+        let deadline = Instant::now() + WAIT;
+        while !client.task(&id).await.is_ok_and(|t| t.agent_id == "w") {
+            if Instant::now() > deadline {
+                // Seen rarely under the full suite's load: the node's own account of it.
+                let log = node.log();
+                let lines: Vec<&str> = log.lines().collect();
+                panic!(
+                    "task {id} was never assigned after the outage: {:?}\nthe node's last log lines:\n{}",
+                    client.task(&id).await,
+                    lines[lines.len().saturating_sub(80)..].join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let tree = client.tree().await.unwrap();
     let ingress = tree.children.iter().find(|c| c.name == "ingress").unwrap();

@@ -132,6 +132,12 @@ async fn a_spent_budget_holds_model_tasks_and_notifies_and_a_raise_releases_them
         waiting.blocked_reason.contains("daily model budget"),
         "{waiting:?}"
     );
+    let listed = client.all_tasks(Some("pending")).await;
+    let in_list = listed.iter().find(|t| t.task_id == "needs-model").unwrap();
+    assert_eq!(
+        in_list.blocked_reason, waiting.blocked_reason,
+        "ListTasks says so too"
+    );
 
     // The user was told, once, on their default channel.
     let deadline = tokio::time::Instant::now() + WAIT;

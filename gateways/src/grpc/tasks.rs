@@ -332,8 +332,14 @@ impl Tasks for TasksService {
             .list_tasks(&filter, u64::from(page_size), token)
             .await
             .map_err(GatewayError::from)?;
+        let tasks = self
+            .0
+            .node
+            .with_holds(page.tasks)
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(ListTasksResponse {
-            tasks: page.tasks.into_iter().map(convert::task).collect(),
+            tasks: tasks.into_iter().map(convert::task).collect(),
             next_page_token: page.next.unwrap_or_default(),
         }))
     }
