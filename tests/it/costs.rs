@@ -9,14 +9,13 @@ use actors::domain::costs::Periods;
 use actors::store::now_ms;
 
 use actors::providers::Limit;
-use actors::providers::config::{UserConfig, WebhookConfig};
-use gateways::channels::Secret;
+use actors::providers::config::UserConfig;
 use schemas::proto::CostSummaryRequest;
 use schemas::proto::costs_client::CostsClient;
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use crate::notifier::{Fake, SECRET, verifying_receiver};
+use crate::notifier::{Fake, verifying_receiver, webhook};
 
 fn invocation(id: &str, invocation_id: &str, cost: f64) -> Value {
     event(
@@ -60,11 +59,7 @@ async fn a_spent_budget_holds_model_tasks_and_notifies_and_a_raise_releases_them
     let (node, http, grpc) = in_process_at(dir.path(), clock, |c| {
         c.costs.daily_budget = actors::budgets::Dollars(1.0);
         c.notifier.poll_ms = 20;
-        c.notifier.webhook = Some(WebhookConfig {
-            url,
-            secret: Secret(SECRET.into()),
-            limit: Limit::default(),
-        });
+        c.notifier.webhook = Some(webhook(url));
         c.notifier.users.insert(
             "u1".into(),
             UserConfig {

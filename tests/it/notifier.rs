@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actors::providers::config::{ChatConfig, EmailConfig, SmsConfig, SmtpTls, UserConfig};
+use actors::providers::config::{
+    ChatConfig, EmailConfig, SmsConfig, SmtpTls, UserConfig, WebhookConfig,
+};
 use actors::providers::{Limit, NotifierConfig};
 use actors::signature;
 use actors::store::Notification;
@@ -101,6 +103,30 @@ fn notification(id: &str, channel: &str, to: &str, dedupe_key: &str) -> Value {
     )
 }
 
+/// Twilio at `url` for account `sid`, held to `per_second` with a queue of `queue`.
+fn twilio_api(url: String, sid: &str, per_second: u32, queue: usize) -> SmsConfig {
+    SmsConfig {
+        api_url: url,
+        account_sid: sid.into(),
+        auth_token: Secret("twilio-token".into()),
+        from: "+15550000".into(),
+        limit: Limit {
+            per_second,
+            burst: 1,
+            queue,
+        },
+    }
+}
+
+/// A webhook to `url`, signed with `SECRET`.
+pub(crate) fn webhook(url: String) -> WebhookConfig {
+    WebhookConfig {
+        url,
+        secret: Secret(SECRET.into()),
+        limit: Limit::default(),
+    }
+}
+
 fn quick(config: &mut NotifierConfig) {
     config.poll_ms = 20;
     config.retry_initial_ms = 50;
@@ -155,11 +181,7 @@ async fn a_signed_webhook_gets_each_notification_once_and_failures_are_retried_o
     let url = receiver.url();
     let (node, http, grpc) = in_process_with(dir.path(), |c| {
         quick(&mut c.notifier);
-        c.notifier.webhook = Some(actors::providers::config::WebhookConfig {
-            url: format!("{url}/hooks/switchyard"),
-            secret: Secret(SECRET.into()),
-            limit: Limit::default(),
-        });
+        c.notifier.webhook = Some(webhook(format!("{url}/hooks/switchyard")));
     })
     .await;
     let client = Client::new(dir.path(), http, grpc).await;
@@ -326,17 +348,7 @@ async fn an_sms_provider_at_10_per_second_sees_at_most_its_quota_and_every_messa
     let url = twilio.url();
     let (node, http, grpc) = in_process_with(dir.path(), |c| {
         quick(&mut c.notifier);
-        c.notifier.sms = Some(SmsConfig {
-            api_url: url,
-            account_sid: "AC123".into(),
-            auth_token: Secret("twilio-token".into()),
-            from: "+15550000".into(),
-            limit: Limit {
-                per_second: 10,
-                burst: 1,
-                queue: 1000,
-            },
-        });
+        c.notifier.sms = Some(twilio_api(url, "AC123", 10, 1000));
     })
     .await;
     let client = Client::new(dir.path(), http, grpc).await;
@@ -531,11 +543,7 @@ async fn quiet_hours_hold_a_notification_and_release_it_after() {
     let url = receiver.url();
     let (node, http, grpc) = in_process_at(dir.path(), clock, |c| {
         quick(&mut c.notifier);
-        c.notifier.webhook = Some(actors::providers::config::WebhookConfig {
-            url,
-            secret: Secret(SECRET.into()),
-            limit: Limit::default(),
-        });
+        c.notifier.webhook = Some(webhook(url));
         c.notifier.users.insert(
             "u1".into(),
             UserConfig {
@@ -663,17 +671,7 @@ async fn a_full_provider_queue_defers_notifications_without_spending_their_attem
     let url = twilio.url();
     let (node, http, grpc) = in_process_with(dir.path(), |c| {
         quick(&mut c.notifier);
-        c.notifier.sms = Some(SmsConfig {
-            api_url: url,
-            account_sid: "AC9".into(),
-            auth_token: Secret("t".into()),
-            from: "+15550000".into(),
-            limit: Limit {
-                per_second: 50,
-                burst: 1,
-                queue: 3,
-            },
-        });
+        c.notifier.sms = Some(twilio_api(url, "AC9", 50, 3));
     })
     .await;
     let client = Client::new(dir.path(), http, grpc).await;
