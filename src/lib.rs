@@ -9,8 +9,9 @@ pub mod config;
 pub mod doctor;
 pub mod migrate;
 mod node;
+pub mod replay;
 pub mod telemetry;
 pub mod worker;
 
 pub use config::Config;
-pub use node::{Node, open_bus};
+pub use node::{Node, ReplaySummary, open_bus, replay};

@@ -56,6 +56,24 @@ enum Command {
     Migrate(MigrateAction),
     /// Print a digest of the state in a database, and each table's row count
     Digest(DigestArgs),
+    /// Rebuild state into an empty database from the bus's events, through the node's mailboxes
+    Replay(ReplayArgs),
+}
+
+/// `replay`'s start, target and the node's configuration (for its bus).
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Where to start: start, offset:<partition>=<n>,… or time:<RFC 3339>
+    #[arg(long, value_name = "FROM", value_parser = switchyard::replay::parse_from)]
+    from: broker_adapters::ReplayFrom,
+    /// The database to rebuild into (migrated first); it must hold no state unless --resume
+    #[arg(long, value_name = "URL")]
+    into: String,
+    /// Go on with a target that holds state already (what is applied stays applied)
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 /// `digest`'s database and the node's configuration.
@@ -230,6 +248,29 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             lines.extend(digest.tables.iter().map(|(t, rows)| format!("{t} {rows}")));
             Ok(print_lines(lines))
         }
+        Command::Replay(args) => {
+            let config = telemetry::while_configuring(log_format, || args.settings.load())?;
+            let bar = progress_bar();
+            let progress = |records: u64| {
+                bar.set_position(records);
+                if bar.is_hidden() && records.is_multiple_of(10_000) {
+                    eprintln!("replayed {records} records");
+                }
+            };
+            let summary = runtime.block_on(switchyard::replay(
+                &config,
+                args.from,
+                &args.into,
+                args.resume,
+                &progress,
+            ))?;
+            bar.finish_and_clear();
+            let r = summary.replayed;
+            Ok(print_lines(vec![format!(
+                "replayed {} records: {} applied, {} refused, {} not applied now (run again with --resume), {} publishes held back",
+                r.records, r.applied, r.refused, r.failed, summary.suppressed
+            )]))
+        }
         Command::Agent(args) => {
             let config = telemetry::while_configuring(log_format, || (*args).into_config())?;
             telemetry::init(log_format, None)?;
@@ -242,6 +283,22 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A progress bar on a terminal (records, rate), hidden elsewhere.
+fn progress_bar() -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {pos} records replayed, {per_sec}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 /// Prints `lines` to stdout; a reader that went away (`| head`) ends it quietly.

@@ -180,8 +180,7 @@ impl Node {
             children: Parts {
                 ctx: ctx.clone(),
                 tree: tree.clone(),
-                gateway,
-                addrs,
+                servers: Some((gateway, addrs)),
                 providers,
             }
             .specs(ROOT, tree::LAYOUT),
@@ -234,6 +233,88 @@ impl Node {
     }
 }
 
+/// What a replay did, and the publishes it held back.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplaySummary {
+    /// Records read and how they fared.
+    pub replayed: actors::Replayed,
+    /// Events the mailboxes would have published (they are on the topic already).
+    pub suppressed: u64,
+}
+
+/// Rebuilds state into the database at `into` (migrated first) from the configured bus's
+/// events topic, from `from`, through the node's own mailboxes with nothing published,
+/// scheduled or sent outward; `progress` hears the records read. A database that holds state
+/// already is refused unless `resume`, which goes on with it (what is applied stays applied).
+pub async fn replay(
+    config: &Config,
+    from: broker_adapters::ReplayFrom,
+    into: &str,
+    resume: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> anyhow::Result<ReplaySummary> {
+    let source = open_bus(config).await?;
+    let partitions = source
+        .partitions(schemas::EVENTS_TOPIC)
+        .await
+        .with_context(|| format!("reading the topic {}", schemas::EVENTS_TOPIC))?;
+    let store = Store::connect(into)
+        .await
+        .context("connecting to the target database")?;
+    Migrator::up(store.connection(), None)
+        .await
+        .context("migrating the target database")?;
+    if !resume && store.holds_state().await? {
+        anyhow::bail!("the target database already holds state; give --resume to go on with it");
+    }
+    let quiet = Arc::new(actors::Quiet::new(source.clone()));
+    let tree = Tree::default();
+    let ctx = NodeContext {
+        store,
+        bus: quiet.clone(),
+        node_id: format!("{}-replay", config.node_id),
+        root: ROOT.into(),
+        partitions,
+        tree: tree.clone(),
+        passivate_after: Duration::from_secs(config.passivate_after_secs),
+        assign_interval: Duration::from_secs(3600),
+        ownership: Ownership::default(),
+        agent_timeout: Duration::from_millis(config.agent_timeout_ms.max(300)),
+        agent_signals: tokio::sync::broadcast::channel(16).0,
+        outcomes: Default::default(),
+        channels: Arc::new(config.channels.rules()),
+        notifier: Arc::new(Notifier::default()),
+        budgets: Arc::new(config.costs.clone()),
+        clock: Clock::system(),
+        automation_grace: Duration::from_millis(config.automation_grace_ms),
+        caldav: None,
+        models: Default::default(),
+    };
+    let parts = Parts {
+        ctx: ctx.clone(),
+        tree: tree.clone(),
+        servers: None,
+        providers: Vec::new(),
+    };
+    let args = SupervisorArgs {
+        path: ROOT.into(),
+        tree,
+        config: SupervisorConfig::default(),
+        children: parts.specs(ROOT, tree::LAYOUT),
+    };
+    let (root, _stopped) = Actor::spawn(Some(ROOT.into()), SupervisorActor, args)
+        .await
+        .context("starting the replay's mailboxes")?;
+    let replayed = actors::replay(&ctx, source.as_ref(), from, progress).await;
+    root.stop_and_wait(None, Some(Duration::from_secs(10)))
+        .await
+        .context("stopping the replay's mailboxes")?;
+    Ok(ReplaySummary {
+        replayed: replayed.context("reading the bus")?,
+        suppressed: quiet.suppressed(),
+    })
+}
+
 /// The notifier `config` describes, and the mailbox of each provider it sends through.
 fn notifier(
     config: &actors::providers::NotifierConfig,
@@ -264,8 +345,8 @@ fn notifier(
 struct Parts {
     ctx: NodeContext,
     tree: Tree,
-    gateway: GatewayContext,
-    addrs: ServerAddrs,
+    /// The servers' context and addresses; none for a replay, which runs only mailboxes.
+    servers: Option<(GatewayContext, ServerAddrs)>,
     /// Each outbound provider's mailbox, by name.
     providers: Vec<(String, ProviderArgs)>,
 }
@@ -273,7 +354,30 @@ struct Parts {
 impl Parts {
     /// The child specs of `parts`, below the supervisor at `parent`.
     fn specs(&self, parent: &str, parts: &[tree::Part]) -> Vec<ChildSpec> {
-        parts.iter().map(|part| self.spec(parent, part)).collect()
+        parts
+            .iter()
+            .filter(|part| self.runs(part))
+            .map(|part| self.spec(parent, part))
+            .collect()
+    }
+
+    /// Whether `part` runs: all of it on a node; on a replay only what applies messages (the
+    /// mailboxes and the notifier's recorder), nothing that reads the bus live, decides,
+    /// schedules or calls out.
+    fn runs(&self, part: &tree::Part) -> bool {
+        self.servers.is_some()
+            || !matches!(
+                part.kind,
+                tree::Kind::Providers
+                    | tree::Kind::Worker(
+                        Worker::Scheduler
+                            | Worker::Automations
+                            | Worker::Outbox
+                            | Worker::Ingress
+                            | Worker::Cluster
+                            | Worker::Servers
+                    )
+            )
     }
 
     fn spec(&self, parent: &str, part: &tree::Part) -> ChildSpec {
@@ -328,17 +432,20 @@ impl Parts {
                         ChildSpec::actor(name, Restart::Permanent, IngressActor, with_ctx)
                     }
                     Worker::Cluster => {
+                        let addrs = self.servers.as_ref().map(|(_, a)| *a);
                         let cluster = ClusterArgs {
                             ctx: self.ctx.clone(),
-                            http: self.addrs.http.to_string(),
-                            grpc: self.addrs.grpc.to_string(),
+                            http: addrs.map(|a| a.http.to_string()).unwrap_or_default(),
+                            grpc: addrs.map(|a| a.grpc.to_string()).unwrap_or_default(),
                         };
                         ChildSpec::actor(name, Restart::Permanent, ClusterActor, move || {
                             cluster.clone()
                         })
                     }
                     Worker::Servers => {
-                        let (gateway, addrs) = (self.gateway.clone(), self.addrs);
+                        let Some((gateway, addrs)) = self.servers.clone() else {
+                            unreachable!("a replay runs no servers (`runs`)")
+                        };
                         ChildSpec::actor(name, Restart::Permanent, ServersActor, move || {
                             (gateway.clone(), addrs)
                         })

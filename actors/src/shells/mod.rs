@@ -14,5 +14,6 @@ pub(crate) mod orchestrator;
 pub(crate) mod outbox;
 pub(crate) mod provider;
 pub(crate) mod relay;
+pub(crate) mod replay;
 pub(crate) mod router;
 pub(crate) mod shard;

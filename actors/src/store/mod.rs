@@ -164,6 +164,14 @@ impl Store {
         self.db.ping().await.map_err(Into::into)
     }
 
+    /// Whether any message was applied to this database.
+    pub async fn holds_state(&self) -> Result<bool, StoreError> {
+        Ok(processed_messages::Entity::find()
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
     /// Whether the message with this id was already applied.
     pub async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
         Ok(
