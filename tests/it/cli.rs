@@ -395,6 +395,25 @@ async fn a_replay_of_the_whole_topic_rebuilds_the_same_state() {
     let resumed = replay(true);
     assert!(resumed.status.success(), "{}", text(&resumed));
     assert_eq!(digest_of(&data_dir, &into), live);
+    // Into PostgreSQL: the same state.
+    if let Some(postgres) = actors::testkit::postgres_schema("replay").await {
+        let into = [
+            "replay",
+            "--from",
+            "start",
+            "--into",
+            &postgres,
+            "--data-dir",
+            &data_dir,
+        ];
+        let output = switchyard(&into);
+        assert!(output.status.success(), "{}", text(&output));
+        assert_eq!(
+            digest_of(&data_dir, &postgres),
+            live,
+            "replayed into PostgreSQL"
+        );
+    }
     let bad = switchyard(&["replay", "--from", "yesterday", "--into", &into]);
     assert!(!bad.status.success());
     assert!(text(&bad).contains("none of start"), "{}", text(&bad));
