@@ -5,6 +5,8 @@ use anyhow::Context;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
+use crate::doctor::redacted;
+
 /// What to do with the migrations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -69,33 +71,4 @@ async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     Database::connect(options)
         .await
         .with_context(|| format!("connecting to the database {}", redacted(url)))
-}
-
-/// `url` without its password.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_password_never_prints() {
-        assert_eq!(
-            super::redacted("postgres://u:secret@localhost/db"),
-            "postgres://u:***@localhost/db"
-        );
-        assert_eq!(
-            super::redacted("sqlite://x?mode=rwc"),
-            "sqlite://x?mode=rwc"
-        );
-    }
 }

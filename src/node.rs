@@ -126,27 +126,18 @@ impl Node {
         }
         config.costs.check().map_err(|e| anyhow::anyhow!(e))?;
         let tree = Tree::default();
-        let agent_timeout = Duration::from_millis(config.agent_timeout_ms.max(300));
         let ctx = NodeContext {
-            store: store.clone(),
-            bus: bus.clone(),
-            node_id: config.node_id.clone(),
-            root: ROOT.into(),
-            partitions,
-            tree: tree.clone(),
-            passivate_after: Duration::from_secs(config.passivate_after_secs),
-            assign_interval: Duration::from_secs(5).min(agent_timeout / 3),
-            ownership: Ownership::default(),
-            agent_timeout,
-            agent_signals: tokio::sync::broadcast::channel(16 * 1024).0,
-            outcomes: Default::default(),
-            channels: Arc::new(config.channels.rules()),
             notifier: Arc::new(notifier),
-            budgets: Arc::new(config.costs.clone()),
-            clock,
-            automation_grace: Duration::from_millis(config.automation_grace_ms),
             caldav,
             models: Arc::new(models),
+            ..context(
+                config,
+                store.clone(),
+                bus.clone(),
+                partitions,
+                tree.clone(),
+                clock,
+            )
         };
         let channels = Channels::new(&config.channels).map_err(|e| anyhow::anyhow!(e))?;
         let gateway = GatewayContext {
@@ -233,6 +224,40 @@ impl Node {
     }
 }
 
+/// What the actors of a node on `store` and `bus` share, as `config` says, with no outbound
+/// provider, CalDAV server or model limit (a node adds those it has).
+fn context(
+    config: &Config,
+    store: Store,
+    bus: Arc<dyn Bus>,
+    partitions: u32,
+    tree: Tree,
+    clock: Clock,
+) -> NodeContext {
+    let agent_timeout = Duration::from_millis(config.agent_timeout_ms.max(300));
+    NodeContext {
+        store,
+        bus,
+        node_id: config.node_id.clone(),
+        root: ROOT.into(),
+        partitions,
+        tree,
+        passivate_after: Duration::from_secs(config.passivate_after_secs),
+        assign_interval: Duration::from_secs(5).min(agent_timeout / 3),
+        ownership: Ownership::default(),
+        agent_timeout,
+        agent_signals: tokio::sync::broadcast::channel(16 * 1024).0,
+        outcomes: Default::default(),
+        channels: Arc::new(config.channels.rules()),
+        notifier: Arc::new(Notifier::default()),
+        budgets: Arc::new(config.costs.clone()),
+        clock,
+        automation_grace: Duration::from_millis(config.automation_grace_ms),
+        caldav: None,
+        models: Default::default(),
+    }
+}
+
 /// What a replay did, and the publishes it held back.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplaySummary {
@@ -270,25 +295,15 @@ pub async fn replay(
     let quiet = Arc::new(actors::Quiet::new(source.clone()));
     let tree = Tree::default();
     let ctx = NodeContext {
-        store,
-        bus: quiet.clone(),
         node_id: format!("{}-replay", config.node_id),
-        root: ROOT.into(),
-        partitions,
-        tree: tree.clone(),
-        passivate_after: Duration::from_secs(config.passivate_after_secs),
-        assign_interval: Duration::from_secs(3600),
-        ownership: Ownership::default(),
-        agent_timeout: Duration::from_millis(config.agent_timeout_ms.max(300)),
-        agent_signals: tokio::sync::broadcast::channel(16).0,
-        outcomes: Default::default(),
-        channels: Arc::new(config.channels.rules()),
-        notifier: Arc::new(Notifier::default()),
-        budgets: Arc::new(config.costs.clone()),
-        clock: Clock::system(),
-        automation_grace: Duration::from_millis(config.automation_grace_ms),
-        caldav: None,
-        models: Default::default(),
+        ..context(
+            config,
+            store,
+            quiet.clone(),
+            partitions,
+            tree.clone(),
+            Clock::system(),
+        )
     };
     let parts = Parts {
         ctx: ctx.clone(),
@@ -309,6 +324,7 @@ pub async fn replay(
     root.stop_and_wait(None, Some(Duration::from_secs(10)))
         .await
         .context("stopping the replay's mailboxes")?;
+    source.close().await.context("closing the bus")?;
     Ok(ReplaySummary {
         replayed: replayed.context("reading the bus")?,
         suppressed: quiet.suppressed(),

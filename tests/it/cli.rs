@@ -252,17 +252,7 @@ async fn digest_after_events(database_url: &str) -> Vec<String> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     node.shutdown().await.unwrap();
-    let data_dir = dir.path().to_string_lossy().into_owned();
-    let mut args = vec!["digest", "--data-dir", &data_dir];
-    if !database_url.is_empty() {
-        args.extend(["--database", database_url]);
-    }
-    let output = switchyard(&args);
-    assert!(output.status.success(), "{}", text(&output));
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    digest_of(&dir.path().to_string_lossy(), database_url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
