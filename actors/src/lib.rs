@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod budgets;
+pub mod chaos;
 mod clock;
 pub mod credentials;
 pub mod domain;

@@ -24,7 +24,7 @@ pub(crate) enum Broker {
 }
 
 impl Broker {
-    async fn kafka(build: TansuBuild) -> Option<Broker> {
+    pub(crate) async fn kafka(build: TansuBuild) -> Option<Broker> {
         (!skipped("kafka")).then_some(())?;
         Some(Broker::Kafka(Tansu::start(build).await))
     }
@@ -64,14 +64,14 @@ impl Broker {
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         match self {
             Broker::Kafka(tansu) => tansu.kill(),
             Broker::Rabbit(node) => node.kill(),
         }
     }
 
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         match self {
             Broker::Kafka(tansu) => tansu.restart().await,
             Broker::Rabbit(node) => node.restart().await,

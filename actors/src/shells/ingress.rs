@@ -209,6 +209,7 @@ impl Actor for IngressActor {
         _poll: Poll,
         state: &mut IngressState,
     ) -> Result<(), ActorProcessingErr> {
+        crate::chaos::strike(&myself);
         if state.subscription.is_none() {
             match state.subscribe().await {
                 Ok(()) => state.recovered(),

@@ -52,10 +52,11 @@ impl Actor for NotifierActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Notify>,
+        myself: ActorRef<Notify>,
         Notify(envelope, delivery): Notify,
         state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
+        crate::chaos::strike(&myself);
         let Routed::Notify(draft) = edge::command(&envelope) else {
             delivery.dead_letter(format!("`{}` is not a notification", envelope.type_name()));
             return Ok(());

@@ -92,6 +92,7 @@ impl Actor for OrchestratorActor {
         message: OrchestratorMsg,
         state: &mut OrchestratorState,
     ) -> Result<(), ActorProcessingErr> {
+        crate::chaos::strike(&myself);
         match message {
             OrchestratorMsg::Assign => {
                 if !state.scheduled {

@@ -266,7 +266,10 @@ impl<K: Kind> Actor for ShardActor<K> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ShardMsg::Handle(envelope, delivery) => state.handle::<K>(&myself, envelope, delivery),
+            ShardMsg::Handle(envelope, delivery) => {
+                crate::chaos::strike(&myself);
+                state.handle::<K>(&myself, envelope, delivery)
+            }
             ShardMsg::Applied(id, after) => state.applied::<K>(&myself, id, after),
             ShardMsg::Tick => state.passivate(),
             ShardMsg::Peek(id, caller) => {

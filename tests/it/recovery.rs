@@ -1,0 +1,188 @@
+//! Recovery under load, on the embedded bus and on each broker: a node killed -9 at random
+//! moments of a sustained mixed load and restarted loses no accepted event and applies none
+//! twice; then a replay of the whole topic into an empty database, itself killed -9 half-way
+//! and resumed, rebuilds a state with the live state's digest.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::brokers::Broker;
+use crate::harness::*;
+use crate::load::{Load, random_ms};
+
+const KILLS: usize = 3;
+
+fn switchyard(args: &[String]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command.args(args).env("SWITCHYARD_LOG", "warn");
+    command
+}
+
+fn said(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `switchyard digest` of `database` (the data directory's own when empty): its lines.
+pub fn digest(dir: &Path, database: &str, bus: &[String]) -> Vec<String> {
+    let mut args = vec![
+        "digest".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+    ];
+    args.extend(bus.iter().cloned());
+    if !database.is_empty() {
+        args.extend(["--database".into(), database.into()]);
+    }
+    let output = switchyard(&args).output().unwrap();
+    assert!(output.status.success(), "{}", said(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A mixed load with `KILLS` kill -9s of the node at random moments; the node restarted on
+/// the same data directory each time. Returns the node (running) and what the load did.
+async fn load_through_kills(dir: &Path, flags: &[String]) -> (Proc, crate::load::Done) {
+    let ports = (free_port(), free_port());
+    let mut node = Proc::launch_on(dir, ports, flags, &[]).await;
+    let load = Load::start(dir.to_owned(), ports).await;
+    for kill in 0..KILLS {
+        let after = random_ms(300, 2500);
+        tokio::time::sleep(after).await;
+        let before = load.accepted();
+        node.kill9();
+        eprintln!("kill {kill} after {after:?}: {before} events accepted so far");
+        node = Proc::launch_on(dir, ports, flags, &[]).await;
+    }
+    tokio::time::sleep(random_ms(300, 1500)).await;
+    let done = load.finish().await;
+    (node, done)
+}
+
+/// Each accepted event applied or refused (polled: the last may still be on their way);
+/// none applied twice.
+pub async fn accounted(dir: &Path, accepted: &BTreeSet<String>) {
+    let store = state_store(dir).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut missing = Vec::new();
+        for id in accepted {
+            if store.outcome(id).await.unwrap().is_none() {
+                missing.push(id.clone());
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "accepted but never applied nor refused: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        store.applied_twice().await.unwrap(),
+        Vec::<String>::new(),
+        "applied twice"
+    );
+}
+
+/// Replays the whole topic into a fresh SQLite database, killing the first run -9 once it
+/// has applied something and resuming it; its digest.
+async fn replay_killed_and_resumed(dir: &Path, bus: &[String]) -> Vec<String> {
+    let target = dir.join("replayed.sqlite");
+    let into = format!("sqlite://{}?mode=rwc", target.display());
+    let args = |resume: bool| {
+        let mut args: Vec<String> = [
+            "replay",
+            "--from",
+            "start",
+            "--into",
+            &into,
+            "--data-dir",
+            &dir.display().to_string(),
+        ]
+        .map(String::from)
+        .into();
+        args.extend(bus.iter().cloned());
+        if resume {
+            args.push("--resume".into());
+        }
+        args
+    };
+    let mut first = switchyard(&args(false))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the target holds some state and before the replay is through.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the replay finished before it could be killed half-way"
+        );
+        if target.exists()
+            && let Ok(store) =
+                actors::Store::connect(&format!("sqlite://{}?mode=ro", target.display())).await
+            && store.holds_state().await.unwrap_or(false)
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replay applied nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let resumed = switchyard(&args(true)).output().unwrap();
+    assert!(resumed.status.success(), "{}", said(&resumed));
+    let summary = String::from_utf8_lossy(&resumed.stdout).into_owned();
+    assert!(summary.contains("0 not applied now"), "{summary}");
+    digest(dir, &into, bus)
+}
+
+async fn crash_and_replay(bus: &[String]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, done) = load_through_kills(dir.path(), bus).await;
+    eprintln!(
+        "{} events accepted, {} tasks all done",
+        done.accepted.len(),
+        done.tasks
+    );
+    assert!(done.tasks >= 30, "the load ran: {} tasks", done.tasks);
+    accounted(dir.path(), &done.accepted).await;
+    assert!(node.terminate().success());
+    let live = digest(dir.path(), "", bus);
+    let replayed = replay_killed_and_resumed(dir.path(), bus).await;
+    assert_eq!(replayed, live, "the replay rebuilt another state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_kill_9_under_load_loses_nothing_and_a_replay_rebuilds_the_digest() {
+    crash_and_replay(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_kill_9_under_load_loses_nothing_and_a_replay_rebuilds_the_digest() {
+    if let Some(broker) = Broker::kafka(broker_adapters::testkit::TansuBuild::RegistrySqlite).await
+    {
+        crash_and_replay(&broker.flags()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_kill_9_under_load_loses_nothing_and_a_replay_rebuilds_the_digest() {
+    if let Some(broker) = Broker::rabbit().await {
+        crash_and_replay(&broker.flags()).await;
+    }
+}
