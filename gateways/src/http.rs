@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actors::credentials::Role;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -275,13 +275,19 @@ pub(crate) fn trace_under(span: &tracing::Span, envelope: &mut Envelope, caller:
 const MAX_AHEAD_MS: u64 = 5 * 60_000;
 
 /// What a JSON envelope that leaves out its id or time gets.
-struct Defaults {
-    id: String,
-    time: u64,
+pub struct Defaults {
+    /// The id of an envelope that names none.
+    pub id: String,
+    /// The time (ms since the Unix epoch) of an envelope that gives none.
+    pub time: u64,
 }
 
-/// Reads an envelope from a CBOR or JSON body.
-fn parse(content_type: &str, bytes: &Bytes, defaults: Defaults) -> Result<Envelope, GatewayError> {
+/// Reads an envelope from a `/v1/events` body, CBOR or JSON by its content type.
+pub fn parse(
+    content_type: &str,
+    bytes: &[u8],
+    defaults: Defaults,
+) -> Result<Envelope, GatewayError> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     let bad = |e: schemas::DecodeError| GatewayError::BadRequest(e.to_string());
     match media {
@@ -344,7 +350,7 @@ mod tests {
 
     #[test]
     fn unknown_content_types_are_named() {
-        let error = parse("text/plain", &Bytes::from_static(b"x"), defaults()).unwrap_err();
+        let error = parse("text/plain", b"x", defaults()).unwrap_err();
         assert!(error.to_string().contains("`text/plain`"), "{error}");
     }
 }

@@ -23,7 +23,7 @@ pub use grpc::{
     AgentsService, CalendarService, ClusterService, CostsService, KeysService, ModelsService,
     NotificationsService, TasksService, WorkerService, grpc_routes,
 };
-pub use http::{HttpPolicy, app};
+pub use http::{Defaults, HttpPolicy, app, parse as parse_events_body};
 pub use servers::{ServerAddrs, ServersActor};
 
 /// What the gateways need from the node.
