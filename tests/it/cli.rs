@@ -3,23 +3,12 @@
 
 use std::process::{Command, Output};
 
+use crate::harness::said as text;
 use crate::harness::*;
 use serde_json::json;
 
 fn switchyard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .env("SWITCHYARD_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    switchyard_command(args).output().unwrap()
 }
 
 #[tokio::test]
@@ -252,7 +241,7 @@ async fn digest_after_events(database_url: &str) -> Vec<String> {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     node.shutdown().await.unwrap();
-    digest_of(&dir.path().to_string_lossy(), database_url)
+    digest(dir.path(), database_url, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,21 +277,6 @@ async fn the_same_events_digest_alike_on_sqlite_and_postgres() {
         "{}",
         text(&nothing)
     );
-}
-
-/// The lines `switchyard digest` prints for the database at `url` (the data directory's
-/// SQLite file when empty).
-fn digest_of(data_dir: &str, url: &str) -> Vec<String> {
-    let mut args = vec!["digest", "--data-dir", data_dir];
-    if !url.is_empty() {
-        args.extend(["--database", url]);
-    }
-    let output = switchyard(&args);
-    assert!(output.status.success(), "{}", text(&output));
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,31 +323,23 @@ async fn a_replay_of_the_whole_topic_rebuilds_the_same_state() {
     client.wait_task("t2", |t| t.state == "assigned").await;
     node.shutdown().await.unwrap();
 
-    let data_dir = dir.path().to_string_lossy().into_owned();
-    let live = digest_of(&data_dir, "");
+    let live = digest(dir.path(), "", &[]);
     let target = dir.path().join("replayed.sqlite");
     let into = format!("sqlite://{}?mode=rwc", target.display());
     let replay = |resume: bool| {
-        let mut args = vec![
-            "replay",
-            "--from",
-            "start",
-            "--into",
-            &into,
-            "--data-dir",
-            &data_dir,
-        ];
-        if resume {
-            args.push("--resume");
-        }
-        switchyard(&args)
+        switchyard_command(&replay_args(dir.path(), &into, &[], resume))
+            .output()
+            .unwrap()
     };
     let first = replay(false);
     assert!(first.status.success(), "{}", text(&first));
-    let said = String::from_utf8_lossy(&first.stdout).into_owned();
-    assert!(said.contains(" 0 refused, 0 not applied now"), "{said}");
+    let summary = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        summary.contains(" 0 refused, 0 not applied now"),
+        "{summary}"
+    );
     assert_eq!(
-        digest_of(&data_dir, &into),
+        digest(dir.path(), &into, &[]),
         live,
         "the replay rebuilt another state"
     );
@@ -384,22 +350,15 @@ async fn a_replay_of_the_whole_topic_rebuilds_the_same_state() {
     assert!(text(&again).contains("--resume"), "{}", text(&again));
     let resumed = replay(true);
     assert!(resumed.status.success(), "{}", text(&resumed));
-    assert_eq!(digest_of(&data_dir, &into), live);
+    assert_eq!(digest(dir.path(), &into, &[]), live);
     // Into PostgreSQL: the same state.
     if let Some(postgres) = actors::testkit::postgres_schema("replay").await {
-        let into = [
-            "replay",
-            "--from",
-            "start",
-            "--into",
-            &postgres,
-            "--data-dir",
-            &data_dir,
-        ];
-        let output = switchyard(&into);
+        let output = switchyard_command(&replay_args(dir.path(), &postgres, &[], false))
+            .output()
+            .unwrap();
         assert!(output.status.success(), "{}", text(&output));
         assert_eq!(
-            digest_of(&data_dir, &postgres),
+            digest(dir.path(), &postgres, &[]),
             live,
             "replayed into PostgreSQL"
         );

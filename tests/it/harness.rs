@@ -150,6 +150,56 @@ impl Drop for Proc {
 
 pub use actors::testkit::postgres_schema;
 
+/// The `switchyard` binary with `args`, logging only warnings.
+pub fn switchyard_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command.args(args).env("SWITCHYARD_LOG", "warn");
+    command
+}
+
+/// What a command printed, stdout then stderr.
+pub fn said(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The lines `switchyard digest` prints for `database` (the data directory's own SQLite file
+/// when empty), with the node's `bus` flags.
+pub fn digest(dir: &Path, database: &str, bus: &[String]) -> Vec<String> {
+    let mut args = vec![
+        "digest".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+    ];
+    args.extend(bus.iter().cloned());
+    if !database.is_empty() {
+        args.extend(["--database".into(), database.into()]);
+    }
+    let output = switchyard_command(&args).output().unwrap();
+    assert!(output.status.success(), "{}", said(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The arguments of `switchyard replay --from start --into <into>` of the node on `dir` with
+/// its `bus` flags, resumed when `resume`.
+pub fn replay_args(dir: &Path, into: &str, bus: &[String], resume: bool) -> Vec<String> {
+    let mut args: Vec<String> = ["replay", "--from", "start", "--into", into, "--data-dir"]
+        .map(String::from)
+        .into();
+    args.push(dir.display().to_string());
+    args.extend(bus.iter().cloned());
+    if resume {
+        args.push("--resume".into());
+    }
+    args
+}
+
 /// The `/ready` status code, if the node answers at all.
 pub async fn ready_status(http: u16) -> Option<u16> {
     let url = format!("http://127.0.0.1:{http}/ready");

@@ -175,8 +175,9 @@ async fn drive(
                 Some((202, _)) => {
                     accepted.lock().unwrap().insert(id);
                 }
-                // The node is down or not ready yet: the rest waits for it.
-                None | Some((503, _)) => {
+                // The node is down, not ready yet, or its bus too slow to answer in time (408):
+                // not accepted, so the rest waits for it.
+                None | Some((503 | 408, _)) => {
                     refused = answer;
                     outbox.push_front((id, envelope));
                     tokio::time::sleep(Duration::from_millis(50)).await;
