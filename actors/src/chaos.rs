@@ -1,5 +1,5 @@
-//! Fault injection for the chaos test: actors call `strike` with their path in the tree, and a
-//! node started with `SWITCHYARD_CHAOS` panics there at random. Compiled in only with the
+//! Fault injection for the chaos test: actors call `strike` with themselves (named by their
+//! tree path), and a node started with `SWITCHYARD_CHAOS` panics there at random. Compiled in only with the
 //! `chaos` feature (tests); without it `strike` does nothing and the variable is ignored.
 //!
 //! `SWITCHYARD_CHAOS` is a `;`-separated list of `<path prefix>=<rule>`, a rule being a
