@@ -13,7 +13,7 @@ use actors::{
     OrchestratorActor, OutboxActor, Ownership, ProviderActor, ProviderArgs, Store, tree,
 };
 use anyhow::Context;
-use broker_adapters::{Bus, EmbeddedBus, KafkaBus, RabbitBus};
+use broker_adapters::{Bus, EmbeddedBus, KafkaBus, RabbitBus, StartAt};
 use gateways::channels::Channels;
 use gateways::{Auth, GatewayContext, HttpPolicy, ServerAddrs, ServersActor};
 use migrations::{Migrator, MigratorTrait};
@@ -57,12 +57,22 @@ pub async fn open_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     })
 }
 
-/// Creates the events topic, waiting (with a backoff) while the broker is unreachable.
+/// Creates the events topic and the ingress's consumer group, waiting (with a backoff) while
+/// the broker is unreachable: the group exists before the gateways accept a first event, so
+/// it receives every event in the order it was published.
 async fn create_events_topic(bus: &dyn Bus, partitions: u32) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + BUS_WAIT;
     let mut wait = Duration::from_millis(200);
+    let group = actors::INGRESS_GROUP;
     loop {
-        match bus.create_topic(schemas::EVENTS_TOPIC, partitions).await {
+        let created = match bus.create_topic(schemas::EVENTS_TOPIC, partitions).await {
+            Ok(()) => {
+                bus.declare_group(schemas::EVENTS_TOPIC, group, StartAt::Earliest)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match created {
             Ok(()) => return Ok(()),
             Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(%error, "waiting for the bus");

@@ -328,6 +328,19 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes a message; returns once the broker holds it durably.
     async fn publish(&self, topic: &str, message: OutMessage) -> Result<Receipt, PublishError>;
 
+    /// Makes group `group` exist on `topic` without joining it, so that what is published
+    /// from now on reaches it (and with `StartAt::Earliest`, what the topic held before it):
+    /// for a consumer that must not miss what is published before it first subscribes.
+    /// Subscribing does it too. Groups that read the topic's log need nothing (the default).
+    async fn declare_group(
+        &self,
+        _topic: &str,
+        _group: &str,
+        _start: crate::StartAt,
+    ) -> Result<(), BusError> {
+        Ok(())
+    }
+
     /// Joins consumer group `group` on `topic`.
     async fn subscribe(
         &self,

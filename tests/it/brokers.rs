@@ -222,6 +222,62 @@ async fn an_outside_amqp_producer_publishes_straight_onto_the_exchange() {
     all_assigned(&mut client, 12).await;
 }
 
+/// A node sets up its consumer group before its gateway takes a first event: an event the
+/// gateway accepts is routed to the group's queues as it is published, never copied into
+/// them later by the group's set-up, behind a newer event of its key (a heartbeat that found
+/// its agent not registered yet, in the crash test, before this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_the_node_binds_its_group_before_its_gateway_answers() {
+    use lapin::options::QueueDeclareOptions;
+    let Some(broker) = Broker::rabbit().await else {
+        return;
+    };
+    let Broker::Rabbit(rabbit) = &broker else {
+        unreachable!()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let mut args: Vec<String> = vec!["node".into(), "--data-dir".into()];
+    args.push(dir.path().display().to_string());
+    args.extend(["--http".into(), format!("127.0.0.1:{http}")]);
+    args.extend(["--grpc".into(), format!("127.0.0.1:{}", free_port())]);
+    args.extend(broker.flags());
+    let mut node = switchyard_command(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "the node never listened");
+        assert!(node.try_wait().unwrap().is_none(), "the node exited");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let connection = lapin::Connection::connect(&rabbit.url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    // The adapter's mark of a group set up and bound.
+    let mark = format!(
+        "{}.group.{}.ready",
+        schemas::EVENTS_TOPIC,
+        actors::INGRESS_GROUP
+    );
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let found = channel
+        .queue_declare(mark.as_str().into(), passive, Default::default())
+        .await;
+    node.kill().unwrap();
+    node.wait().unwrap();
+    assert!(
+        found.is_ok(),
+        "the gateway answered before the group was bound: {found:?}"
+    );
+}
+
 /// Retries a post until some node answers 202 (a killed node's posts go to the other; a
 /// restarted broker may take a while to take messages again, under a loaded machine).
 async fn post_until_accepted(clients: &[&Client], envelope: &Value) {

@@ -122,7 +122,36 @@ async fn crash_and_replay(bus: &[String]) {
     assert!(node.terminate().success());
     let live = digest(dir.path(), "", bus);
     let replayed = replay_killed_and_resumed(dir.path(), bus).await;
-    assert_eq!(replayed, live, "the replay rebuilt another state");
+    if replayed != live {
+        let replica = dir.path().join("replayed.sqlite");
+        let difference = rows_apart(&dir.path().join("state.sqlite"), &replica).await;
+        panic!(
+            "the replay rebuilt another state:\n live {live:?}\n replay {replayed:?}\n\
+             rows only live (-) or only replayed (+):\n{difference}(kept in {})",
+            dir.keep().display()
+        );
+    }
+}
+
+/// The canonical rows that one SQLite database holds and the other does not, per table.
+async fn rows_apart(live: &Path, replica: &Path) -> String {
+    let open = |path: &Path| format!("sqlite://{}?mode=ro", path.display());
+    let live = actors::Store::connect(&open(live)).await.unwrap();
+    let replica = actors::Store::connect(&open(replica)).await.unwrap();
+    let live = live.canonical_rows().await.unwrap();
+    let replica = replica.canonical_rows().await.unwrap();
+    let mut said = String::new();
+    for ((table, ours), (_, theirs)) in live.iter().zip(&replica) {
+        let ours: BTreeSet<&String> = ours.iter().collect();
+        let theirs: BTreeSet<&String> = theirs.iter().collect();
+        for row in ours.difference(&theirs).take(20) {
+            said.push_str(&format!("  {table} - {row}\n"));
+        }
+        for row in theirs.difference(&ours).take(20) {
+            said.push_str(&format!("  {table} + {row}\n"));
+        }
+    }
+    said
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,6 +23,25 @@ pub struct Digest {
 impl Store {
     /// The digest of the state in this database.
     pub async fn digest(&self) -> Result<Digest, StoreError> {
+        let mut hash = Sha256::new();
+        let mut counts = Vec::new();
+        for (name, rows) in self.canonical_rows().await? {
+            hash.update(name.as_bytes());
+            hash.update(b"\n");
+            for row in &rows {
+                hash.update(row.as_bytes());
+                hash.update(b"\n");
+            }
+            counts.push((name, rows.len() as u64));
+        }
+        Ok(Digest {
+            hex: hex::encode(hash.finalize()),
+            tables: counts,
+        })
+    }
+
+    /// Each table the digest covers with its rows rendered canonically, sorted.
+    pub async fn canonical_rows(&self) -> Result<Vec<(&'static str, Vec<String>)>, StoreError> {
         let db = self.connection();
         let tables: Vec<(&'static str, Vec<Value>)> = vec![
             (
@@ -230,22 +249,14 @@ impl Store {
                 .await?,
             ),
         ];
-        let mut hash = Sha256::new();
-        let mut counts = Vec::new();
-        for (name, mut rendered) in tables.into_iter().map(|(n, r)| (n, render(r))) {
-            rendered.sort_unstable();
-            hash.update(name.as_bytes());
-            hash.update(b"\n");
-            for row in &rendered {
-                hash.update(row.as_bytes());
-                hash.update(b"\n");
-            }
-            counts.push((name, rendered.len() as u64));
-        }
-        Ok(Digest {
-            hex: hex::encode(hash.finalize()),
-            tables: counts,
-        })
+        Ok(tables
+            .into_iter()
+            .map(|(name, rows)| {
+                let mut rendered: Vec<String> = rows.iter().map(Value::to_string).collect();
+                rendered.sort_unstable();
+                (name, rendered)
+            })
+            .collect())
     }
 }
 
@@ -256,8 +267,4 @@ async fn rows<E: EntityTrait>(
     project: impl Fn(E::Model) -> Value,
 ) -> Result<Vec<Value>, StoreError> {
     Ok(query.all(db).await?.into_iter().map(project).collect())
-}
-
-fn render(rows: Vec<Value>) -> Vec<String> {
-    rows.iter().map(Value::to_string).collect()
 }

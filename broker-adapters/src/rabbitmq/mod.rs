@@ -10,6 +10,10 @@
 //! The partition count is kept as the `x-max-length` of an empty queue `T.partitions`: AMQP
 //! cannot read arguments back, but RabbitMQ refuses a declare that differs in one, naming
 //! the current value, which is how the count is checked and learnt.
+//! A new group starting at the earliest message is filled from `T.log` before it is bound;
+//! what is published in the moment between the last copy and the binding is copied after
+//! it, behind newer messages routed straight to the group, so a key's order holds for a group
+//! declared (`Bus::declare_group`) before its publishers start, as the node does.
 //! Publishes wait for publisher confirms; concurrent publishes share one channel, so their
 //! confirms are windowed. Connections are re-established on demand after a broker outage.
 
@@ -38,6 +42,10 @@ use link::Link;
 const PUBLISHED_MS: &str = "x-switchyard-published-ms";
 /// How long a publish may wait for its confirm.
 const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Copy passes into a new group's queues before it is bound, at most.
+const MAX_COPY_PASSES: usize = 8;
+/// A copy pass that copied this many messages or fewer leaves a gap small enough to bind.
+const CAUGHT_UP: u64 = 8;
 /// The consistent-hash exchange type.
 const CONSISTENT_HASH: &str = "x-consistent-hash";
 
@@ -276,7 +284,7 @@ async fn mark_group_ready(link: &Link, topic: &str, group: &str) -> Result<(), B
 
 /// Declares `group`'s consistent-hash exchange and partition queues (not yet bound to the
 /// topic).
-async fn declare_group(
+async fn declare_group_queues(
     link: &Link,
     topic: &str,
     group: &str,
@@ -555,23 +563,7 @@ impl Bus for RabbitBus {
         let partitions = self.topic(topic).await?;
         let dlq = dlq_topic(topic);
         self.create_topic(&dlq, 1).await?;
-        let link = &self.inner.link;
-        let new = !group_ready(link, topic, group).await?;
-        declare_group(link, topic, group, partitions).await?;
-        if new && options.start == crate::StartAt::Earliest {
-            // What the topic holds reaches the new group before anything newer. What is
-            // published while the group is bound is copied by a second pass: the group may
-            // see those few messages twice, never miss one.
-            let exchange = group_exchange(topic, group);
-            let end = stream::backfill(self, topic, &exchange, stream::From::First).await?;
-            bind_group(link, topic, group).await?;
-            let gap = end.map_or(stream::From::First, stream::From::After);
-            stream::backfill(self, topic, &exchange, gap).await?;
-        } else {
-            bind_group(link, topic, group).await?;
-        }
-        // Only now: set-up cut short is done again (a few messages twice, none missed).
-        mark_group_ready(link, topic, group).await?;
+        self.declare_group(topic, group, options.start).await?;
         let subscription = subscription::RabbitSubscription::start(
             self.clone(),
             topic,
@@ -582,6 +574,43 @@ impl Bus for RabbitBus {
         )
         .await?;
         Ok(Box::new(subscription))
+    }
+
+    /// A new group's queues are filled from the stream before they are bound to the topic.
+    /// Copy passes repeat while publishers add more, so that what is published between the
+    /// last pass and the binding, copied after the binding by one pass more (and so behind
+    /// messages routed straight to the group), is what a few milliseconds bring at most.
+    async fn declare_group(
+        &self,
+        topic: &str,
+        group: &str,
+        start: crate::StartAt,
+    ) -> Result<(), BusError> {
+        let partitions = self.topic(topic).await?;
+        let link = &self.inner.link;
+        if group_ready(link, topic, group).await? {
+            return Ok(());
+        }
+        declare_group_queues(link, topic, group, partitions).await?;
+        if start == crate::StartAt::Earliest {
+            let exchange = group_exchange(topic, group);
+            let mut from = stream::From::First;
+            for _ in 0..MAX_COPY_PASSES {
+                let (copied, end) = stream::backfill(self, topic, &exchange, from).await?;
+                from = end.map_or(from, stream::From::After);
+                if copied <= CAUGHT_UP {
+                    break;
+                }
+            }
+            bind_group(link, topic, group).await?;
+            // Whatever came between the last pass and the binding: the group may see a few
+            // messages twice, never miss one.
+            stream::backfill(self, topic, &exchange, from).await?;
+        } else {
+            bind_group(link, topic, group).await?;
+        }
+        // Only now: set-up cut short is done again (a few messages twice, none missed).
+        mark_group_ready(link, topic, group).await
     }
 
     async fn replay(&self, topic: &str, from: ReplayFrom) -> Result<Box<dyn Replay>, BusError> {

@@ -184,6 +184,7 @@ impl Replay for StreamReplay {
 }
 
 /// Where a backfill starts.
+#[derive(Debug, Clone, Copy)]
 pub(super) enum From {
     /// The stream's first message.
     First,
@@ -192,13 +193,14 @@ pub(super) enum From {
 }
 
 /// Copies what the topic's stream holds from `from` into `exchange` (a new group's), in
-/// order; returns the stream offset where the copy ended, for a later one to go on from.
+/// order; returns how many it copied and the stream offset where the copy ended, for a later
+/// one to go on from.
 pub(super) async fn backfill(
     bus: &RabbitBus,
     topic: &str,
     exchange: &str,
     from: From,
-) -> Result<Option<u64>, BusError> {
+) -> Result<(u64, Option<u64>), BusError> {
     let start = match from {
         From::First => AMQPValue::LongString("first".into()),
         From::After(offset) => AMQPValue::LongLongInt(offset as i64 + 1),
@@ -231,5 +233,5 @@ pub(super) async fn backfill(
             "a new group starts with what the topic holds"
         );
     }
-    Ok(reader.end)
+    Ok((copied, reader.end))
 }
