@@ -251,10 +251,19 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => {
             let config = telemetry::while_configuring(log_format, || args.settings.load())?;
             let bar = progress_bar();
-            let progress = |records: u64| {
-                bar.set_position(records);
-                if bar.is_hidden() && records.is_multiple_of(10_000) {
-                    eprintln!("replayed {records} records");
+            let progress = |at: actors::Progress| {
+                if let Some(expected) = at.expected
+                    && bar.length() != Some(expected)
+                {
+                    bar.set_length(expected);
+                    bar.set_style(bar_style());
+                }
+                bar.set_position(at.read);
+                if bar.is_hidden() && at.read.is_multiple_of(10_000) {
+                    match at.expected {
+                        Some(expected) => eprintln!("replayed {} of {expected} records", at.read),
+                        None => eprintln!("replayed {} records", at.read),
+                    }
                 }
             };
             let summary = runtime.block_on(switchyard::replay(
@@ -266,10 +275,18 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
             ))?;
             bar.finish_and_clear();
             let r = summary.replayed;
-            Ok(print_lines(vec![format!(
+            let mut lines = Vec::new();
+            if let Some(from) = &summary.resumed_from {
+                lines.push(format!(
+                    "resumed past the checkpoint, from {}",
+                    switchyard::replay::show_from(from)
+                ));
+            }
+            lines.push(format!(
                 "replayed {} records: {} applied, {} refused, {} not applied now (run again with --resume), {} publishes held back",
                 r.records, r.applied, r.refused, r.failed, summary.suppressed
-            )]))
+            ));
+            Ok(print_lines(lines))
         }
         Command::Agent(args) => {
             let config = telemetry::while_configuring(log_format, || (*args).into_config())?;
@@ -299,6 +316,14 @@ fn progress_bar() -> indicatif::ProgressBar {
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
+}
+
+/// The replay's bar once the bus told how many records there are.
+fn bar_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} records replayed, {per_sec}, {eta} left",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
 }
 
 /// Prints `lines` to stdout; a reader that went away (`| head`) ends it quietly.

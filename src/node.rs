@@ -269,24 +269,27 @@ fn context(
 }
 
 /// What a replay did, and the publishes it held back.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReplaySummary {
     /// Records read and how they fared.
     pub replayed: actors::Replayed,
     /// Events the mailboxes would have published (they are on the topic already).
     pub suppressed: u64,
+    /// Where a resumed replay went on from, past its checkpoint.
+    pub resumed_from: Option<broker_adapters::ReplayFrom>,
 }
 
 /// Rebuilds state into the database at `into` (migrated first) from the configured bus's
 /// events topic, from `from`, through the node's own mailboxes with nothing published,
-/// scheduled or sent outward; `progress` hears the records read. A database that holds state
-/// already is refused unless `resume`, which goes on with it (what is applied stays applied).
+/// scheduled or sent outward; `progress` hears how far it read. A database that holds state
+/// already is refused unless `resume`, which goes on with it past the checkpoint the earlier
+/// run left (what is applied stays applied).
 pub async fn replay(
     config: &Config,
     from: broker_adapters::ReplayFrom,
     into: &str,
     resume: bool,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(actors::Progress) + Sync),
 ) -> anyhow::Result<ReplaySummary> {
     let source = open_bus(config).await?;
     let partitions = source
@@ -299,9 +302,16 @@ pub async fn replay(
     Migrator::up(store.connection(), None)
         .await
         .context("migrating the target database")?;
-    if !resume && store.holds_state().await? {
+    let checkpoint = store
+        .replay_checkpoint(schemas::EVENTS_TOPIC)
+        .await
+        .context("reading the replay's checkpoint")?;
+    if !resume && (store.holds_state().await? || !checkpoint.is_empty()) {
         anyhow::bail!("the target database already holds state; give --resume to go on with it");
     }
+    let resumed_from =
+        (resume && !checkpoint.is_empty()).then(|| actors::resume_from(from.clone(), &checkpoint));
+    let from = resumed_from.clone().unwrap_or(from);
     let quiet = Arc::new(actors::Quiet::new(source.clone()));
     let tree = Tree::default();
     let ctx = NodeContext {
@@ -338,6 +348,7 @@ pub async fn replay(
     Ok(ReplaySummary {
         replayed: replayed.context("reading the bus")?,
         suppressed: quiet.suppressed(),
+        resumed_from,
     })
 }
 

@@ -41,9 +41,45 @@ pub fn parse_from(text: &str) -> Result<ReplayFrom, String> {
     ))
 }
 
+/// `from` as `--from` reads it.
+pub fn show_from(from: &ReplayFrom) -> String {
+    match from {
+        ReplayFrom::Start => "start".into(),
+        ReplayFrom::Offsets(offsets) => {
+            let pairs: Vec<String> = offsets.iter().map(|(p, o)| format!("{p}={o}")).collect();
+            format!("offset:{}", pairs.join(","))
+        }
+        ReplayFrom::Time(ms) => {
+            let at = i64::try_from(*ms)
+                .ok()
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .unwrap_or_default();
+            format!(
+                "time:{}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_shown_reads_back_alike() {
+        for from in [
+            ReplayFrom::Start,
+            ReplayFrom::Offsets([(0, 10), (7, 3)].into()),
+            ReplayFrom::Time(1_796_169_600_123),
+        ] {
+            assert_eq!(parse_from(&show_from(&from)), Ok(from.clone()), "{from:?}");
+        }
+        assert_eq!(
+            show_from(&ReplayFrom::Offsets([(0, 10), (7, 3)].into())),
+            "offset:0=10,7=3"
+        );
+    }
 
     #[test]
     fn every_form_reads_and_nonsense_is_named() {

@@ -45,7 +45,7 @@ pub use shells::notifier::{NotifierActor, Notify};
 pub use shells::orchestrator::{OrchestratorActor, OrchestratorMsg};
 pub use shells::outbox::{Channel, Notifier, OutboxActor};
 pub use shells::provider::{CallError, ProviderActor, ProviderArgs, ProviderHandle, mailbox};
-pub use shells::replay::{Quiet, Replayed, replay};
+pub use shells::replay::{Progress, Quiet, Replayed, replay, resume_from};
 pub use store::Store;
 
 /// Everything the node's actors share: storage, the bus, and where they sit in the tree.

@@ -314,6 +314,11 @@ pub trait Subscription: Send {
 pub trait Replay: Send {
     /// The next record, in order within its partition, or `None` at the end.
     async fn next(&mut self) -> Result<Option<Record>, BusError>;
+
+    /// How many records the replay reads at most, when the broker tells it beforehand.
+    fn expected(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A broker: topics of keyed partitions, consumer groups, at-least-once delivery, replay.

@@ -11,6 +11,7 @@ mod m0006_calendars;
 mod m0007_delivery;
 mod m0008_costs;
 mod m0009_automations;
+mod m0010_replay_checkpoints;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_delivery::Migration),
             Box::new(m0008_costs::Migration),
             Box::new(m0009_automations::Migration),
+            Box::new(m0010_replay_checkpoints::Migration),
         ]
     }
 }

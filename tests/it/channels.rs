@@ -216,21 +216,7 @@ impl Http {
     }
 
     async fn metrics(&self, token: &str) -> BTreeMap<String, f64> {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' '))
-            .filter_map(|(name, value)| Some((name.to_owned(), value.parse().ok()?)))
-            .collect()
+        metrics_at(&self.base, token).await
     }
 }
 

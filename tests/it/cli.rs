@@ -344,12 +344,19 @@ async fn a_replay_of_the_whole_topic_rebuilds_the_same_state() {
         "the replay rebuilt another state"
     );
 
-    // A second run is refused, unless told to resume; resumed, it changes nothing.
+    // A second run is refused, unless told to resume; resumed, it goes on past the first
+    // run's checkpoint, which is the topic's end: nothing to read, nothing changed.
     let again = replay(false);
     assert!(!again.status.success());
     assert!(text(&again).contains("--resume"), "{}", text(&again));
     let resumed = replay(true);
     assert!(resumed.status.success(), "{}", text(&resumed));
+    let summary = String::from_utf8_lossy(&resumed.stdout).into_owned();
+    assert!(
+        summary.contains("resumed past the checkpoint, from offset:")
+            && summary.contains("replayed 0 records"),
+        "{summary}"
+    );
     assert_eq!(digest(dir.path(), &into, &[]), live);
     // Into PostgreSQL: the same state.
     if let Some(postgres) = actors::testkit::postgres_schema("replay").await {

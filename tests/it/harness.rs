@@ -244,9 +244,15 @@ impl Client {
             .trim()
             .to_owned();
         let grpc_url = format!("http://127.0.0.1:{grpc}");
-        let channel = channel(&grpc_url).await;
+        // A node that stops answering fails the call, not the test run.
+        let channel = tonic::transport::Channel::from_shared(grpc_url.clone())
+            .unwrap()
+            .timeout(WAIT)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("connecting to {grpc_url}: {e}"));
         Client {
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
             base: format!("http://127.0.0.1:{http}"),
             token,
             tasks: TasksClient::new(channel.clone()),
@@ -550,11 +556,11 @@ pub fn shifted_clock() -> (actors::Clock, std::sync::Arc<std::sync::atomic::Atom
     (clock, shift)
 }
 
-/// The value of the series `series` (name and labels, as Prometheus prints them) in the
-/// node's `/metrics`, 0 if it is not there yet.
-pub async fn metric(http: u16, token: &str, series: &str) -> f64 {
+/// Every series (name and labels, as Prometheus prints them) of the `/metrics` at `base`,
+/// with its value.
+pub async fn metrics_at(base: &str, token: &str) -> std::collections::BTreeMap<String, f64> {
     let text = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{http}/metrics"))
+        .get(format!("{base}/metrics"))
         .bearer_auth(token)
         .send()
         .await
@@ -563,6 +569,14 @@ pub async fn metric(http: u16, token: &str, series: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(name, value)| Some((name.to_owned(), value.parse().ok()?)))
+        .collect()
+}
+
+/// The value of the series `series` in the node's `/metrics`, 0 if it is not there yet.
+pub async fn metric(http: u16, token: &str, series: &str) -> f64 {
+    let all = metrics_at(&format!("http://127.0.0.1:{http}"), token).await;
+    all.get(series).copied().unwrap_or(0.0)
 }

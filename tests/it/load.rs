@@ -50,7 +50,11 @@ impl Load {
     /// Stops creating work and waits until every task created is done.
     pub async fn finish(self) -> Done {
         self.stop.store(true, Ordering::SeqCst);
-        let tasks = self.driver.await.unwrap();
+        // The driver gives up by itself after its own deadline; this is for a call that hangs.
+        let tasks = tokio::time::timeout(4 * WAIT, self.driver)
+            .await
+            .expect("the load hung")
+            .unwrap();
         Done {
             accepted: std::mem::take(&mut *self.accepted.lock().unwrap()),
             tasks,
@@ -156,13 +160,14 @@ async fn drive(
         }
         // The worker: what is assigned starts, what runs completes.
         let assigned = listed(&mut client, "assigned").await.unwrap_or_default();
+        // Ids name the agent too: a task assigned again is started again.
         for task in assigned {
-            let id = format!("start-{}", task.task_id);
+            let id = format!("start-{}-{}", task.task_id, task.agent_id);
             outbox.push_back((id.clone(), task_started(&id, &task.task_id, &task.agent_id)));
         }
         let running = listed(&mut client, "running").await.unwrap_or_default();
         for task in running {
-            let id = format!("done-{}", task.task_id);
+            let id = format!("done-{}-{}", task.task_id, task.agent_id);
             outbox.push_back((id.clone(), task_completed(&id, &task.task_id)));
         }
         while let Some((id, envelope)) = outbox.pop_front() {

@@ -20,10 +20,16 @@ async fn load_through_kills(dir: &Path, flags: &[String]) -> (Proc, crate::load:
     let ports = (free_port(), free_port());
     let mut node = Proc::launch_on(dir, ports, flags, &[]).await;
     let load = Load::start(dir.to_owned(), ports).await;
+    let mut last = 0;
     for kill in 0..KILLS {
         let after = random_ms(300, 2500);
         tokio::time::sleep(after).await;
         let before = load.accepted();
+        assert!(
+            before > last,
+            "the node accepted nothing between kills ({last} before kill {kill})"
+        );
+        last = before;
         node.kill9();
         eprintln!("kill {kill} after {after:?}: {before} events accepted so far");
         node = Proc::launch_on(dir, ports, flags, &[]).await;
@@ -33,18 +39,22 @@ async fn load_through_kills(dir: &Path, flags: &[String]) -> (Proc, crate::load:
     (node, done)
 }
 
-/// Each accepted event applied or refused (polled: the last may still be on their way);
-/// none applied twice.
+/// Each accepted event applied (polled: the last may still be on their way): none refused,
+/// for the load sends only what its state allows, and none applied twice.
 pub async fn accounted(dir: &Path, accepted: &BTreeSet<String>) {
     let store = state_store(dir).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let mut missing = Vec::new();
+        let mut refused = Vec::new();
         for id in accepted {
-            if store.outcome(id).await.unwrap().is_none() {
-                missing.push(id.clone());
+            match store.outcome(id).await.unwrap() {
+                None => missing.push(id.clone()),
+                Some(actors::store::Outcome::Refused(why)) => refused.push(format!("{id}: {why}")),
+                Some(actors::store::Outcome::Applied) => {}
             }
         }
+        assert_eq!(refused, Vec::<String>::new(), "accepted, then refused");
         if missing.is_empty() {
             break;
         }
@@ -62,18 +72,20 @@ pub async fn accounted(dir: &Path, accepted: &BTreeSet<String>) {
 }
 
 /// Replays the whole topic into a fresh SQLite database, killing the first run -9 once it
-/// has applied something and resuming it; its digest.
+/// has saved a checkpoint and before it is through, and resuming it past that checkpoint;
+/// its digest.
 async fn replay_killed_and_resumed(dir: &Path, bus: &[String]) -> Vec<String> {
     let target = dir.join("replayed.sqlite");
     let into = format!("sqlite://{}?mode=rwc", target.display());
+    let first_log = std::fs::File::create(dir.join("replay-first.log")).unwrap();
     let mut first = switchyard_command(&replay_args(dir, &into, bus, false))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(first_log)
         .spawn()
         .unwrap();
-    // Killed once the target holds some state and before the replay is through.
+    let live_applied = applied(&state_store(dir).await).await;
     let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let applied_at_kill = loop {
         assert!(
             first.try_wait().unwrap().is_none(),
             "the replay finished before it could be killed half-way"
@@ -81,25 +93,69 @@ async fn replay_killed_and_resumed(dir: &Path, bus: &[String]) -> Vec<String> {
         if target.exists()
             && let Ok(store) =
                 actors::Store::connect(&format!("sqlite://{}?mode=ro", target.display())).await
-            && store.holds_state().await.unwrap_or(false)
+            && let Ok(checkpoint) = store.replay_checkpoint(schemas::EVENTS_TOPIC).await
+            && !checkpoint.is_empty()
+            && applied(&store).await >= live_applied / 4
         {
-            break;
+            first.kill().unwrap();
+            first.wait().unwrap();
+            break applied(&store).await;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the replay applied nothing"
+            "the replay saved no checkpoint"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    };
+    assert!(
+        applied_at_kill < live_applied,
+        "killed half-way: {applied_at_kill} of {live_applied} messages applied"
+    );
     let resumed = switchyard_command(&replay_args(dir, &into, bus, true))
         .output()
         .unwrap();
     assert!(resumed.status.success(), "{}", said(&resumed));
     let summary = String::from_utf8_lossy(&resumed.stdout).into_owned();
-    assert!(summary.contains(", 0 not applied now"), "{summary}");
+    eprintln!("killed at {applied_at_kill} applied; resumed: {summary}");
+    assert!(
+        summary.contains("resumed past the checkpoint, from offset:")
+            && summary.contains(", 0 not applied now"),
+        "{summary}"
+    );
+    // A replay run through reads every record; the resumed one, only those past its
+    // checkpoint.
+    let whole = dir.join("replayed-whole.sqlite");
+    let whole = format!("sqlite://{}?mode=rwc", whole.display());
+    let through = switchyard_command(&replay_args(dir, &whole, bus, false))
+        .output()
+        .unwrap();
+    assert!(through.status.success(), "{}", said(&through));
+    let all = records_read(&String::from_utf8_lossy(&through.stdout));
+    assert!(
+        records_read(&summary) < all,
+        "the resumed replay read all {all} records again"
+    );
+    assert_eq!(digest(dir, &whole, bus), digest(dir, &into, bus));
     digest(dir, &into, bus)
+}
+
+/// N of a replay's "replayed N records" line.
+fn records_read(summary: &str) -> u64 {
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix("replayed ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {summary:?}"))
+}
+
+/// How many messages `store` holds as applied.
+async fn applied(store: &actors::Store) -> u64 {
+    let digest = store.digest().await.unwrap();
+    let (_, rows) = digest
+        .tables
+        .iter()
+        .find(|(table, _)| *table == "processed_messages")
+        .unwrap();
+    *rows
 }
 
 async fn crash_and_replay(bus: &[String]) {

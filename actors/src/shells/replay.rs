@@ -4,9 +4,10 @@
 //! mailboxes would publish outward (derived events, calendar outcomes) is counted, not sent;
 //! those events are on the topic already and are replayed in their turn.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use broker_adapters::{
@@ -101,47 +102,129 @@ pub struct Replayed {
     pub failed: u64,
 }
 
+/// How far a replay has read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Records read so far.
+    pub read: u64,
+    /// Records the replay reads in all, when the bus told it beforehand.
+    pub expected: Option<u64>,
+}
+
+/// How often the checkpoint is written to the target database: after this long or this many
+/// records, whichever comes first.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_RECORDS: u64 = 256;
+
+/// Where a resumed replay goes on from: `from`, past what `checkpoint` says is settled. A
+/// replay from a time starts at that time again (a checkpoint names only the partitions it
+/// read, and the others would start at their first record).
+pub fn resume_from(from: ReplayFrom, checkpoint: &BTreeMap<u32, u64>) -> ReplayFrom {
+    match from {
+        ReplayFrom::Start if !checkpoint.is_empty() => ReplayFrom::Offsets(checkpoint.clone()),
+        ReplayFrom::Offsets(mut offsets) => {
+            for (partition, next) in checkpoint {
+                let at = offsets.entry(*partition).or_insert(0);
+                *at = (*at).max(*next);
+            }
+            ReplayFrom::Offsets(offsets)
+        }
+        from => from,
+    }
+}
+
+/// The offsets of one partition read and not settled yet, and the next to read.
+#[derive(Debug, Default)]
+struct Lane {
+    unsettled: BTreeSet<u64>,
+    next: u64,
+}
+
 /// Tells the replay how one record fared.
-struct Told(Arc<Tally>);
+struct Told {
+    tally: Arc<Tally>,
+    /// The record's partition and offset, when it has one.
+    position: Option<(u32, u64)>,
+}
 
 struct Tally {
     applied: AtomicU64,
     refused: AtomicU64,
     failed: AtomicU64,
     window: Semaphore,
+    lanes: Mutex<BTreeMap<u32, Lane>>,
+}
+
+impl Tally {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Lane>> {
+        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self, position: Option<(u32, u64)>) {
+        if let Some((partition, offset)) = position {
+            let mut lanes = self.lanes();
+            let lane = lanes.entry(partition).or_default();
+            lane.unsettled.insert(offset);
+            lane.next = offset + 1;
+        }
+    }
+
+    /// Each partition's first offset not settled yet: everything before it is applied or
+    /// refused. A record that failed stays unsettled, so a resumed replay reads it again.
+    fn checkpoint(&self) -> BTreeMap<u32, u64> {
+        self.lanes()
+            .iter()
+            .map(|(p, lane)| (*p, lane.unsettled.first().copied().unwrap_or(lane.next)))
+            .collect()
+    }
 }
 
 impl Settle for Told {
     fn settle(self: Box<Self>, outcome: Outcome) {
         let counter = match outcome {
-            Outcome::Ack => &self.0.applied,
-            Outcome::DeadLetter(_) => &self.0.refused,
-            Outcome::Nack(_) => &self.0.failed,
+            Outcome::Ack => &self.tally.applied,
+            Outcome::DeadLetter(_) => &self.tally.refused,
+            Outcome::Nack(_) => &self.tally.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        self.0.window.add_permits(1);
+        if let (Some((partition, offset)), false) =
+            (self.position, matches!(outcome, Outcome::Nack(_)))
+            && let Some(lane) = self.tally.lanes().get_mut(&partition)
+        {
+            lane.unsettled.remove(&offset);
+        }
+        self.tally.window.add_permits(1);
     }
 }
 
 /// Replays the events topic from `from` through the mailboxes of `ctx` (whose bus is a
-/// `Quiet` over `source`), telling `progress` the records read so far.
+/// `Quiet` over `source`), telling `progress` how far it read; the checkpoint of what is
+/// settled is kept in `ctx`'s store as it goes, for `resume_from`.
 pub async fn replay(
     ctx: &NodeContext,
     source: &dyn Bus,
     from: ReplayFrom,
-    progress: &(dyn Fn(u64) + Sync),
+    progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Replayed, BusError> {
+    let topic = schemas::EVENTS_TOPIC;
     let tally = Arc::new(Tally {
         applied: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         window: Semaphore::new(IN_FLIGHT),
+        lanes: Mutex::new(BTreeMap::new()),
     });
-    let mut reader = source.replay(schemas::EVENTS_TOPIC, from).await?;
-    let mut records = 0u64;
+    let mut reader = source.replay(topic, from).await?;
+    let expected = reader.expected();
+    let mut read = 0u64;
+    let mut saved = Instant::now();
     while let Some(record) = reader.next().await? {
-        records += 1;
-        progress(records);
+        read += 1;
+        progress(Progress { read, expected });
+        if read.is_multiple_of(CHECKPOINT_RECORDS) || saved.elapsed() >= CHECKPOINT_EVERY {
+            save_checkpoint(ctx, &tally).await?;
+            saved = Instant::now();
+        }
         tally
             .window
             .acquire()
@@ -156,7 +239,13 @@ pub async fn replay(
                 continue;
             }
         };
-        let delivery = Delivery::new(record, 1, Box::new(Told(tally.clone())));
+        let position = record.offset.map(|o| (record.partition, o));
+        tally.read(position);
+        let told = Told {
+            tally: tally.clone(),
+            position,
+        };
+        let delivery = Delivery::new(record, 1, Box::new(told));
         match router::try_deliver(ctx, Box::new(envelope), delivery).map_err(|u| *u) {
             Ok(()) => {}
             // The first record of a shard: started, then handed over, before the next.
@@ -173,10 +262,82 @@ pub async fn replay(
         .await
         .map_err(|e| BusError::Broker(e.to_string()))?;
     drop(all);
+    save_checkpoint(ctx, &tally).await?;
     Ok(Replayed {
-        records,
+        records: read,
         applied: tally.applied.load(Ordering::Relaxed),
         refused: tally.refused.load(Ordering::Relaxed),
         failed: tally.failed.load(Ordering::Relaxed),
     })
+}
+
+async fn save_checkpoint(ctx: &NodeContext, tally: &Tally) -> Result<(), BusError> {
+    let checkpoint = tally.checkpoint();
+    ctx.store
+        .save_replay_checkpoint(schemas::EVENTS_TOPIC, &checkpoint)
+        .await
+        .map_err(|e| BusError::Broker(format!("saving the replay's checkpoint: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_goes_on_past_the_checkpoint_and_never_before_the_start_asked_for() {
+        let checkpoint = BTreeMap::from([(0, 10), (2, 4)]);
+        assert_eq!(
+            resume_from(ReplayFrom::Start, &checkpoint),
+            ReplayFrom::Offsets(checkpoint.clone())
+        );
+        assert_eq!(
+            resume_from(ReplayFrom::Start, &BTreeMap::new()),
+            ReplayFrom::Start
+        );
+        assert_eq!(
+            resume_from(ReplayFrom::Offsets([(0, 20), (1, 3)].into()), &checkpoint),
+            ReplayFrom::Offsets([(0, 20), (1, 3), (2, 4)].into())
+        );
+        assert_eq!(
+            resume_from(ReplayFrom::Time(5), &checkpoint),
+            ReplayFrom::Time(5)
+        );
+    }
+
+    #[test]
+    fn the_checkpoint_stops_at_the_first_record_not_settled() {
+        let tally = Tally {
+            applied: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            window: Semaphore::new(8),
+            lanes: Mutex::new(BTreeMap::new()),
+        };
+        let tally = Arc::new(tally);
+        let told = |offset| {
+            tally.read(Some((0, offset)));
+            Box::new(Told {
+                tally: tally.clone(),
+                position: Some((0, offset)),
+            })
+        };
+        let (a, b, c) = (told(5), told(6), told(7));
+        assert_eq!(tally.checkpoint(), BTreeMap::from([(0, 5)]));
+        b.settle(Outcome::Ack);
+        assert_eq!(
+            tally.checkpoint(),
+            BTreeMap::from([(0, 5)]),
+            "5 is not settled"
+        );
+        a.settle(Outcome::DeadLetter("refused".into()));
+        assert_eq!(tally.checkpoint(), BTreeMap::from([(0, 7)]));
+        c.settle(Outcome::Nack("database".into()));
+        assert_eq!(
+            tally.checkpoint(),
+            BTreeMap::from([(0, 7)]),
+            "a failed record is read again"
+        );
+        told(8).settle(Outcome::Ack);
+        assert_eq!(tally.checkpoint(), BTreeMap::from([(0, 7)]));
+    }
 }

@@ -243,6 +243,26 @@ pub mod refusals {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod replay_checkpoints {
+    //! The `replay_checkpoints` table: where a resumed replay goes on from, per partition.
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "replay_checkpoints")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub topic: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub partition: i32,
+        pub next_offset: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod task_output {
     //! The `task_output` table: lines a worker printed while on a task.
     use sea_orm::entity::prelude::*;

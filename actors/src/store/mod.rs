@@ -8,6 +8,7 @@ mod agents;
 mod automations;
 mod batch;
 mod calendars;
+mod checkpoints;
 mod conversations;
 mod convert;
 mod costs;

@@ -160,11 +160,13 @@ impl Bus for EmbeddedBus {
     async fn replay(&self, topic: &str, from: ReplayFrom) -> Result<Box<dyn Replay>, BusError> {
         self.topic(topic)?;
         let end = self.inner.store.last_seq(topic).await?;
+        let expected = self.inner.store.count(topic, end, &from).await?;
         Ok(Box::new(replay::EmbeddedReplay::new(
             self.inner.store.clone(),
             topic.to_owned(),
             from,
             end,
+            expected,
         )))
     }
 

@@ -15,17 +15,25 @@ pub(crate) struct EmbeddedReplay {
     from: ReplayFrom,
     after: i64,
     end: i64,
+    expected: u64,
     page: VecDeque<Record>,
 }
 
 impl EmbeddedReplay {
-    pub(crate) fn new(store: Store, topic: String, from: ReplayFrom, end: i64) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        topic: String,
+        from: ReplayFrom,
+        end: i64,
+        expected: u64,
+    ) -> Self {
         EmbeddedReplay {
             store,
             topic,
             from,
             after: 0,
             end,
+            expected,
             page: VecDeque::new(),
         }
     }
@@ -43,5 +51,9 @@ impl Replay for EmbeddedReplay {
             self.page = records.into();
         }
         Ok(self.page.pop_front())
+    }
+
+    fn expected(&self) -> Option<u64> {
+        Some(self.expected)
     }
 }

@@ -333,6 +333,43 @@ impl Store {
         Ok((wanted, last))
     }
 
+    /// How many records `scan` finds from `from` up to sequence number `end_seq`.
+    pub(crate) async fn count(
+        &self,
+        topic: &str,
+        end_seq: i64,
+        from: &ReplayFrom,
+    ) -> Result<u64, BusError> {
+        let min_ts = match from {
+            ReplayFrom::Time(t) => *t as i64,
+            _ => 0,
+        };
+        let count = |sql: &'static str| sqlx::query(sql).bind(topic).bind(end_seq).bind(min_ts);
+        let all: i64 =
+            count("SELECT COUNT(*) FROM records WHERE topic = ? AND seq <= ? AND ts >= ?")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(storage)?
+                .get(0);
+        let mut passed_over = 0i64;
+        if let ReplayFrom::Offsets(offsets) = from {
+            for (partition, offset) in offsets {
+                let before: i64 = count(
+                    "SELECT COUNT(*) FROM records WHERE topic = ? AND seq <= ? AND ts >= ?
+                     AND partition = ? AND offset < ?",
+                )
+                .bind(i64::from(*partition))
+                .bind(i64::try_from(*offset).unwrap_or(i64::MAX))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(storage)?
+                .get(0);
+                passed_over += before;
+            }
+        }
+        Ok((all - passed_over).max(0) as u64)
+    }
+
     /// The sequence number of the topic's newest record (0 when empty).
     pub(crate) async fn last_seq(&self, topic: &str) -> Result<i64, BusError> {
         sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM records WHERE topic = ?")

@@ -28,6 +28,8 @@ pub(crate) struct KafkaReplay {
     /// The end (exclusive) of each partition still being read.
     remaining: HashMap<u32, i64>,
     min_time: u64,
+    /// Records between the starts and the ends.
+    expected: u64,
 }
 
 /// A consumer that reads by assignment: its group id is never joined nor committed to, but
@@ -122,6 +124,10 @@ impl KafkaReplay {
             consumer,
             brokers: brokers.to_owned(),
             partitions,
+            expected: ranges
+                .iter()
+                .map(|(_, start, end)| (end - start) as u64)
+                .sum(),
             remaining: ranges.into_iter().map(|(p, _, end)| (p, end)).collect(),
             min_time: match from {
                 ReplayFrom::Time(t) => t,
@@ -171,5 +177,9 @@ impl Replay for KafkaReplay {
             }));
         }
         Ok(None)
+    }
+
+    fn expected(&self) -> Option<u64> {
+        Some(self.expected)
     }
 }

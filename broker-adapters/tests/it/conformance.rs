@@ -144,10 +144,23 @@ async fn publish_numbered(bus: &dyn Bus, topic: &str, range: std::ops::Range<u32
 }
 
 async fn replay_all(bus: &dyn Bus, topic: &str, from: ReplayFrom) -> Vec<Record> {
-    let mut replay = bus.replay(topic, from).await.unwrap();
+    let mut replay = bus.replay(topic, from.clone()).await.unwrap();
+    let expected = replay.expected();
     let mut out = Vec::new();
     while let Some(r) = replay.next().await.unwrap() {
         out.push(r);
+    }
+    // What a broker says beforehand is what the replay reads at most, and all of it from
+    // the start (a broker's time lookup may start early; the replay filters by time then).
+    if let Some(expected) = expected {
+        let read = out.len() as u64;
+        assert!(
+            expected >= read,
+            "{expected} expected from {from:?}, {read} read"
+        );
+        if from == ReplayFrom::Start {
+            assert_eq!(expected, read, "expected from the start");
+        }
     }
     out
 }
