@@ -173,6 +173,38 @@ mod tests {
             .collect()
     }
 
+    /// The fuzzer's `signatures` seeds named `*_signed` (signature, timestamp and body split
+    /// at NULs, under the secret `fuzz-secret`) pass their checks, so fuzzing starts from the
+    /// branch where a signature is accepted.
+    #[test]
+    fn the_fuzzer_s_signed_seeds_pass_their_checks() {
+        let seed = |name: &str| -> (String, String, Vec<u8>) {
+            let path = format!(
+                "{}/../fuzz/seeds/signatures/{name}_signed",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let data = std::fs::read(&path).unwrap();
+            let mut parts = data.splitn(3, |b| *b == 0);
+            let mut text = || String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
+            let (signature, timestamp) = (text(), text());
+            (signature, timestamp, parts.next().unwrap().to_vec())
+        };
+        let secret = "fuzz-secret";
+        let (signature, timestamp, body) = seed("slack");
+        let now = timestamp.parse().unwrap();
+        assert!(slack(secret, &timestamp, &body, &signature, now).is_ok());
+        let (signature, _, body) = seed("twilio");
+        let params = pairs(&[("Body", std::str::from_utf8(&body).unwrap())]);
+        let url = "https://example.org/v1/channels/sms";
+        assert!(twilio(secret, url, &params, &signature).is_ok());
+        let (signature, key, body) = seed("discord");
+        let key = discord_key(&key).unwrap();
+        assert!(discord(&key, &hex::encode(key.as_bytes()), &body, &signature).is_ok());
+        assert!(telegram(secret, &seed("telegram").0).is_ok());
+        let (signature, _, body) = seed("relay");
+        assert!(hmac_relay(secret, &body, &signature).is_ok());
+    }
+
     /// The worked example of Twilio's "Webhooks security" guide.
     #[test]
     fn twilios_published_example_verifies() {
