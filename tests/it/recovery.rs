@@ -215,12 +215,11 @@ async fn embedded_kill_9_under_load_loses_nothing_and_a_replay_rebuilds_the_dige
     crash_and_replay(&[]).await;
 }
 
+/// On the calfkit tansu build: a killed member's partitions go to its successor (the registry
+/// build keeps some from it, STACK.md), and its replay reads every partition to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu 0.6.0 (registry build, the one whose ListOffsets a replay needs) often keeps a \
-            killed member's partitions from its successor, so partition 0's owner never assigns \
-            again (STACK.md); passes when the broker hands them over: run with --ignored"]
 async fn kafka_kill_9_under_load_loses_nothing_and_a_replay_rebuilds_the_digest() {
-    if let Some(broker) = Broker::kafka(broker_adapters::testkit::TansuBuild::RegistrySqlite).await
+    if let Some(broker) = Broker::kafka(broker_adapters::testkit::TansuBuild::CalfkitMemory).await
     {
         crash_and_replay(&broker.flags()).await;
     }
