@@ -12,6 +12,7 @@ mod ingest_http;
 mod lifecycle;
 mod node;
 mod progress;
+mod replay;
 mod report;
 mod tasks;
 mod webhook;
@@ -54,6 +55,8 @@ enum Scenario {
     /// GetTask on a node holding many tasks beside the health check on the same server, then
     /// ListTasks pages by state.
     GrpcRead(grpc_read::GrpcReadArgs),
+    /// A topic rebuilt into a fresh database by `switchyard replay`, beside the raw read of it.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::IngestHttp(args) => ingest_http::run(args).await.map(|r| vec![r]),
             Scenario::GrpcRead(args) => grpc_read::run(args).await,
             Scenario::Webhook(args) => webhook::run(args).await,
+            Scenario::Replay(args) => replay::run(args).await.map(|r| vec![r]),
         }
     })?;
     report::finish(&reports, cli.json.as_deref(), cli.chart.as_deref())

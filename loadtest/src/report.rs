@@ -70,6 +70,10 @@ impl Run {
     }
 
     fn line(&self, label: &str) -> String {
+        if self.latencies.0.is_empty() {
+            // A run timed as a whole (a replay): its rate only.
+            return format!("{label:<12} {:>10.0} msgs/s", self.per_s());
+        }
         format!(
             "{label:<12} {:>10.0} msgs/s   p50 {:>8.2} ms   p99 {:>8.2} ms   p999 {:>8.2} ms",
             self.per_s(),

@@ -219,8 +219,7 @@ async fn embedded_kill_9_under_load_loses_nothing_and_a_replay_rebuilds_the_dige
 /// build keeps some from it, STACK.md), and its replay reads every partition to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_kill_9_under_load_loses_nothing_and_a_replay_rebuilds_the_digest() {
-    if let Some(broker) = Broker::kafka(broker_adapters::testkit::TansuBuild::CalfkitMemory).await
-    {
+    if let Some(broker) = Broker::kafka(broker_adapters::testkit::TansuBuild::CalfkitMemory).await {
         crash_and_replay(&broker.flags()).await;
     }
 }

@@ -61,6 +61,17 @@ fn the_tasks_scenario_reports_throughput_and_latency() {
 }
 
 #[test]
+fn the_replay_scenario_rebuilds_a_topic_beside_its_raw_read() {
+    let report = run(&["replay", "--events", "300", "--concurrency", "4"]);
+    assert_eq!(
+        (report["scenario"].as_str(), report["count"].as_u64()),
+        (Some("replay"), Some(300))
+    );
+    assert_eq!(report["settings"]["applied"].as_u64(), Some(300));
+    assert_ratio(&report);
+}
+
+#[test]
 fn the_lifecycle_scenario_reports_lifecycles_beside_their_floor() {
     let report = run(&["lifecycle", "--tasks", "20", "--workers", "2"]);
     assert_eq!(
