@@ -307,8 +307,10 @@ impl Store {
             _ => 0,
         };
         let rows = sqlx::query(
+            // `+topic`: a range of `seq` read in order, where SQLite would otherwise read the
+            // topic's every record through its position index and sort them, for each page.
             "SELECT seq, partition, offset, key, payload, headers, ts FROM records
-             WHERE topic = ? AND seq > ? AND seq <= ? AND ts >= ?
+             WHERE +topic = ? AND seq > ? AND seq <= ? AND ts >= ?
              ORDER BY seq LIMIT ?",
         )
         .bind(topic)
