@@ -259,6 +259,10 @@ fn run(command: Command, log_format: LogFormat) -> anyhow::Result<ExitCode> {
                     bar.set_style(bar_style());
                 }
                 bar.set_position(at.read);
+                if at.read.is_multiple_of(256) {
+                    let per_s = at.read as f64 / bar.elapsed().as_secs_f64().max(1e-3);
+                    bar.set_message(format!(", {per_s:.0} records/s"));
+                }
                 if bar.is_hidden() && at.read.is_multiple_of(10_000) {
                     match at.expected {
                         Some(expected) => eprintln!("replayed {} of {expected} records", at.read),
@@ -310,7 +314,7 @@ fn progress_bar() -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new_spinner();
     if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{spinner} {pos} records replayed, {per_sec}")
+        indicatif::ProgressStyle::with_template("{spinner} {pos} records replayed{msg}")
     {
         bar.set_style(style);
     }
@@ -321,7 +325,7 @@ fn progress_bar() -> indicatif::ProgressBar {
 /// The replay's bar once the bus told how many records there are.
 fn bar_style() -> indicatif::ProgressStyle {
     indicatif::ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} records replayed, {per_sec}, {eta} left",
+        "{bar:30} {pos}/{len} records replayed{msg}, {eta} left",
     )
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
 }

@@ -302,12 +302,19 @@ pub async fn replay(
     Migrator::up(store.connection(), None)
         .await
         .context("migrating the target database")?;
-    let checkpoint = store
+    let (checkpoint_from, checkpoint) = store
         .replay_checkpoint(schemas::EVENTS_TOPIC)
         .await
         .context("reading the replay's checkpoint")?;
     if !resume && (store.holds_state().await? || !checkpoint.is_empty()) {
         anyhow::bail!("the target database already holds state; give --resume to go on with it");
+    }
+    // A checkpoint says nothing of what came before its replay's start.
+    let started_from = crate::replay::show_from(&from);
+    if let Some(earlier) = checkpoint_from.filter(|f| resume && *f != started_from) {
+        anyhow::bail!(
+            "the target's checkpoint is of a replay from {earlier}; resume it with --from {earlier}"
+        );
     }
     let resumed_from =
         (resume && !checkpoint.is_empty()).then(|| actors::resume_from(from.clone(), &checkpoint));
@@ -340,7 +347,7 @@ pub async fn replay(
     let (root, _stopped) = Actor::spawn(Some(ROOT.into()), SupervisorActor, args)
         .await
         .context("starting the replay's mailboxes")?;
-    let replayed = actors::replay(&ctx, source.as_ref(), from, progress).await;
+    let replayed = actors::replay(&ctx, source.as_ref(), from, &started_from, progress).await;
     root.stop_and_wait(None, Some(Duration::from_secs(10)))
         .await
         .context("stopping the replay's mailboxes")?;

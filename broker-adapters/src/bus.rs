@@ -336,7 +336,8 @@ pub trait Bus: Send + Sync + 'static {
     /// Makes group `group` exist on `topic` without joining it, so that what is published
     /// from now on reaches it (and with `StartAt::Earliest`, what the topic held before it):
     /// for a consumer that must not miss what is published before it first subscribes.
-    /// Subscribing does it too. Groups that read the topic's log need nothing (the default).
+    /// Subscribing does it too. Groups that read the topic's log need nothing (the default):
+    /// they start where `start` says when first subscribed.
     async fn declare_group(
         &self,
         _topic: &str,

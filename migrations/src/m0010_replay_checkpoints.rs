@@ -1,5 +1,6 @@
 //! Replay checkpoints: in a database being rebuilt by `switchyard replay`, the offset of each
-//! partition up to which every record is settled, where `--resume` goes on from.
+//! partition up to which every record is settled, where `--resume` goes on from, and the
+//! `--from` of the replay that left it.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -13,6 +14,7 @@ enum ReplayCheckpoints {
     Topic,
     Partition,
     NextOffset,
+    StartedFrom,
 }
 
 #[async_trait::async_trait]
@@ -26,6 +28,7 @@ impl MigrationTrait for Migration {
                     .col(text(ReplayCheckpoints::Topic))
                     .col(integer(ReplayCheckpoints::Partition))
                     .col(big_integer(ReplayCheckpoints::NextOffset))
+                    .col(text(ReplayCheckpoints::StartedFrom))
                     .primary_key(
                         Index::create()
                             .col(ReplayCheckpoints::Topic)

@@ -358,6 +358,16 @@ async fn a_replay_of_the_whole_topic_rebuilds_the_same_state() {
         "{summary}"
     );
     assert_eq!(digest(dir.path(), &into, &[]), live);
+    // The checkpoint belongs to a replay from the start: resumed from elsewhere, it is refused.
+    let mut elsewhere = replay_args(dir.path(), &into, &[], true);
+    elsewhere[2] = "offset:0=1".into();
+    let elsewhere = switchyard_command(&elsewhere).output().unwrap();
+    assert!(!elsewhere.status.success());
+    assert!(
+        text(&elsewhere).contains("resume it with --from start"),
+        "{}",
+        text(&elsewhere)
+    );
     // Into PostgreSQL: the same state.
     if let Some(postgres) = actors::testkit::postgres_schema("replay").await {
         let output = switchyard_command(&replay_args(dir.path(), &postgres, &[], false))

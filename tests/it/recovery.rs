@@ -93,7 +93,7 @@ async fn replay_killed_and_resumed(dir: &Path, bus: &[String]) -> Vec<String> {
         if target.exists()
             && let Ok(store) =
                 actors::Store::connect(&format!("sqlite://{}?mode=ro", target.display())).await
-            && let Ok(checkpoint) = store.replay_checkpoint(schemas::EVENTS_TOPIC).await
+            && let Ok((_, checkpoint)) = store.replay_checkpoint(schemas::EVENTS_TOPIC).await
             && !checkpoint.is_empty()
             && applied(&store).await >= live_applied / 4
         {

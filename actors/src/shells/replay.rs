@@ -138,6 +138,8 @@ pub fn resume_from(from: ReplayFrom, checkpoint: &BTreeMap<u32, u64>) -> ReplayF
 struct Lane {
     unsettled: BTreeSet<u64>,
     next: u64,
+    /// A record without an offset was read: this partition has no checkpoint.
+    blind: bool,
 }
 
 /// Tells the replay how one record fared.
@@ -160,12 +162,15 @@ impl Tally {
         self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read(&self, position: Option<(u32, u64)>) {
-        if let Some((partition, offset)) = position {
-            let mut lanes = self.lanes();
-            let lane = lanes.entry(partition).or_default();
-            lane.unsettled.insert(offset);
-            lane.next = offset + 1;
+    fn read(&self, partition: u32, offset: Option<u64>) {
+        let mut lanes = self.lanes();
+        let lane = lanes.entry(partition).or_default();
+        match offset {
+            Some(offset) => {
+                lane.unsettled.insert(offset);
+                lane.next = offset + 1;
+            }
+            None => lane.blind = true,
         }
     }
 
@@ -174,6 +179,7 @@ impl Tally {
     fn checkpoint(&self) -> BTreeMap<u32, u64> {
         self.lanes()
             .iter()
+            .filter(|(_, lane)| !lane.blind)
             .map(|(p, lane)| (*p, lane.unsettled.first().copied().unwrap_or(lane.next)))
             .collect()
     }
@@ -199,11 +205,13 @@ impl Settle for Told {
 
 /// Replays the events topic from `from` through the mailboxes of `ctx` (whose bus is a
 /// `Quiet` over `source`), telling `progress` how far it read; the checkpoint of what is
-/// settled is kept in `ctx`'s store as it goes, for `resume_from`.
+/// settled is kept in `ctx`'s store as it goes, for `resume_from`, with `started_from`, the
+/// start of the replay it belongs to.
 pub async fn replay(
     ctx: &NodeContext,
     source: &dyn Bus,
     from: ReplayFrom,
+    started_from: &str,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Replayed, BusError> {
     let topic = schemas::EVENTS_TOPIC;
@@ -222,7 +230,7 @@ pub async fn replay(
         read += 1;
         progress(Progress { read, expected });
         if read.is_multiple_of(CHECKPOINT_RECORDS) || saved.elapsed() >= CHECKPOINT_EVERY {
-            save_checkpoint(ctx, &tally).await?;
+            save_checkpoint(ctx, started_from, &tally).await?;
             saved = Instant::now();
         }
         tally
@@ -240,7 +248,7 @@ pub async fn replay(
             }
         };
         let position = record.offset.map(|o| (record.partition, o));
-        tally.read(position);
+        tally.read(record.partition, record.offset);
         let told = Told {
             tally: tally.clone(),
             position,
@@ -262,7 +270,7 @@ pub async fn replay(
         .await
         .map_err(|e| BusError::Broker(e.to_string()))?;
     drop(all);
-    save_checkpoint(ctx, &tally).await?;
+    save_checkpoint(ctx, started_from, &tally).await?;
     Ok(Replayed {
         records: read,
         applied: tally.applied.load(Ordering::Relaxed),
@@ -271,10 +279,14 @@ pub async fn replay(
     })
 }
 
-async fn save_checkpoint(ctx: &NodeContext, tally: &Tally) -> Result<(), BusError> {
+async fn save_checkpoint(
+    ctx: &NodeContext,
+    started_from: &str,
+    tally: &Tally,
+) -> Result<(), BusError> {
     let checkpoint = tally.checkpoint();
     ctx.store
-        .save_replay_checkpoint(schemas::EVENTS_TOPIC, &checkpoint)
+        .save_replay_checkpoint(schemas::EVENTS_TOPIC, started_from, &checkpoint)
         .await
         .map_err(|e| BusError::Broker(format!("saving the replay's checkpoint: {e}")))
 }
@@ -315,7 +327,7 @@ mod tests {
         };
         let tally = Arc::new(tally);
         let told = |offset| {
-            tally.read(Some((0, offset)));
+            tally.read(0, Some(offset));
             Box::new(Told {
                 tally: tally.clone(),
                 position: Some((0, offset)),
@@ -339,5 +351,12 @@ mod tests {
         );
         told(8).settle(Outcome::Ack);
         assert_eq!(tally.checkpoint(), BTreeMap::from([(0, 7)]));
+        tally.read(1, Some(3));
+        tally.read(1, None);
+        assert_eq!(
+            tally.checkpoint(),
+            BTreeMap::from([(0, 7)]),
+            "a partition with a record of no offset has no checkpoint"
+        );
     }
 }

@@ -255,6 +255,7 @@ pub mod replay_checkpoints {
         #[sea_orm(primary_key, auto_increment = false)]
         pub partition: i32,
         pub next_offset: i64,
+        pub started_from: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

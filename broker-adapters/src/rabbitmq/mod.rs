@@ -588,11 +588,11 @@ impl Bus for RabbitBus {
     ) -> Result<(), BusError> {
         let partitions = self.topic(topic).await?;
         let link = &self.inner.link;
-        if group_ready(link, topic, group).await? {
-            return Ok(());
-        }
+        let new = !group_ready(link, topic, group).await?;
+        // Declared and bound again each time (alike, it changes nothing): a deleted queue
+        // comes back.
         declare_group_queues(link, topic, group, partitions).await?;
-        if start == crate::StartAt::Earliest {
+        if new && start == crate::StartAt::Earliest {
             let exchange = group_exchange(topic, group);
             let mut from = stream::From::First;
             for _ in 0..MAX_COPY_PASSES {

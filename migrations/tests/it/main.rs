@@ -36,7 +36,7 @@ async fn schema(db: &DatabaseConnection) -> Vec<String> {
 }
 
 /// The tables every migration together makes.
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 15] = [
     "activity",
     "agents",
     "api_keys",
@@ -48,6 +48,7 @@ const TABLES: [&str; 14] = [
     "notifications",
     "processed_messages",
     "refusals",
+    "replay_checkpoints",
     "task_dependencies",
     "task_output",
     "tasks",
