@@ -65,14 +65,12 @@ async fn create_events_topic(bus: &dyn Bus, partitions: u32) -> anyhow::Result<(
     let mut wait = Duration::from_millis(200);
     let group = actors::INGRESS_GROUP;
     loop {
-        let created = match bus.create_topic(schemas::EVENTS_TOPIC, partitions).await {
-            Ok(()) => {
-                bus.declare_group(schemas::EVENTS_TOPIC, group, StartAt::Earliest)
-                    .await
-            }
-            Err(error) => Err(error),
+        let created = async {
+            bus.create_topic(schemas::EVENTS_TOPIC, partitions).await?;
+            bus.declare_group(schemas::EVENTS_TOPIC, group, StartAt::Earliest)
+                .await
         };
-        match created {
+        match created.await {
             Ok(()) => return Ok(()),
             Err(error) if error.is_transient() && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(%error, "waiting for the bus");

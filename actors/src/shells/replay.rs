@@ -158,11 +158,22 @@ struct Tally {
 }
 
 impl Tally {
+    fn new(window: usize) -> Arc<Tally> {
+        Arc::new(Tally {
+            applied: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            window: Semaphore::new(window),
+            lanes: Mutex::new(BTreeMap::new()),
+        })
+    }
+
     fn lanes(&self) -> std::sync::MutexGuard<'_, BTreeMap<u32, Lane>> {
         self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read(&self, partition: u32, offset: Option<u64>) {
+    /// Notes a record of `partition` at `offset` read; what tells how it fared.
+    fn read(self: &Arc<Self>, partition: u32, offset: Option<u64>) -> Told {
         let mut lanes = self.lanes();
         let lane = lanes.entry(partition).or_default();
         match offset {
@@ -171,6 +182,10 @@ impl Tally {
                 lane.next = offset + 1;
             }
             None => lane.blind = true,
+        }
+        Told {
+            tally: self.clone(),
+            position: offset.map(|o| (partition, o)),
         }
     }
 
@@ -193,8 +208,9 @@ impl Settle for Told {
             Outcome::Nack(_) => &self.tally.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if let (Some((partition, offset)), false) =
-            (self.position, matches!(outcome, Outcome::Nack(_)))
+        // A record that failed stays unsettled: the checkpoint never passes it.
+        if !matches!(outcome, Outcome::Nack(_))
+            && let Some((partition, offset)) = self.position
             && let Some(lane) = self.tally.lanes().get_mut(&partition)
         {
             lane.unsettled.remove(&offset);
@@ -214,15 +230,8 @@ pub async fn replay(
     started_from: &str,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Replayed, BusError> {
-    let topic = schemas::EVENTS_TOPIC;
-    let tally = Arc::new(Tally {
-        applied: AtomicU64::new(0),
-        refused: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        window: Semaphore::new(IN_FLIGHT),
-        lanes: Mutex::new(BTreeMap::new()),
-    });
-    let mut reader = source.replay(topic, from).await?;
+    let tally = Tally::new(IN_FLIGHT);
+    let mut reader = source.replay(schemas::EVENTS_TOPIC, from).await?;
     let expected = reader.expected();
     let mut read = 0u64;
     let mut saved = Instant::now();
@@ -247,12 +256,7 @@ pub async fn replay(
                 continue;
             }
         };
-        let position = record.offset.map(|o| (record.partition, o));
-        tally.read(record.partition, record.offset);
-        let told = Told {
-            tally: tally.clone(),
-            position,
-        };
+        let told = tally.read(record.partition, record.offset);
         let delivery = Delivery::new(record, 1, Box::new(told));
         match router::try_deliver(ctx, Box::new(envelope), delivery).map_err(|u| *u) {
             Ok(()) => {}
@@ -318,21 +322,8 @@ mod tests {
 
     #[test]
     fn the_checkpoint_stops_at_the_first_record_not_settled() {
-        let tally = Tally {
-            applied: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            window: Semaphore::new(8),
-            lanes: Mutex::new(BTreeMap::new()),
-        };
-        let tally = Arc::new(tally);
-        let told = |offset| {
-            tally.read(0, Some(offset));
-            Box::new(Told {
-                tally: tally.clone(),
-                position: Some((0, offset)),
-            })
-        };
+        let tally = Tally::new(8);
+        let told = |offset| Box::new(tally.read(0, Some(offset)));
         let (a, b, c) = (told(5), told(6), told(7));
         assert_eq!(tally.checkpoint(), BTreeMap::from([(0, 5)]));
         b.settle(Outcome::Ack);
@@ -351,8 +342,7 @@ mod tests {
         );
         told(8).settle(Outcome::Ack);
         assert_eq!(tally.checkpoint(), BTreeMap::from([(0, 7)]));
-        tally.read(1, Some(3));
-        tally.read(1, None);
+        let _ = (tally.read(1, Some(3)), tally.read(1, None));
         assert_eq!(
             tally.checkpoint(),
             BTreeMap::from([(0, 7)]),
