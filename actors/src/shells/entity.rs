@@ -194,10 +194,10 @@ impl Kind for AgentMailbox {
 pub(crate) async fn apply_message<K: Kind>(
     ctx: &NodeContext,
     id: &str,
-    entity: Option<Option<K::State>>,
-    envelope: Envelope,
+    entity: Option<Option<Box<K::State>>>,
+    envelope: Box<Envelope>,
     delivery: Delivery,
-) -> Result<Option<Option<K::State>>, StoreError> {
+) -> Result<Option<Option<Box<K::State>>>, StoreError> {
     // A message applied before is found by the write itself (its id is recorded with it), or,
     // if the state it led to refuses it now, by the check below: no read on the way of a new
     // message.
@@ -206,14 +206,14 @@ pub(crate) async fn apply_message<K: Kind>(
         Some(entity) => entity,
         // Loaded with the first message, and not at all for a message that creates the entity.
         None if K::creates(&envelope) => None,
-        None => K::load(&ctx.store, id).await?,
+        None => K::load(&ctx.store, id).await?.map(Box::new),
     };
-    match K::apply(ctx, current.as_ref(), &envelope).await {
+    match K::apply(ctx, current.as_deref(), &envelope).await {
         Ok((entity, effects, Applied::Applied)) => {
             delivery.ack();
             ctx.outcomes.settle(&envelope.id, Outcome::Applied);
             K::carry_out(ctx, &entity, effects);
-            Ok(Some(Some(entity)))
+            Ok(Some(Some(Box::new(entity))))
         }
         Ok((_, _, Applied::Duplicate)) => {
             applied_before::<K>(ctx, id, &envelope.id, delivery).await
@@ -248,8 +248,8 @@ async fn applied_before<K: Kind>(
     id: &str,
     message_id: &str,
     delivery: Delivery,
-) -> Result<Option<Option<K::State>>, StoreError> {
-    let entity = K::load(&ctx.store, id).await?;
+) -> Result<Option<Option<Box<K::State>>>, StoreError> {
+    let entity = K::load(&ctx.store, id).await?.map(Box::new);
     delivery.ack();
     ctx.outcomes.settle(message_id, Outcome::Applied);
     Ok(Some(entity))

@@ -15,12 +15,14 @@ use broker_adapters::{
     Settle, SubscribeOptions, Subscription,
 };
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use crate::NodeContext;
 use crate::shells::router::{self, RouteError};
+use crate::store::Store;
 
 /// Records in the mailboxes' hands at once, at most.
-const IN_FLIGHT: usize = 1024;
+const IN_FLIGHT: usize = 4096;
 
 /// A bus that reads from `inner` and publishes nothing, counting what it was asked to publish.
 pub struct Quiet {
@@ -235,11 +237,22 @@ pub async fn replay(
     let expected = reader.expected();
     let mut read = 0u64;
     let mut saved = Instant::now();
+    // The checkpoint being written: the reading goes on meanwhile, and the next is taken
+    // once it is written.
+    let mut saving: Option<JoinHandle<Result<(), BusError>>> = None;
     while let Some(record) = reader.next().await? {
         read += 1;
         progress(Progress { read, expected });
-        if read.is_multiple_of(CHECKPOINT_RECORDS) || saved.elapsed() >= CHECKPOINT_EVERY {
-            save_checkpoint(ctx, started_from, &tally).await?;
+        let due = read.is_multiple_of(CHECKPOINT_RECORDS) || saved.elapsed() >= CHECKPOINT_EVERY;
+        if due && saving.as_ref().is_none_or(JoinHandle::is_finished) {
+            if let Some(previous) = saving.take() {
+                joined(previous).await?;
+            }
+            let (store, checkpoint) = (ctx.store.clone(), tally.checkpoint());
+            let started_from = started_from.to_owned();
+            saving = Some(tokio::spawn(async move {
+                save_checkpoint(&store, &started_from, &checkpoint).await
+            }));
             saved = Instant::now();
         }
         tally
@@ -274,7 +287,10 @@ pub async fn replay(
         .await
         .map_err(|e| BusError::Broker(e.to_string()))?;
     drop(all);
-    save_checkpoint(ctx, started_from, &tally).await?;
+    if let Some(previous) = saving {
+        joined(previous).await?;
+    }
+    save_checkpoint(&ctx.store, started_from, &tally.checkpoint()).await?;
     Ok(Replayed {
         records: read,
         applied: tally.applied.load(Ordering::Relaxed),
@@ -284,15 +300,21 @@ pub async fn replay(
 }
 
 async fn save_checkpoint(
-    ctx: &NodeContext,
+    store: &Store,
     started_from: &str,
-    tally: &Tally,
+    checkpoint: &BTreeMap<u32, u64>,
 ) -> Result<(), BusError> {
-    let checkpoint = tally.checkpoint();
-    ctx.store
-        .save_replay_checkpoint(schemas::EVENTS_TOPIC, started_from, &checkpoint)
+    store
+        .save_replay_checkpoint(schemas::EVENTS_TOPIC, started_from, checkpoint)
         .await
         .map_err(|e| BusError::Broker(format!("saving the replay's checkpoint: {e}")))
+}
+
+/// The outcome of a checkpoint's write.
+async fn joined(saving: JoinHandle<Result<(), BusError>>) -> Result<(), BusError> {
+    saving
+        .await
+        .map_err(|e| BusError::Broker(format!("saving the replay's checkpoint: {e}")))?
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub enum ShardMsg<S> {
     Handle(Box<Envelope>, Delivery),
     /// An entity's message was applied: its state as known afterwards (`Ok(None)`: unknown;
     /// `Err`: untrusted, its mailbox restarts).
-    Applied(String, Result<Option<Option<S>>, ()>),
+    Applied(String, Result<Option<Option<Box<S>>>, ()>),
     /// Passivate idle entities (sent to itself).
     Tick,
     /// Finish every message held, then answer and stop.
@@ -147,14 +147,15 @@ impl<S: Send + Sync + 'static> ShardState<S> {
         delivery: Delivery,
     ) {
         mailbox.busy = true;
-        let entity = mailbox.entity.take().map(|e| e.map(|boxed| *boxed));
+        let entity = mailbox.entity.take();
         let (ctx, myself) = (ctx.clone(), myself.clone());
         // The span of this message's handling: a child of the span that published it.
         let span = tracing::info_span!("apply", key = %envelope.key, id = %envelope.id, kind = envelope.type_name());
         crate::trace::continue_trace(&span, envelope.trace.as_deref());
-        tokio::spawn(async move {
+        // Boxed before it is spawned: the future is large, and tokio moves what it is given.
+        tokio::spawn(Box::pin(async move {
             let applying =
-                apply_message::<K>(&ctx, &id, entity, *envelope, delivery).instrument(span);
+                apply_message::<K>(&ctx, &id, entity, envelope, delivery).instrument(span);
             // A panic fails this one message (its delivery, dropped, is nacked), as it failed
             // an actor of its own, and must not leave the entity busy for good.
             let after = match AssertUnwindSafe(applying).catch_unwind().await {
@@ -170,14 +171,14 @@ impl<S: Send + Sync + 'static> ShardState<S> {
             };
             // A shard that stopped meanwhile starts its entities afresh.
             let _ = myself.send_message(ShardMsg::Applied(id, after));
-        });
+        }));
     }
 
     fn applied<K: Kind<State = S>>(
         &mut self,
         myself: &ActorRef<ShardMsg<S>>,
         id: String,
-        after: Result<Option<Option<S>>, ()>,
+        after: Result<Option<Option<Box<S>>>, ()>,
     ) {
         let restarted = after.is_err();
         if restarted {
@@ -185,7 +186,7 @@ impl<S: Send + Sync + 'static> ShardState<S> {
         }
         if let Some(mailbox) = self.mailboxes.get_mut(&id) {
             mailbox.busy = false;
-            mailbox.entity = after.ok().flatten().map(|e| e.map(Box::new));
+            mailbox.entity = after.ok().flatten();
             mailbox.last_active = Instant::now();
             if let Some((envelope, delivery)) = mailbox.waiting.pop_front() {
                 Self::start::<K>(&self.ctx, myself, id, mailbox, envelope, delivery);

@@ -1,22 +1,25 @@
 //! Group commit for state writes: the writes that arrive while a transaction commits share the
-//! next one, as one multi-row statement per table, so one fsync and a handful of statements
-//! serve hundreds of messages. If the shared transaction fails, each write is tried again
-//! alone, so one bad write does not fail its neighbours.
+//! next one, so one fsync serves hundreds of messages. On PostgreSQL a batch is a multi-row
+//! statement per table; on SQLite, prepared statements run on the writer's own thread
+//! (`sqlite_writes`). If the shared transaction fails, each write is tried again alone, so one
+//! bad write does not fail its neighbours.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
+use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect, TransactionTrait,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::entities::{
     activity, agents, assignments, automations, calendar_requests, conversation_messages,
-    conversations, cost_ledgers, invocations, notifications, processed_messages, task_dependencies,
-    task_output, tasks,
+    conversations, cost_ledgers, invocations, notifications, processed_messages,
+    replay_checkpoints, task_dependencies, task_output, tasks,
 };
+use super::sqlite_writes;
 use super::{Applied, StoreError, now_ms};
 
 /// Most writes sharing one transaction.
@@ -46,9 +49,10 @@ pub(crate) struct Changes {
 }
 
 impl Changes {
-    /// A message that writes its activity row and nothing else yet.
-    pub(crate) fn new(message_id: &str, activity: activity::ActiveModel) -> Changes {
-        Changes {
+    /// A message that writes its activity row and nothing else yet; boxed, as it is large
+    /// and the futures that hold it on its way to the writer are spawned and moved.
+    pub(crate) fn new(message_id: &str, activity: activity::ActiveModel) -> Box<Changes> {
+        Box::new(Changes {
             message_id: message_id.to_owned(),
             task: None,
             creates_task: false,
@@ -63,7 +67,7 @@ impl Changes {
             ledger: None,
             automation: None,
             activity,
-        }
+        })
     }
 }
 
@@ -73,6 +77,17 @@ enum Work {
     Message(Box<Changes>),
     /// The orchestrator's decisions, recorded before they are published.
     Decisions(Vec<assignments::ActiveModel>),
+    /// A replay's checkpoint.
+    Checkpoint(Checkpoint),
+}
+
+/// Where a replay of a topic has settled everything before, by partition.
+pub(crate) struct Checkpoint {
+    pub topic: String,
+    /// Where the replay started.
+    pub started_from: String,
+    /// Each partition's next offset to read.
+    pub next: BTreeMap<u32, u64>,
 }
 
 struct Job {
@@ -88,12 +103,21 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the writer task on `db`.
-    pub(crate) fn start(db: DatabaseConnection) -> Batcher {
+    /// Starts the writer on `db`, on a thread of its own: on the node's runtime each of its
+    /// steps waited behind the hundreds of mailboxes its last commit woke, and on SQLite it
+    /// runs its statements itself rather than hopping to sqlx's worker thread for each.
+    pub(crate) fn start(db: DatabaseConnection) -> Result<Batcher, StoreError> {
         let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
         let (committed, commits) = watch::channel(0);
-        tokio::spawn(run(db, queue, committed));
-        Batcher { jobs, commits }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("no runtime for the state writer: {e}")))?;
+        std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || runtime.block_on(run(db, queue, committed)))
+            .map_err(|e| StoreError(format!("no thread for the state writer: {e}")))?;
+        Ok(Batcher { jobs, commits })
     }
 
     /// A count of the batches committed, which changes after each commit.
@@ -103,8 +127,8 @@ impl Batcher {
 
     /// Writes `changes` in the next batch, unless its message was applied before; returns
     /// once that batch is committed.
-    pub(crate) async fn write(&self, changes: Changes) -> Result<Applied, StoreError> {
-        self.submit(Work::Message(Box::new(changes))).await
+    pub(crate) async fn write(&self, changes: Box<Changes>) -> Result<Applied, StoreError> {
+        self.submit(Work::Message(changes)).await
     }
 
     /// Records the orchestrator's decisions (a decision recorded before is kept) in the next
@@ -114,6 +138,11 @@ impl Batcher {
         decisions: Vec<assignments::ActiveModel>,
     ) -> Result<(), StoreError> {
         self.submit(Work::Decisions(decisions)).await.map(drop)
+    }
+
+    /// Records a replay's checkpoint (replacing each partition's) in the next batch.
+    pub(crate) async fn checkpoint(&self, checkpoint: Checkpoint) -> Result<(), StoreError> {
+        self.submit(Work::Checkpoint(checkpoint)).await.map(drop)
     }
 
     async fn submit(&self, work: Work) -> Result<Applied, StoreError> {
@@ -167,17 +196,100 @@ async fn commit_together(
     db: &DatabaseConnection,
     work: &[Work],
 ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        return sqlite_writes::in_transaction(db, async |txn| write(txn, work).await).await;
+    }
+    let txn = db.begin().await?;
+    let results = write(&mut SeaOrm(&txn), work).await?;
+    txn.commit().await?;
+    Ok(results)
+}
+
+/// The statements a batch needs, in the transaction that commits it.
+pub(super) trait Statements {
+    /// Which of `ids` some row of `E` holds in `column`.
+    async fn found<E: EntityTrait>(
+        &mut self,
+        column: E::Column,
+        ids: &[&str],
+    ) -> Result<HashSet<String>, StoreError>;
+
+    /// Inserts `rows`, with `on_conflict` if given.
+    async fn insert<E: EntityTrait>(
+        &mut self,
+        rows: Vec<E::ActiveModel>,
+        on_conflict: Option<OnConflict>,
+    ) -> Result<(), StoreError>;
+}
+
+/// Statements through sea-orm: multi-row, `ROWS_PER_STATEMENT` rows each.
+struct SeaOrm<'a, C>(&'a C);
+
+impl<C: ConnectionTrait> Statements for SeaOrm<'_, C> {
+    async fn found<E: EntityTrait>(
+        &mut self,
+        column: E::Column,
+        ids: &[&str],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut found = HashSet::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let rows: Vec<String> = E::find()
+                .select_only()
+                .column(column)
+                .filter(column.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(self.0)
+                .await?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    async fn insert<E: EntityTrait>(
+        &mut self,
+        mut rows: Vec<E::ActiveModel>,
+        on_conflict: Option<OnConflict>,
+    ) -> Result<(), StoreError> {
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
+            let mut insert = E::insert_many(std::mem::replace(&mut rows, rest));
+            if let Some(on_conflict) = &on_conflict {
+                insert = insert.on_conflict(on_conflict.clone());
+            }
+            insert.exec_without_returning(self.0).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The statements of one batch on `txn`; a result per write, in the order of `work`.
+async fn write(
+    txn: &mut impl Statements,
+    work: &[Work],
+) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
     let mut batch = Vec::new();
     let mut decisions = Vec::new();
+    // The latest checkpoint of each partition: PostgreSQL refuses to upsert a row twice in
+    // one statement.
+    let mut checkpoints = BTreeMap::new();
     for item in work {
         match item {
             Work::Message(changes) => batch.push(changes.as_ref()),
             Work::Decisions(rows) => decisions.extend(rows.iter().cloned()),
+            Work::Checkpoint(c) => checkpoints.extend(c.next.iter().map(|(partition, next)| {
+                (
+                    (c.topic.as_str(), *partition),
+                    (c.started_from.as_str(), *next),
+                )
+            })),
         }
     }
-    let txn = db.begin().await?;
-    let mut done = applied_before(&txn, &batch).await?;
-    let taken = existing_tasks(&txn, &batch).await?;
+    let ids: Vec<&str> = batch.iter().map(|c| c.message_id.as_str()).collect();
+    let column = processed_messages::Column::MessageId;
+    let mut done = txn
+        .found::<processed_messages::Entity>(column, &ids)
+        .await?;
+    let taken = existing_tasks(txn, &batch).await?;
     let results: Vec<Result<Applied, StoreError>> = batch
         .iter()
         .map(|c| {
@@ -201,17 +313,18 @@ async fn commit_together(
         .collect();
     let now = now_ms() as i64;
     let processed = fresh.iter().map(|c| processed_messages::ActiveModel {
-        message_id: sea_orm::ActiveValue::Set(c.message_id.clone()),
-        processed_at: sea_orm::ActiveValue::Set(now),
+        message_id: Set(c.message_id.clone()),
+        processed_at: Set(now),
     });
-    insert_all::<processed_messages::Entity>(&txn, processed.collect(), None).await?;
+    txn.insert::<processed_messages::Entity>(processed.collect(), None)
+        .await?;
     {
         use tasks::Column as C;
         // New tasks are plain inserts: one that appeared meanwhile (another node) fails.
         let (created, updated): (Vec<&Changes>, Vec<&Changes>) =
             fresh.iter().partition(|c| c.creates_task);
         let rows = created.iter().filter_map(|c| c.task.clone()).collect();
-        insert_all::<tasks::Entity>(&txn, rows, None).await?;
+        txn.insert::<tasks::Entity>(rows, None).await?;
         let rows = updated.iter().filter_map(|c| c.task.clone()).collect();
         let update = OnConflict::column(C::TaskId)
             .update_columns([
@@ -227,7 +340,7 @@ async fn commit_together(
                 C::Generation,
             ])
             .to_owned();
-        insert_all::<tasks::Entity>(&txn, rows, Some(update)).await?;
+        txn.insert::<tasks::Entity>(rows, Some(update)).await?;
     }
     {
         use agents::Column as C;
@@ -241,7 +354,7 @@ async fn commit_together(
                 C::LastHeartbeat,
             ])
             .to_owned();
-        insert_all::<agents::Entity>(&txn, rows, Some(update)).await?;
+        txn.insert::<agents::Entity>(rows, Some(update)).await?;
     }
     {
         use task_dependencies::Column as C;
@@ -249,16 +362,18 @@ async fn commit_together(
         let update = OnConflict::columns([C::TaskId, C::DependsOn])
             .update_columns([C::State, C::Reason])
             .to_owned();
-        insert_all::<task_dependencies::Entity>(&txn, rows, Some(update)).await?;
+        txn.insert::<task_dependencies::Entity>(rows, Some(update))
+            .await?;
     }
     // A repeated dedupe key is the same notification asked for again: keep the first.
     let rows = fresh.iter().flat_map(|c| c.notifications.clone()).collect();
     let keep_first = OnConflict::column(notifications::Column::DedupeKey)
         .do_nothing()
         .to_owned();
-    insert_all::<notifications::Entity>(&txn, rows, Some(keep_first)).await?;
+    txn.insert::<notifications::Entity>(rows, Some(keep_first))
+        .await?;
     let rows = fresh.iter().flat_map(|c| c.output.clone()).collect();
-    insert_all::<task_output::Entity>(&txn, rows, None).await?;
+    txn.insert::<task_output::Entity>(rows, None).await?;
     {
         use conversations::Column as C;
         let rows = fresh
@@ -268,19 +383,21 @@ async fn commit_together(
         let update = OnConflict::column(C::Key)
             .update_columns([C::Messages, C::Tasks, C::FirstAt, C::LastAt])
             .to_owned();
-        insert_all::<conversations::Entity>(&txn, rows, Some(update)).await?;
+        txn.insert::<conversations::Entity>(rows, Some(update))
+            .await?;
     }
     let rows = fresh.iter().filter_map(|c| c.inbound.clone()).collect();
-    insert_all::<conversation_messages::Entity>(&txn, rows, None).await?;
+    txn.insert::<conversation_messages::Entity>(rows, None)
+        .await?;
     // A request is decided once: the primary key refuses a second decision of it.
     let rows = fresh
         .iter()
         .filter_map(|c| c.calendar_request.clone())
         .collect();
-    insert_all::<calendar_requests::Entity>(&txn, rows, None).await?;
+    txn.insert::<calendar_requests::Entity>(rows, None).await?;
     // An invocation is recorded once: its ledger counted it only if it was new.
     let rows = fresh.iter().filter_map(|c| c.invocation.clone()).collect();
-    insert_all::<invocations::Entity>(&txn, rows, None).await?;
+    txn.insert::<invocations::Entity>(rows, None).await?;
     {
         use cost_ledgers::Column as C;
         let rows = fresh.iter().filter_map(|c| c.ledger.clone()).collect();
@@ -296,7 +413,8 @@ async fn commit_together(
                 C::HoldUntil,
             ])
             .to_owned();
-        insert_all::<cost_ledgers::Entity>(&txn, rows, Some(update)).await?;
+        txn.insert::<cost_ledgers::Entity>(rows, Some(update))
+            .await?;
     }
     {
         use automations::Column as C;
@@ -314,95 +432,67 @@ async fn commit_together(
                 C::DefinedAt,
             ])
             .to_owned();
-        insert_all::<automations::Entity>(&txn, rows, Some(update)).await?;
+        txn.insert::<automations::Entity>(rows, Some(update))
+            .await?;
     }
     let rows = fresh.iter().map(|c| c.activity.clone()).collect();
-    insert_all::<activity::Entity>(&txn, rows, None).await?;
+    txn.insert::<activity::Entity>(rows, None).await?;
     let keep_first =
         OnConflict::columns([assignments::Column::TaskId, assignments::Column::Generation])
             .do_nothing()
             .to_owned();
-    insert_all::<assignments::Entity>(&txn, decisions, Some(keep_first)).await?;
-    txn.commit().await?;
+    txn.insert::<assignments::Entity>(decisions, Some(keep_first))
+        .await?;
+    {
+        use replay_checkpoints::Column as C;
+        let latest = OnConflict::columns([C::Topic, C::Partition])
+            .update_columns([C::NextOffset, C::StartedFrom])
+            .to_owned();
+        let rows = checkpoints
+            .into_iter()
+            .map(
+                |((topic, partition), (started_from, next))| replay_checkpoints::ActiveModel {
+                    topic: Set(topic.to_owned()),
+                    partition: Set(partition as i32),
+                    next_offset: Set(i64::try_from(next).unwrap_or(i64::MAX)),
+                    started_from: Set(started_from.to_owned()),
+                },
+            )
+            .collect();
+        txn.insert::<replay_checkpoints::Entity>(rows, Some(latest))
+            .await?;
+    }
     // Results in the order of `work`: a message's own, and `Applied` for decisions.
     let mut results = results.into_iter();
     Ok(work
         .iter()
         .map(|item| match item {
             Work::Message(_) => results.next().unwrap_or(Ok(Applied::Applied)),
-            Work::Decisions(_) => Ok(Applied::Applied),
+            Work::Decisions(_) | Work::Checkpoint(_) => Ok(Applied::Applied),
         })
         .collect())
 }
 
 /// The message ids of `batch` that create a task whose id is taken.
 async fn existing_tasks(
-    db: &impl ConnectionTrait,
+    txn: &mut impl Statements,
     batch: &[&Changes],
 ) -> Result<HashSet<String>, StoreError> {
     let creates: Vec<(&str, &str)> = batch
         .iter()
         .filter(|c| c.creates_task)
         .filter_map(|c| match c.task.as_ref().map(|t| &t.task_id) {
-            Some(sea_orm::ActiveValue::Set(id)) => Some((id.as_str(), c.message_id.as_str())),
+            Some(Set(id)) => Some((id.as_str(), c.message_id.as_str())),
             _ => None,
         })
         .collect();
-    let mut taken = HashSet::new();
-    for chunk in creates.chunks(ROWS_PER_STATEMENT) {
-        let ids = chunk.iter().map(|(task_id, _)| *task_id);
-        let found: HashSet<String> = tasks::Entity::find()
-            .select_only()
-            .column(tasks::Column::TaskId)
-            .filter(tasks::Column::TaskId.is_in(ids))
-            .into_tuple::<String>()
-            .all(db)
-            .await?
-            .into_iter()
-            .collect();
-        taken.extend(
-            chunk
-                .iter()
-                .filter(|(task_id, _)| found.contains(*task_id))
-                .map(|(_, message_id)| (*message_id).to_owned()),
-        );
-    }
-    Ok(taken)
-}
-
-/// The message ids of `batch` already recorded as processed.
-async fn applied_before(
-    db: &impl ConnectionTrait,
-    batch: &[&Changes],
-) -> Result<HashSet<String>, StoreError> {
-    let mut found = HashSet::new();
-    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-        let ids = chunk.iter().map(|c| c.message_id.as_str());
-        let rows: Vec<String> = processed_messages::Entity::find()
-            .select_only()
-            .column(processed_messages::Column::MessageId)
-            .filter(processed_messages::Column::MessageId.is_in(ids))
-            .into_tuple()
-            .all(db)
-            .await?;
-        found.extend(rows);
-    }
-    Ok(found)
-}
-
-/// Inserts `rows` a statement per `ROWS_PER_STATEMENT`, with `on_conflict` if given.
-async fn insert_all<E: EntityTrait>(
-    db: &impl ConnectionTrait,
-    mut rows: Vec<E::ActiveModel>,
-    on_conflict: Option<OnConflict>,
-) -> Result<(), StoreError> {
-    while !rows.is_empty() {
-        let rest = rows.split_off(rows.len().min(ROWS_PER_STATEMENT));
-        let mut insert = E::insert_many(std::mem::replace(&mut rows, rest));
-        if let Some(on_conflict) = &on_conflict {
-            insert = insert.on_conflict(on_conflict.clone());
-        }
-        insert.exec_without_returning(db).await?;
-    }
-    Ok(())
+    let ids: Vec<&str> = creates.iter().map(|(task_id, _)| *task_id).collect();
+    let found = txn
+        .found::<tasks::Entity>(tasks::Column::TaskId, &ids)
+        .await?;
+    Ok(creates
+        .iter()
+        .filter(|(task_id, _)| found.contains(*task_id))
+        .map(|(_, message_id)| (*message_id).to_owned())
+        .collect())
 }

@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
+use super::batch::Checkpoint;
 use super::entities::replay_checkpoints as checkpoints;
 use super::{Store, StoreError};
 
@@ -29,7 +28,8 @@ impl Store {
     }
 
     /// Records `checkpoint` for a replay of `topic` that started from `started_from`: each
-    /// partition's next offset to read.
+    /// partition's next offset to read. Written by the state writer, in its next batch, so it
+    /// never waits for the database's lock.
     pub async fn save_replay_checkpoint(
         &self,
         topic: &str,
@@ -39,25 +39,12 @@ impl Store {
         if checkpoint.is_empty() {
             return Ok(());
         }
-        let rows = checkpoint
-            .iter()
-            .map(|(partition, offset)| checkpoints::ActiveModel {
-                topic: Set(topic.to_owned()),
-                partition: Set(*partition as i32),
-                next_offset: Set(i64::try_from(*offset).unwrap_or(i64::MAX)),
-                started_from: Set(started_from.to_owned()),
-            });
-        let upsert =
-            OnConflict::columns([checkpoints::Column::Topic, checkpoints::Column::Partition])
-                .update_columns([
-                    checkpoints::Column::NextOffset,
-                    checkpoints::Column::StartedFrom,
-                ])
-                .to_owned();
-        checkpoints::Entity::insert_many(rows)
-            .on_conflict(upsert)
-            .exec_without_returning(self.connection())
-            .await?;
-        Ok(())
+        self.writes
+            .checkpoint(Checkpoint {
+                topic: topic.to_owned(),
+                started_from: started_from.to_owned(),
+                next: checkpoint.clone(),
+            })
+            .await
     }
 }

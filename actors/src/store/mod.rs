@@ -19,6 +19,7 @@ mod members;
 mod nagle;
 mod notifications;
 mod orchestration;
+mod sqlite_writes;
 mod tasks;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -144,7 +145,7 @@ impl Store {
             });
         let db = Database::connect(options).await?;
         Ok(Store {
-            writes: batch::Batcher::start(db.clone()),
+            writes: batch::Batcher::start(db.clone())?,
             db,
         })
     }
