@@ -6,6 +6,7 @@
 //! `task.created` spent more in those than in SQLite. The SQL is still sea-orm's own, built
 //! from the entities once per table and set of columns; only its execution is direct.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use rusqlite::types::{ToSql, ToSqlOutput, Value as Sqlite, ValueRef};
@@ -91,29 +92,27 @@ impl Statements for Direct<'_> {
                 E::default().table_name()
             )));
         }
-        // The SQL by the columns a row sets: rows of one table mostly set the same ones.
-        let mut inserts: HashMap<u64, String> = HashMap::new();
+        // A statement by the columns a row sets: rows of one table mostly set the same ones.
+        // Held for the batch, since looking one up in the connection's cache hashes its SQL.
+        let mut inserts: HashMap<u64, rusqlite::CachedStatement<'_>> = HashMap::new();
         for mut row in rows {
             let set = columns
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| !row.is_not_set(**c))
                 .fold(0u64, |mask, (i, _)| mask | 1 << i);
-            let sql = match inserts.get(&set) {
-                Some(sql) => sql,
-                None => {
+            let insert = match inserts.entry(set) {
+                Entry::Occupied(held) => held.into_mut(),
+                Entry::Vacant(vacant) => {
                     let sql = insert_sql::<E>(row.clone(), on_conflict.clone(), set)?;
-                    inserts.entry(set).or_insert(sql)
+                    vacant.insert(self.0.prepare_cached(&sql)?)
                 }
             };
             // Taken in the order sea-orm writes the columns: the entity's.
-            let values: Vec<Bound> = columns
+            let values = columns
                 .iter()
-                .filter_map(|c| row.take(*c).into_value().map(Bound))
-                .collect();
-            self.0
-                .prepare_cached(sql)?
-                .execute(rusqlite::params_from_iter(values))?;
+                .filter_map(|c| row.take(*c).into_value().map(Bound));
+            insert.execute(rusqlite::params_from_iter(values))?;
         }
         Ok(())
     }
