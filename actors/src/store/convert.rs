@@ -4,16 +4,26 @@ use serde_json::{Value as Json, json};
 
 use crate::domain::{Capabilities, DependencyState, Map};
 
-/// Capabilities as a JSON object of lists.
+/// Capabilities as a JSON object of lists, keys in alphabetical order.
 pub(crate) fn capabilities_to_text(caps: &Capabilities) -> String {
-    json!({
-        "repos": caps.repos,
-        "languages": caps.languages,
-        "environments": caps.environments,
-        "tools": caps.tools,
-        "tags": caps.tags,
-    })
-    .to_string()
+    // Written straight from the lists: through a `json!` value each task's row built a map
+    // and a copy of every name first. The keys are in the order that value wrote them.
+    #[derive(serde::Serialize)]
+    struct Text<'a> {
+        environments: &'a [String],
+        languages: &'a [String],
+        repos: &'a [String],
+        tags: &'a [String],
+        tools: &'a [String],
+    }
+    let text = Text {
+        environments: &caps.environments,
+        languages: &caps.languages,
+        repos: &caps.repos,
+        tags: &caps.tags,
+        tools: &caps.tools,
+    };
+    serde_json::to_string(&text).unwrap_or_default()
 }
 
 /// Reads what `capabilities_to_text` wrote; missing or damaged lists read as empty.
@@ -90,6 +100,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(capabilities_from_text(&capabilities_to_text(&caps)), caps);
+        // The stored form, which digests of earlier databases were taken over.
+        assert_eq!(
+            capabilities_to_text(&caps),
+            r#"{"environments":[],"languages":["rust"],"repos":[],"tags":["x"],"tools":[]}"#
+        );
         assert_eq!(capabilities_from_text("garbage"), Capabilities::default());
         let map = Map::from([("k".into(), json!([1, {"a": null}]))]);
         assert_eq!(map_from_text(&map_to_text(&map)), map);

@@ -3,11 +3,15 @@
 use std::collections::VecDeque;
 
 use async_trait::async_trait;
+use tokio::task::JoinHandle;
 
 use super::store::Store;
 use crate::bus::{BusError, Record, Replay, ReplayFrom};
 
-const PAGE: u32 = 512;
+const PAGE: u32 = 4096;
+
+/// A page of records and the sequence number of its last.
+type Page = Result<(Vec<Record>, Option<i64>), BusError>;
 
 pub(crate) struct EmbeddedReplay {
     store: Store,
@@ -17,6 +21,9 @@ pub(crate) struct EmbeddedReplay {
     end: i64,
     expected: u64,
     page: VecDeque<Record>,
+    /// The next page, read while this one is handed out: a reader that does work per record
+    /// would otherwise wait for each page's read.
+    reading: Option<JoinHandle<Page>>,
 }
 
 impl EmbeddedReplay {
@@ -35,7 +42,20 @@ impl EmbeddedReplay {
             end,
             expected,
             page: VecDeque::new(),
+            reading: None,
         }
+    }
+
+    /// Starts reading the page after `self.after`, unless the end is reached.
+    fn read_ahead(&mut self) {
+        if self.after >= self.end {
+            return;
+        }
+        let (store, topic, from) = (self.store.clone(), self.topic.clone(), self.from.clone());
+        let (after, end) = (self.after, self.end);
+        self.reading = Some(tokio::spawn(async move {
+            store.scan(&topic, after, end, &from, PAGE).await
+        }));
     }
 }
 
@@ -43,17 +63,31 @@ impl EmbeddedReplay {
 impl Replay for EmbeddedReplay {
     async fn next(&mut self) -> Result<Option<Record>, BusError> {
         while self.page.is_empty() && self.after < self.end {
-            let (records, last) = self
-                .store
-                .scan(&self.topic, self.after, self.end, &self.from, PAGE)
-                .await?;
+            if self.reading.is_none() {
+                self.read_ahead();
+            }
+            let Some(reading) = self.reading.take() else {
+                break;
+            };
+            let (records, last) = reading.await.map_err(|e| {
+                BusError::Broker(format!("reading a page of `{}`: {e}", self.topic))
+            })??;
             self.after = last.unwrap_or(self.end);
             self.page = records.into();
+            self.read_ahead();
         }
         Ok(self.page.pop_front())
     }
 
     fn expected(&self) -> Option<u64> {
         Some(self.expected)
+    }
+}
+
+impl Drop for EmbeddedReplay {
+    fn drop(&mut self) {
+        if let Some(reading) = self.reading.take() {
+            reading.abort();
+        }
     }
 }

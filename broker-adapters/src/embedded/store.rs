@@ -109,7 +109,10 @@ impl Store {
             .map_err(storage)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            // A read's rows leave sqlx's worker thread in one go: at its default of 50, a
+            // page of a replay waited ten times for the reading task to be polled, which on a
+            // node busy applying what it read tripled the read.
+            .connect_with(options.read_only(true).row_buffer_size(4096))
             .await
             .map_err(storage)?;
 
