@@ -109,13 +109,20 @@ impl Batcher {
     pub(crate) fn start(db: DatabaseConnection) -> Result<Batcher, StoreError> {
         let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
         let (committed, commits) = watch::channel(0);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError(format!("no runtime for the state writer: {e}")))?;
         std::thread::Builder::new()
             .name("state-writer".into())
-            .spawn(move || runtime.block_on(run(db, queue, committed)))
+            .spawn(move || {
+                // Built here, so that a thread that fails to start drops no runtime in the
+                // caller's async context.
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(run(db, queue, committed)),
+                    // Its queue closes with it: every write is told the writer stopped.
+                    Err(error) => tracing::error!(%error, "no runtime for the state writer"),
+                }
+            })
             .map_err(|e| StoreError(format!("no thread for the state writer: {e}")))?;
         Ok(Batcher { jobs, commits })
     }
@@ -191,7 +198,8 @@ async fn commit(db: &DatabaseConnection, batch: &[Work]) -> Vec<Result<Applied, 
 }
 
 /// Writes the batch in one transaction: every message's rows unless it was applied before
-/// (a write that creates a task whose id is taken fails alone), and every decision.
+/// (a write that creates a task whose id is taken fails alone), every decision and every
+/// checkpoint.
 async fn commit_together(
     db: &DatabaseConnection,
     work: &[Work],

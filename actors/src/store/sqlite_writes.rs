@@ -4,7 +4,8 @@
 //! Why raw: through sqlx each statement is a hop to the connection's worker thread (a channel
 //! send, a wake-up, a mutex) and its SQL is built and parsed anew; a batch of 500
 //! `task.created` spent more in those than in SQLite. The SQL is still sea-orm's own, built
-//! from the entities once per table and set of columns; only its execution is direct.
+//! from the entities and prepared once per batch for each table and set of columns; only its
+//! execution is direct.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -37,17 +38,30 @@ pub(super) async fn in_transaction<T>(
         .acquire()
         .await
         .map_err(sqlx_error)?;
-    let mut handle = pooled.lock_handle().await.map_err(sqlx_error)?;
-    // SAFETY: the handle is locked for as long as `connection` lives (sqlx does not touch it
-    // meanwhile), and a connection made from a handle does not close it when dropped.
-    let connection = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
-    let txn = rusqlite::Transaction::new_unchecked(
-        &connection,
-        rusqlite::TransactionBehavior::Immediate,
-    )?;
-    let mut direct = Direct(&txn);
+    let (written, ended) = {
+        let mut handle = pooled.lock_handle().await.map_err(sqlx_error)?;
+        // SAFETY: the handle stays locked (sqlx does not touch it) until `connection`, made in
+        // this block, is gone; a connection made from a handle does not close it when dropped.
+        let connection =
+            unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }?;
+        let written = transaction(&connection, write).await;
+        (written, connection.is_autocommit())
+    };
+    // A rollback that failed left the transaction open: the pool must not hand it out.
+    if !ended {
+        pooled.close_on_drop();
+    }
+    written
+}
+
+async fn transaction<T>(
+    connection: &rusqlite::Connection,
+    write: impl AsyncFnOnce(&mut Direct<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let txn =
+        rusqlite::Transaction::new_unchecked(connection, rusqlite::TransactionBehavior::Immediate)?;
     // Dropped uncommitted, the transaction rolls back.
-    let written = write(&mut direct).await?;
+    let written = write(&mut Direct(&txn)).await?;
     txn.commit()?;
     Ok(written)
 }

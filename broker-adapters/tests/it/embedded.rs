@@ -52,7 +52,7 @@ impl Fixture for Embedded {
 crate::conformance_suite!(fixture());
 
 /// A replay longer than a page (4096 records, the next read while one is handed out) reads
-/// every record once, each partition in publish order, also when dropped half-way.
+/// every record once, each partition in publish order.
 #[tokio::test]
 async fn a_replay_of_several_pages_reads_every_record_once_in_order() {
     use broker_adapters::{OutMessage, ReplayFrom};
@@ -93,11 +93,4 @@ async fn a_replay_of_several_pages_reads_every_record_once_in_order() {
         assert!(read.insert(i), "record {i} read twice");
     }
     assert_eq!(read.len(), total as usize, "every record read");
-    // Dropped with the next page being read: nothing left behind stops the bus closing.
-    let mut half = bus.replay("pages", ReplayFrom::Start).await.unwrap();
-    for _ in 0..5000 {
-        half.next().await.unwrap().unwrap();
-    }
-    drop(half);
-    bus.close().await.unwrap();
 }
