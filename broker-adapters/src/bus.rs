@@ -184,6 +184,9 @@ pub enum Outcome {
     Ack,
     /// Failed for now: deliver it again (dead-lettered after `max_attempts`).
     Nack(String),
+    /// Not handled, through no fault of the message (its mailbox is restarting): deliver it
+    /// again after the first redelivery delay, without counting an attempt.
+    Retry(String),
     /// Can never succeed (undecodable, say): dead-letter it now.
     DeadLetter(String),
 }
@@ -233,6 +236,11 @@ impl Delivery {
     /// Failed for now: deliver again, or dead-letter once attempts run out.
     pub fn nack(self, reason: impl Into<String>) {
         self.finish(Outcome::Nack(reason.into()));
+    }
+
+    /// Not handled, through no fault of the message: deliver again, not counted as an attempt.
+    pub fn retry(self, reason: impl Into<String>) {
+        self.finish(Outcome::Retry(reason.into()));
     }
 
     /// Can never succeed: send to the dead-letter topic with `reason`.

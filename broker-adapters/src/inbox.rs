@@ -461,6 +461,13 @@ impl<T> Inbox<T> {
                 lane.delayed.push((due, seq));
                 return Vec::new();
             }
+            // Handed out again as the same attempt: the message is not at fault.
+            Outcome::Retry(_) => {
+                slot.entry.attempts = attempts.saturating_sub(1);
+                slot.stage = Stage::Waiting;
+                lane.delayed.push((Instant::now() + backoff(1), seq));
+                return Vec::new();
+            }
             Outcome::Nack(reason) | Outcome::DeadLetter(reason) => reason,
         };
         metrics::counter!("switchyard_dead_letters_total", "topic" => slot.entry.record.topic.clone())
@@ -670,6 +677,23 @@ mod tests {
         d.ack();
         let report = inbox.try_report().unwrap();
         assert!(inbox.apply(report).is_empty(), "revoked meanwhile");
+    }
+
+    #[test]
+    fn a_retry_comes_back_as_the_same_attempt_and_is_never_dead_lettered() {
+        let mut inbox = inbox(options(2, 1), 1, &["a"]);
+        for _ in 0..5 {
+            let d = inbox.next_delivery().expect("handed out again");
+            assert_eq!((d.record.offset, d.attempt), (Some(0), 1));
+            d.retry("its mailbox is restarting");
+            let report = inbox.try_report().unwrap();
+            assert!(inbox.apply(report).is_empty(), "neither settled nor dead");
+        }
+        // A nack after the retries still counts from the first attempt.
+        inbox.next_delivery().unwrap().nack("x");
+        let report = inbox.try_report().unwrap();
+        assert!(inbox.apply(report).is_empty(), "one attempt of two spent");
+        assert_eq!(inbox.next_delivery().unwrap().attempt, 2);
     }
 
     #[test]

@@ -207,11 +207,11 @@ impl Settle for Told {
         let counter = match outcome {
             Outcome::Ack => &self.tally.applied,
             Outcome::DeadLetter(_) => &self.tally.refused,
-            Outcome::Nack(_) => &self.tally.failed,
+            Outcome::Nack(_) | Outcome::Retry(_) => &self.tally.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         // A record that failed stays unsettled: the checkpoint never passes it.
-        if !matches!(outcome, Outcome::Nack(_))
+        if !matches!(outcome, Outcome::Nack(_) | Outcome::Retry(_))
             && let Some((partition, offset)) = self.position
             && let Some(lane) = self.tally.lanes().get_mut(&partition)
         {

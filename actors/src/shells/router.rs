@@ -155,7 +155,7 @@ pub(crate) async fn start_and_deliver(
         _ => start_shard::<TaskMailbox>(ctx, names::TASKS, partition).await,
     };
     if let Err(error) = started {
-        return delivery.nack(error.to_string());
+        return settle_unroutable(error, delivery);
     }
     if let Err(undelivered) = try_deliver(ctx, envelope, delivery) {
         let (error, _, delivery) = *undelivered;
@@ -163,11 +163,14 @@ pub(crate) async fn start_and_deliver(
     }
 }
 
-/// Settles a delivery that found no mailbox: dead-lettered if none can exist, else nacked.
+/// Settles a delivery that found no mailbox: dead-lettered if none can exist, else delivered
+/// again without counting an attempt, since a mailbox restarting is no fault of the message
+/// (counted, a burst of messages for a shard waiting out its restart delay used up their
+/// attempts together and was dead-lettered).
 pub(crate) fn settle_unroutable(error: RouteError, delivery: Delivery) {
     match error {
         RouteError::NoRoute(_) => delivery.dead_letter(error.to_string()),
-        RouteError::NotStarted(_) | RouteError::Unavailable(_) => delivery.nack(error.to_string()),
+        RouteError::NotStarted(_) | RouteError::Unavailable(_) => delivery.retry(error.to_string()),
     }
 }
 
@@ -239,5 +242,57 @@ async fn drain_shard<K: Kind>(ctx: &NodeContext, kind: &str, partition: u32) {
         // settles on its own, and what waited in it is nacked.
         tracing::warn!(%kind, partition, %error, "a shard did not drain in time; stopping it");
         shard.stop(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use broker_adapters::{Outcome, Record, Settle};
+
+    use super::*;
+
+    struct Told(Arc<Mutex<Option<Outcome>>>);
+
+    impl Settle for Told {
+        fn settle(self: Box<Self>, outcome: Outcome) {
+            *self.0.lock().unwrap() = Some(outcome);
+        }
+    }
+
+    fn settled(error: RouteError) -> Option<Outcome> {
+        let told = Arc::new(Mutex::new(None));
+        let record = Record {
+            topic: "t".into(),
+            partition: 0,
+            offset: Some(0),
+            key: "task/a".into(),
+            payload: Vec::new(),
+            headers: Vec::new(),
+            timestamp: 0,
+        };
+        settle_unroutable(
+            error,
+            Delivery::new(record, 1, Box::new(Told(told.clone()))),
+        );
+        told.lock().unwrap().take()
+    }
+
+    #[test]
+    fn a_restarting_mailbox_costs_the_message_no_attempt_and_a_missing_route_dead_letters() {
+        for waiting in [
+            RouteError::NotStarted("task/a".into()),
+            RouteError::Unavailable("tasks is restarting".into()),
+        ] {
+            assert!(
+                matches!(settled(waiting), Some(Outcome::Retry(_))),
+                "delivered again, not counted"
+            );
+        }
+        assert!(matches!(
+            settled(RouteError::NoRoute("nobody/a".into())),
+            Some(Outcome::DeadLetter(_))
+        ));
     }
 }
