@@ -453,22 +453,23 @@ impl<T> Inbox<T> {
             return Vec::new();
         }
         let attempts = slot.entry.attempts;
+        let retry = matches!(outcome, Outcome::Retry(_));
         let reason = match outcome {
             Outcome::Ack => return lane.settle(seq),
-            Outcome::Nack(_) if attempts < max_attempts => {
+            Outcome::Nack(_) | Outcome::Retry(_) if retry || attempts < max_attempts => {
+                // A retry is handed out again as the same attempt: the message is not at fault.
+                let delay = if retry {
+                    slot.entry.attempts = attempts.saturating_sub(1);
+                    backoff(1)
+                } else {
+                    backoff(attempts + 1)
+                };
                 slot.stage = Stage::Waiting;
-                let due = Instant::now() + backoff(attempts + 1);
+                let due = Instant::now() + delay;
                 lane.delayed.push((due, seq));
                 return Vec::new();
             }
-            // Handed out again as the same attempt: the message is not at fault.
-            Outcome::Retry(_) => {
-                slot.entry.attempts = attempts.saturating_sub(1);
-                slot.stage = Stage::Waiting;
-                lane.delayed.push((Instant::now() + backoff(1), seq));
-                return Vec::new();
-            }
-            Outcome::Nack(reason) | Outcome::DeadLetter(reason) => reason,
+            Outcome::Nack(reason) | Outcome::Retry(reason) | Outcome::DeadLetter(reason) => reason,
         };
         metrics::counter!("switchyard_dead_letters_total", "topic" => slot.entry.record.topic.clone())
             .increment(1);

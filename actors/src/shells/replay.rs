@@ -204,6 +204,7 @@ impl Tally {
 
 impl Settle for Told {
     fn settle(self: Box<Self>, outcome: Outcome) {
+        let failed = matches!(outcome, Outcome::Nack(_) | Outcome::Retry(_));
         let counter = match outcome {
             Outcome::Ack => &self.tally.applied,
             Outcome::DeadLetter(_) => &self.tally.refused,
@@ -211,7 +212,7 @@ impl Settle for Told {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         // A record that failed stays unsettled: the checkpoint never passes it.
-        if !matches!(outcome, Outcome::Nack(_) | Outcome::Retry(_))
+        if !failed
             && let Some((partition, offset)) = self.position
             && let Some(lane) = self.tally.lanes().get_mut(&partition)
         {

@@ -46,16 +46,11 @@ impl EmbeddedReplay {
         }
     }
 
-    /// Starts reading the page after `self.after`, unless the end is reached.
-    fn read_ahead(&mut self) {
-        if self.after >= self.end {
-            return;
-        }
+    /// Starts reading the page after `self.after`.
+    fn read(&self) -> JoinHandle<Page> {
         let (store, topic, from) = (self.store.clone(), self.topic.clone(), self.from.clone());
         let (after, end) = (self.after, self.end);
-        self.reading = Some(tokio::spawn(async move {
-            store.scan(&topic, after, end, &from, PAGE).await
-        }));
+        tokio::spawn(async move { store.scan(&topic, after, end, &from, PAGE).await })
     }
 }
 
@@ -63,18 +58,15 @@ impl EmbeddedReplay {
 impl Replay for EmbeddedReplay {
     async fn next(&mut self) -> Result<Option<Record>, BusError> {
         while self.page.is_empty() && self.after < self.end {
-            if self.reading.is_none() {
-                self.read_ahead();
-            }
-            let Some(reading) = self.reading.take() else {
-                break;
-            };
+            let reading = self.reading.take().unwrap_or_else(|| self.read());
             let (records, last) = reading.await.map_err(|e| {
                 BusError::Broker(format!("reading a page of `{}`: {e}", self.topic))
             })??;
             self.after = last.unwrap_or(self.end);
             self.page = records.into();
-            self.read_ahead();
+            if self.after < self.end {
+                self.reading = Some(self.read());
+            }
         }
         Ok(self.page.pop_front())
     }
