@@ -163,15 +163,27 @@ impl Batcher {
     }
 }
 
+/// Where the writer writes.
+enum Target {
+    /// PostgreSQL, through sea-orm's pool.
+    Pool(DatabaseConnection),
+    /// SQLite, on the writer's own connection.
+    Sqlite(sqlite_writes::Writer),
+}
+
 async fn run(
     db: DatabaseConnection,
     mut queue: mpsc::Receiver<Job>,
     committed: watch::Sender<u64>,
 ) {
+    let mut target = match db.get_database_backend() {
+        DbBackend::Sqlite => Target::Sqlite(sqlite_writes::Writer::of(&db)),
+        _ => Target::Pool(db),
+    };
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (batch, replies): (Vec<_>, Vec<_>) = jobs.drain(..).map(|j| (j.work, j.reply)).unzip();
-        let results = commit(&db, &batch).await;
+        let results = commit(&mut target, &batch).await;
         committed.send_modify(|n| *n = n.wrapping_add(1));
         for (reply, result) in replies.into_iter().zip(results) {
             // The writer gave up waiting: its delivery is redelivered and found processed.
@@ -181,14 +193,14 @@ async fn run(
 }
 
 /// Commits the batch together or, if that fails, each write alone; a result per write.
-async fn commit(db: &DatabaseConnection, batch: &[Work]) -> Vec<Result<Applied, StoreError>> {
-    match commit_together(db, batch).await {
+async fn commit(target: &mut Target, batch: &[Work]) -> Vec<Result<Applied, StoreError>> {
+    match commit_together(target, batch).await {
         Ok(results) => results,
         Err(error) if batch.len() > 1 => {
             tracing::debug!(%error, writes = batch.len(), "a shared write failed; writing each alone");
             let mut results = Vec::with_capacity(batch.len());
             for work in batch {
-                let alone = commit_together(db, std::slice::from_ref(work)).await;
+                let alone = commit_together(target, std::slice::from_ref(work)).await;
                 results.push(alone.and_then(|mut results| results.remove(0)));
             }
             results
@@ -201,12 +213,17 @@ async fn commit(db: &DatabaseConnection, batch: &[Work]) -> Vec<Result<Applied, 
 /// (a write that creates a task whose id is taken fails alone), every decision and every
 /// checkpoint.
 async fn commit_together(
-    db: &DatabaseConnection,
+    target: &mut Target,
     work: &[Work],
 ) -> Result<Vec<Result<Applied, StoreError>>, StoreError> {
-    if db.get_database_backend() == DbBackend::Sqlite {
-        return sqlite_writes::in_transaction(db, async |txn| write(txn, work).await).await;
-    }
+    let db = match target {
+        Target::Sqlite(writer) => {
+            return writer
+                .in_transaction(async |txn| write(txn, work).await)
+                .await;
+        }
+        Target::Pool(db) => db,
+    };
     let txn = db.begin().await?;
     let results = write(&mut SeaOrm(&txn), work).await?;
     txn.commit().await?;

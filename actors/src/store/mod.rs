@@ -108,6 +108,10 @@ pub struct ActivityRow {
     pub user: String,
 }
 
+/// Connections of a SQLite database's pool, for reads and the writes outside the writer's
+/// batches.
+const SQLITE_READERS: u32 = 8;
+
 /// Handle to the state database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -130,6 +134,9 @@ impl Store {
         options
             .sqlx_logging(false)
             .acquire_timeout(Duration::from_secs(10))
+            // A ping on every checkout is a round trip to the connection before each query;
+            // one idle this long may have been dropped by a server or a proxy, and is tried.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
@@ -143,6 +150,11 @@ impl Store {
                     })
                 })
             });
+        if url.starts_with("sqlite:") {
+            // sea-orm's default for SQLite is one connection, which every read then waits
+            // for; in WAL mode readers run side by side, and the writer has its own.
+            options.max_connections(SQLITE_READERS);
+        }
         let db = Database::connect(options).await?;
         Ok(Store {
             writes: batch::Batcher::start(db.clone())?,
