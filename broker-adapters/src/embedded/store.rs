@@ -147,7 +147,23 @@ impl Store {
         }
         writer.publish_ends();
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(writer.run(rx));
+        // On a thread of its own: on the node's runtime each step of a batch (begin, insert,
+        // commit) waited behind the mailboxes the last batch woke.
+        std::thread::Builder::new()
+            .name("bus-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(writer.run(rx)),
+                    // Its queue closes with it: every request is told the log is closed.
+                    Err(error) => {
+                        tracing::error!(%error, "no runtime for the embedded log's writer")
+                    }
+                }
+            })
+            .map_err(|e| storage(format!("no thread for the writer: {e}")))?;
         Ok((
             Store {
                 pool,
