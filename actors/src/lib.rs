@@ -111,7 +111,7 @@ pub fn new_message_id() -> String {
 impl NodeContext {
     /// The tree path (and registered name) of the part `name` of the node's tree.
     pub fn path(&self, name: &str) -> String {
-        let relative = tree::relative_path(name).unwrap_or_else(|| name.to_owned());
+        let relative = tree::relative_path(name).unwrap_or(name);
         format!("{}/{relative}", self.root)
     }
 }

@@ -2,6 +2,8 @@
 //! start order come from `LAYOUT`; paths are derived from it, and the node stops its children
 //! in the reverse of their start order (front doors first, state last).
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use supervisor::{Strategy, SupervisorConfig};
@@ -141,21 +143,30 @@ pub fn mailbox_config() -> SupervisorConfig {
 }
 
 /// The path below the root of the part named `name` (`orchestrator/tasks`, say).
-pub fn relative_path(name: &str) -> Option<String> {
-    fn find(parts: &[Part], name: &str) -> Option<String> {
-        parts.iter().find_map(|p| {
-            if p.name == name {
-                return Some(p.name.to_owned());
+pub fn relative_path(name: &str) -> Option<&'static str> {
+    // Worked out once: the router and the mailboxes ask for every message they pass on.
+    static PATHS: OnceLock<HashMap<&'static str, String>> = OnceLock::new();
+    fn walk(parts: &'static [Part], parent: &str, paths: &mut HashMap<&'static str, String>) {
+        for p in parts {
+            let path = match parent {
+                "" => p.name.to_owned(),
+                parent => format!("{parent}/{}", p.name),
+            };
+            // The first of a name in start order wins, as a search would find it.
+            paths.entry(p.name).or_insert_with(|| path.clone());
+            if let Kind::Supervisor(_, children) = p.kind {
+                walk(children, &path, paths);
             }
-            match p.kind {
-                Kind::Supervisor(_, children) => {
-                    find(children, name).map(|path| format!("{}/{path}", p.name))
-                }
-                _ => None,
-            }
-        })
+        }
     }
-    find(LAYOUT, name)
+    PATHS
+        .get_or_init(|| {
+            let mut paths = HashMap::new();
+            walk(LAYOUT, "", &mut paths);
+            paths
+        })
+        .get(name)
+        .map(String::as_str)
 }
 
 #[cfg(test)]
@@ -168,7 +179,7 @@ mod tests {
             relative_path(names::TASKS).as_deref(),
             Some("orchestrator/tasks")
         );
-        assert_eq!(relative_path(names::SERVERS).as_deref(), Some("servers"));
+        assert_eq!(relative_path(names::SERVERS), Some("servers"));
         assert_eq!(relative_path("nobody"), None);
     }
 }

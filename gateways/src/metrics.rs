@@ -79,7 +79,7 @@ pub fn record_tree(tree: &supervisor::Tree, root: &str) {
         names::CONVERSATIONS,
         names::CALENDARS,
     ] {
-        let path = actors::tree::relative_path(kind).unwrap_or_else(|| kind.to_owned());
+        let path = actors::tree::relative_path(kind).unwrap_or(kind);
         // Shards are one level down, their mailboxes two.
         let (mailboxes, restarts) = tree.census(&format!("{root}/{path}"), 2);
         metrics::gauge!("switchyard_mailboxes", "kind" => kind).set(mailboxes as f64);

@@ -19,6 +19,7 @@ mod members;
 mod nagle;
 mod notifications;
 mod orchestration;
+mod sqlite_busy;
 mod sqlite_writes;
 mod tasks;
 
@@ -148,6 +149,13 @@ impl Store {
                     // 50, each scan of an assignment pass (hundreds of rows) waited several
                     // times for its task to be polled on a busy node (a pass: 62 → 40 ms).
                     .row_buffer_size(READ_AHEAD_ROWS)
+            })
+            // Once connected (the busy timeout above covers connecting), waits for a lock in
+            // short steps.
+            .map_sqlx_sqlite_pool_opts(|pool| {
+                pool.after_connect(|connection, _meta| {
+                    Box::pin(async move { sqlite_busy::install(connection).await })
+                })
             })
             .map_sqlx_postgres_pool_opts(move |pool| {
                 pool.after_connect(move |_connection, _meta| {

@@ -12,7 +12,6 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use rusqlite::OpenFlags;
 use rusqlite::types::{ToSql, ToSqlOutput, Value as Sqlite, ValueRef};
@@ -71,13 +70,13 @@ impl Writer {
 }
 
 /// A connection to `path` as the pool's are made (sqlx's defaults and the store's options):
-/// WAL, every commit synced, foreign keys on, waiting out another writer's lock.
+/// WAL, every commit synced, foreign keys on, waiting out another writer's lock in short steps.
 fn open(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = rusqlite::Connection::open_with_flags(path, flags)?;
-    connection.busy_timeout(Duration::from_secs(10))?;
+    connection.busy_handler(Some(super::sqlite_busy::wait_a_step))?;
     let journal: String =
         connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !journal.eq_ignore_ascii_case("wal") {
