@@ -175,10 +175,7 @@ mod tests {
 
     #[test]
     fn paths_follow_the_nesting() {
-        assert_eq!(
-            relative_path(names::TASKS).as_deref(),
-            Some("orchestrator/tasks")
-        );
+        assert_eq!(relative_path(names::TASKS), Some("orchestrator/tasks"));
         assert_eq!(relative_path(names::SERVERS), Some("servers"));
         assert_eq!(relative_path("nobody"), None);
     }
