@@ -133,6 +133,12 @@ pub fn now_ms() -> u64 {
 impl Store {
     /// Connects to `url` (`sqlite://…?mode=rwc` or `postgres://…`); SQLite runs in WAL mode.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        // The state writer opens the file again on a connection of its own.
+        if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+            return Err(StoreError(format!(
+                "{url}: the state database must be a file, not in memory"
+            )));
+        }
         let port = nagle::postgres_port(url);
         let mut options = ConnectOptions::new(url);
         options

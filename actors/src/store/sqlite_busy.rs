@@ -9,7 +9,7 @@ use std::time::Duration;
 /// The wait between two tries for the lock.
 const STEP: Duration = Duration::from_micros(100);
 
-/// Tries for the lock before giving up with SQLITE_BUSY: about 10 s.
+/// Tries for the lock before giving up with SQLITE_BUSY: 10 s at least.
 const TRIES: i32 = 100_000;
 
 /// The busy handler: waits a step and tries again, until `TRIES`.

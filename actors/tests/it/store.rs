@@ -5,7 +5,7 @@ use actors::domain::agent::Agent;
 use actors::domain::assign::Decision;
 use actors::domain::task::{NotificationDraft, Task, TaskState};
 use actors::domain::{Capabilities, Dependency, DependencyKind, DependencyState, Map, Priority};
-use actors::store::{Applied, AppliedMessage, TaskFilter};
+use actors::store::{Applied, AppliedMessage, Store, TaskFilter};
 use actors::testkit::on_every_database;
 
 /// A pending task of `u1` needing rust, with an input dependency on `up`.
@@ -643,4 +643,17 @@ async fn the_digest_follows_the_state_and_not_its_delivery() {
         assert_ne!(store.digest().await.unwrap().hex, one.hex);
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_in_memory_state_database_is_refused_with_a_reason() {
+    for url in ["sqlite::memory:", "sqlite://state.sqlite?mode=memory"] {
+        let error = Store::connect(url).await.err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("must be a file")),
+            "{url}: {error:?}"
+        );
+    }
 }
