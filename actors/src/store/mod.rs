@@ -133,8 +133,9 @@ pub fn now_ms() -> u64 {
 impl Store {
     /// Connects to `url` (`sqlite://…?mode=rwc` or `postgres://…`); SQLite runs in WAL mode.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let sqlite = url.starts_with("sqlite:");
         // The state writer opens the file again on a connection of its own.
-        if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+        if sqlite && (url.contains(":memory:") || url.contains("mode=memory")) {
             return Err(StoreError(format!(
                 "{url}: the state database must be a file, not in memory"
             )));
@@ -171,7 +172,7 @@ impl Store {
                     })
                 })
             });
-        if url.starts_with("sqlite:") {
+        if sqlite {
             // sea-orm's default for SQLite is one connection, which every read then waits
             // for; in WAL mode readers run side by side, and the writer has its own.
             options.max_connections(SQLITE_READERS);

@@ -27,8 +27,8 @@ pub(super) async fn install(connection: &mut sqlx::SqliteConnection) -> Result<(
     // SAFETY: the handle stays locked (sqlx does not touch it) while `raw` exists; a
     // connection made from a handle does not close it when dropped, and the handler it
     // installs is a plain function, valid for as long as the handle is.
+    let configuration = |e: rusqlite::Error| sqlx::Error::Configuration(Box::new(e));
     let raw = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
-        .and_then(|raw| raw.busy_handler(Some(wait_a_step)).map(|()| raw));
-    drop(raw.map_err(|e| sqlx::Error::Configuration(Box::new(e)))?);
-    Ok(())
+        .map_err(configuration)?;
+    raw.busy_handler(Some(wait_a_step)).map_err(configuration)
 }
