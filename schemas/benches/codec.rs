@@ -61,6 +61,9 @@ fn codec(c: &mut Criterion) {
             format!("encode+decode {name} ({} bytes)", bytes.len()),
             |b| b.iter(|| decode(&encode(std::hint::black_box(&envelope))).expect("valid")),
         );
+        group.bench_function(format!("decode {name}"), |b| {
+            b.iter(|| decode(std::hint::black_box(&bytes)).expect("valid"))
+        });
     }
     group.finish();
 }

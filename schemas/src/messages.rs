@@ -632,6 +632,18 @@ macro_rules! message_impl {
                 }))
             }
 
+            /// Reads a body of the given `type` straight from `deserializer`; `Ok(None)` when the
+            /// type is unknown.
+            pub(crate) fn deserialize_body<'de, D: serde::Deserializer<'de>>(
+                kind: &str,
+                deserializer: D,
+            ) -> Result<Option<Self>, D::Error> {
+                Ok(Some(match kind {
+                    $($name => Message::$variant(Deserialize::deserialize(deserializer)?),)*
+                    _ => return Ok(None),
+                }))
+            }
+
             /// The body as a CBOR value.
             pub(crate) fn to_body(&self) -> Value {
                 let value = match self {
