@@ -143,7 +143,7 @@ async fn closes_cycle(
     let upstreams: Vec<String> = match command {
         task::Command::AddDependency(dependency) => vec![dependency.upstream.clone()],
         task::Command::Create(new)
-            if !new.dependencies.is_empty() && store.has_dependents(task_id).await? =>
+            if !new.dependencies.is_empty() && Box::pin(store.has_dependents(task_id)).await? =>
         {
             new.dependencies
                 .iter()
@@ -152,7 +152,7 @@ async fn closes_cycle(
         }
         _ => return Ok(None),
     };
-    store.cycle_through(task_id, &upstreams).await
+    Box::pin(store.cycle_through(task_id, &upstreams)).await
 }
 
 /// Agents: registration, heartbeats and going offline, of `domain::agent`.
@@ -198,6 +198,8 @@ pub(crate) async fn apply_message<K: Kind>(
     envelope: Box<Envelope>,
     delivery: Delivery,
 ) -> Result<Option<Option<Box<K::State>>>, StoreError> {
+    // The rare awaits (a load, a duplicate, a refusal) are boxed: this future is moved whole
+    // when its message is spawned, and it is as large as its largest await.
     // A message applied before is found by the write itself (its id is recorded with it), or,
     // if the state it led to refuses it now, by the check below: no read on the way of a new
     // message.
@@ -206,7 +208,7 @@ pub(crate) async fn apply_message<K: Kind>(
         Some(entity) => entity,
         // Loaded with the first message, and not at all for a message that creates the entity.
         None if K::creates(&envelope) => None,
-        None => K::load(&ctx.store, id).await?.map(Box::new),
+        None => Box::pin(K::load(&ctx.store, id)).await?.map(Box::new),
     };
     match K::apply(ctx, current.as_deref(), &envelope).await {
         Ok((entity, effects, Applied::Applied)) => {
@@ -216,15 +218,16 @@ pub(crate) async fn apply_message<K: Kind>(
             Ok(Some(Some(Box::new(entity))))
         }
         Ok((_, _, Applied::Duplicate)) => {
-            applied_before::<K>(ctx, id, &envelope.id, delivery).await
+            Box::pin(applied_before::<K>(ctx, id, &envelope.id, delivery)).await
         }
-        Err(ApplyError::Refused(_)) if ctx.store.is_processed(&envelope.id).await? => {
-            applied_before::<K>(ctx, id, &envelope.id, delivery).await
+        Err(ApplyError::Refused(_)) if Box::pin(ctx.store.is_processed(&envelope.id)).await? => {
+            Box::pin(applied_before::<K>(ctx, id, &envelope.id, delivery)).await
         }
         Err(ApplyError::Refused(refusal)) => {
             tracing::warn!(id = %envelope.id, kind = envelope.type_name(), %refusal, "refused");
             // Recorded for a caller waiting on the outcome; the dead letter keeps it too.
-            if let Err(error) = ctx.store.record_refusal(&envelope.id, &refusal.0).await {
+            let recorded = Box::pin(ctx.store.record_refusal(&envelope.id, &refusal.0)).await;
+            if let Err(error) = recorded {
                 delivery.nack(error.to_string());
                 return Err(error);
             }
