@@ -1,5 +1,5 @@
 //! The floor of the task scenarios: a plain rusqlite writer doing the rows a task's messages
-//! write (bus log appends, the task's insert and updates, processed ids, activity rows) in
+//! write (bus log appends unless replayed, the task's insert and updates, processed ids, activity rows) in
 //! batches on one connection, WAL and synchronous=FULL, as the node's durability demands,
 //! into the node's own tables.
 //! No actor, bus or ORM stands between the work and the disk: what the node could reach.
@@ -19,18 +19,28 @@ pub struct Shape {
     pub messages: u32,
     /// Of those, the ones that update the task row (the first inserts it).
     pub updates: u32,
+    /// Whether each message is appended to the bus's log too (not by a replay, which reads it).
+    pub appends: bool,
 }
 
 /// `task.created` alone: one message that inserts the task.
 pub const CREATED: Shape = Shape {
     messages: 1,
     updates: 0,
+    appends: true,
+};
+
+/// A `task.created` replayed: its state rows without the log append.
+pub const REPLAYED: Shape = Shape {
+    appends: false,
+    ..CREATED
 };
 
 /// create → assign → start → complete: four messages, an insert and three updates.
 pub const LIFECYCLE: Shape = Shape {
     messages: 4,
     updates: 3,
+    appends: true,
 };
 
 /// Tasks written per transaction.
@@ -98,7 +108,9 @@ fn write(path: &Path, tasks: u64, shape: Shape) -> anyhow::Result<Run> {
                 let id = format!("t{task}");
                 for message in 0..shape.messages {
                     let message_id = format!("{id}-{message}");
-                    append.execute(params![(task % 8) as i64, offset, id, payload])?;
+                    if shape.appends {
+                        append.execute(params![(task % 8) as i64, offset, id, payload])?;
+                    }
                     offset += 1;
                     if message == 0 {
                         insert.execute(params![id, offset])?;

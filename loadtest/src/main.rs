@@ -55,7 +55,8 @@ enum Scenario {
     /// GetTask on a node holding many tasks beside the health check on the same server, then
     /// ListTasks pages by state.
     GrpcRead(grpc_read::GrpcReadArgs),
-    /// A topic rebuilt into a fresh database by `switchyard replay`, beside the raw read of it.
+    /// A topic rebuilt into a fresh database by `switchyard replay`, beside the raw read of it,
+    /// then beside a plain rusqlite writer doing the rows it wrote.
     Replay(replay::ReplayArgs),
 }
 
@@ -72,7 +73,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::IngestHttp(args) => ingest_http::run(args).await.map(|r| vec![r]),
             Scenario::GrpcRead(args) => grpc_read::run(args).await,
             Scenario::Webhook(args) => webhook::run(args).await,
-            Scenario::Replay(args) => replay::run(args).await.map(|r| vec![r]),
+            Scenario::Replay(args) => replay::run(args).await,
         }
     })?;
     report::finish(&reports, cli.json.as_deref(), cli.chart.as_deref())

@@ -1,6 +1,7 @@
 //! The `replay` scenario: a topic of `task.created` events written by an in-process node
 //! (embedded defaults), then rebuilt into a fresh SQLite database by `switchyard replay`,
-//! beside the raw read of the same topic (each record read and decoded) in the same run.
+//! beside the raw read of the same topic (each record read and decoded) in the same run, and
+//! (`replay-writes`) beside the floor of the rows it wrote: a plain rusqlite writer doing them.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ pub struct ReplayArgs {
     timeout_secs: u64,
 }
 
-pub async fn run(args: ReplayArgs) -> anyhow::Result<Report> {
+pub async fn run(args: ReplayArgs) -> anyhow::Result<Vec<Report>> {
     let node = LoadNode::start(NodeOptions::default()).await?;
     let run = format!("lt{}", now_ms());
     let start = Instant::now();
@@ -77,21 +78,37 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<Report> {
         replayed.failed,
         raw.count
     );
-    Ok(Report {
-        scenario: "replay".into(),
-        run: Run {
-            count: replayed.records,
-            elapsed,
-            latencies: Latencies::new()?,
-            timeline: timeline.into_inner().unwrap_or_else(|e| e.into_inner()),
+    let run = Run {
+        count: replayed.records,
+        elapsed,
+        latencies: Latencies::new()?,
+        timeline: timeline.into_inner().unwrap_or_else(|e| e.into_inner()),
+    };
+    let floor = crate::floor::run(
+        &node.dir.path().join("floor.sqlite"),
+        replayed.records,
+        crate::floor::REPLAYED,
+    )
+    .await?;
+    let settings = serde_json::json!({
+        "events": args.events,
+        "applied": replayed.applied,
+        "bus": "embedded",
+    });
+    Ok(vec![
+        Report {
+            scenario: "replay".into(),
+            run: run.clone(),
+            baseline: Some(raw),
+            settings: settings.clone(),
         },
-        baseline: Some(raw),
-        settings: serde_json::json!({
-            "events": args.events,
-            "applied": replayed.applied,
-            "bus": "embedded",
-        }),
-    })
+        Report {
+            scenario: "replay-writes".into(),
+            run,
+            baseline: Some(floor),
+            settings,
+        },
+    ])
 }
 
 /// The topic read by the bus's own replay, each record decoded: what a replay does before

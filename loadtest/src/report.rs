@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 /// Latencies of one run, in microseconds.
+#[derive(Clone)]
 pub struct Latencies(Histogram<u64>);
 
 impl Latencies {
@@ -29,7 +30,7 @@ impl Latencies {
 }
 
 /// Completions over a run, sampled as it goes: (seconds since the start, completed so far).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Timeline(Vec<(f64, u64)>);
 
 impl Timeline {
@@ -56,6 +57,7 @@ impl Timeline {
 }
 
 /// What one side of a scenario (switchyard, or the raw client) did.
+#[derive(Clone)]
 pub struct Run {
     pub count: u64,
     pub elapsed: Duration,
