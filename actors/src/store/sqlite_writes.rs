@@ -7,11 +7,15 @@
 //! pool a commit first waited for the reads on its connection (600 µs of a 1.3 ms commit at
 //! 2k tasks/s), and the statements prepared were lost with each batch. The SQL is still sea-orm's
 //! own, built from the entities and prepared once for each table and set of columns; only its
-//! execution is direct.
+//! execution is direct. Why checkpoints on another thread: copying the WAL back into the
+//! database in the commit that crossed SQLite's threshold held that commit, and every write
+//! waiting on it, for the copy and its fsyncs.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use rusqlite::OpenFlags;
 use rusqlite::types::{ToSql, ToSqlOutput, Value as Sqlite, ValueRef};
@@ -33,11 +37,16 @@ impl From<rusqlite::Error> for StoreError {
 /// Statements held by one connection: every table's insert and lookup, with room to spare.
 const STATEMENTS: usize = 64;
 
+/// The least time between two checkpoints while commits come: the WAL grows by a few MB at
+/// most in between, and its copy into the database is not repeated for every commit.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+
 /// The writer's connection to a SQLite database, opened when first needed and again after a
-/// transaction failed to end.
+/// transaction failed to end, and the thread that checkpoints what it commits.
 pub(super) struct Writer {
     path: PathBuf,
     connection: Option<rusqlite::Connection>,
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Writer {
@@ -47,6 +56,7 @@ impl Writer {
         Writer {
             path: options.get_filename().to_owned(),
             connection: None,
+            checkpoints: None,
         }
     }
 
@@ -56,6 +66,9 @@ impl Writer {
         &mut self,
         write: impl AsyncFnOnce(&mut Direct<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if self.checkpoints.is_none() {
+            self.checkpoints = Some(Checkpoints::start(&self.path)?);
+        }
         let connection = match &mut self.connection {
             Some(connection) => connection,
             empty => empty.insert(open(&self.path)?),
@@ -65,13 +78,51 @@ impl Writer {
         if !connection.is_autocommit() {
             self.connection = None;
         }
+        if written.is_ok()
+            && let Some(checkpoints) = &self.checkpoints
+        {
+            checkpoints.committed();
+        }
         written
     }
 }
 
+/// A thread that copies the WAL of a database back into it after commits, on a connection of
+/// its own, without waiting for readers or the writer (a passive checkpoint).
+struct Checkpoints {
+    /// Holds one "committed since" mark; dropped with the writer, which ends the thread.
+    commits: mpsc::SyncSender<()>,
+}
+
+impl Checkpoints {
+    fn start(path: &Path) -> Result<Checkpoints, StoreError> {
+        let connection = open(path)?;
+        let (commits, committed) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("state-checkpoints".into())
+            .spawn(move || {
+                while committed.recv().is_ok() {
+                    let checkpoint = "PRAGMA wal_checkpoint(PASSIVE)";
+                    if let Err(error) = connection.query_row(checkpoint, [], |_| Ok(())) {
+                        tracing::warn!(%error, "a checkpoint of the state database failed");
+                    }
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                }
+            })
+            .map_err(|e| StoreError(format!("no thread for the state checkpoints: {e}")))?;
+        Ok(Checkpoints { commits })
+    }
+
+    /// Asks for a checkpoint, unless one is asked for already.
+    fn committed(&self) {
+        let _ = self.commits.try_send(());
+    }
+}
+
 /// A connection to `path` as the pool's are made (sqlx's defaults and the store's options):
-/// WAL, every commit synced, foreign keys on, waiting out another writer's lock in short steps.
-fn open(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
+/// WAL, every commit synced, foreign keys on, waiting out another writer's lock in short steps;
+/// and no checkpoints of its own (`Checkpoints` does them).
+fn open(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -87,6 +138,7 @@ fn open(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
     }
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    connection.pragma_update(None, "wal_autocheckpoint", 0)?;
     connection.set_prepared_statement_cache_capacity(STATEMENTS);
     Ok(connection)
 }

@@ -657,3 +657,30 @@ async fn an_in_memory_state_database_is_refused_with_a_reason() {
         );
     }
 }
+
+#[tokio::test]
+async fn what_the_writer_commits_on_sqlite_is_checkpointed_into_the_database_file() {
+    let temp = actors::testkit::sqlite().await;
+    let file = temp.dir.path().join("state.sqlite");
+    let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let spec = "x".repeat(2000);
+    for i in 0..200 {
+        let mut new = task(&format!("t{i}"), Priority::Normal, 1);
+        new.spec = spec.clone();
+        let id = format!("m{i}");
+        let applied = temp.store.save_task(&msg(&id), None, &new, &[], &[]).await;
+        assert_eq!(applied.unwrap(), Applied::Applied);
+    }
+    // 400 KB of rows sit in the WAL (far below SQLite's own threshold of 4 MB) until a
+    // checkpoint copies them into the database file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() < before + 400_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint: the file stays at {} bytes (was {before})",
+            size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
