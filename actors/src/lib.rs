@@ -48,6 +48,20 @@ pub use shells::provider::{CallError, ProviderActor, ProviderArgs, ProviderHandl
 pub use shells::replay::{Progress, Quiet, Replayed, replay, resume_from};
 pub use store::Store;
 
+/// What the benchmarks drive directly, below the node: the ingress's hop and a shard of
+/// mailboxes of a kind of their own. Not an interface to build on.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::shells::entity::{ApplyError, Kind};
+    pub use crate::shells::ingress::hop;
+    pub use crate::shells::shard::{ShardActor, ShardMsg};
+
+    /// The name (tree path) of the task shard of `partition`, where the router looks for it.
+    pub fn task_shard(ctx: &crate::NodeContext, partition: u32) -> String {
+        crate::shells::router::shard_path(ctx, crate::tree::names::TASKS, partition)
+    }
+}
+
 /// Everything the node's actors share: storage, the bus, and where they sit in the tree.
 #[derive(Clone)]
 pub struct NodeContext {

@@ -18,6 +18,7 @@ use broker_adapters::{
     BusError, Delivery, Event, Revocation, StartAt, SubscribeOptions, Subscription,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use schemas::Envelope;
 use tokio::task::JoinSet;
 
 use crate::NodeContext;
@@ -43,6 +44,34 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// How long a revoked partition's work may take to settle before it is given up anyway
 /// (longer than a shard's drain timeout, so every shard hears of it).
 const REVOKE_GRACE: Duration = Duration::from_secs(15);
+
+/// The ingress's hop for one delivery: decoded (an undecodable one is dead-lettered) and handed
+/// to the mailbox of its key; given back when that mailbox's shard is not running yet.
+/// Duplicates pass: the state writer finds a message applied before by its id.
+pub fn hop(ctx: &NodeContext, delivery: Delivery) -> Option<(Box<Envelope>, Delivery)> {
+    metrics::counter!("switchyard_bus_consumed_total", "topic" => schemas::EVENTS_TOPIC)
+        .increment(1);
+    let envelope = match schemas::decode(&delivery.record.payload) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            tracing::warn!(partition = delivery.record.partition, offset = ?delivery.record.offset, %error, "undecodable message");
+            delivery.dead_letter(error.to_string());
+            return None;
+        }
+    };
+    // From the producer's clock to this node's: the bus's latency, roughly.
+    let age = crate::store::now_ms().saturating_sub(envelope.time);
+    metrics::histogram!("switchyard_bus_delivery_age_seconds", "topic" => schemas::EVENTS_TOPIC)
+        .record(age as f64 / 1000.0);
+    match router::try_deliver(ctx, Box::new(envelope), delivery).map_err(|u| *u) {
+        Ok(()) => None,
+        Err((RouteError::NotStarted(_), envelope, delivery)) => Some((envelope, delivery)),
+        Err((error, _, delivery)) => {
+            router::settle_unroutable(error, delivery);
+            None
+        }
+    }
+}
 
 /// The ingress actor.
 #[derive(Debug, Clone, Copy, Default)]
@@ -100,40 +129,14 @@ impl IngressState {
     }
 
     fn deliver(&mut self, delivery: Delivery) {
-        metrics::counter!("switchyard_bus_consumed_total", "topic" => schemas::EVENTS_TOPIC)
-            .increment(1);
-        match schemas::decode(&delivery.record.payload) {
-            Err(error) => {
-                tracing::warn!(partition = delivery.record.partition, offset = ?delivery.record.offset, %error, "undecodable message");
-                delivery.dead_letter(error.to_string());
-            }
-            Ok(envelope) => {
-                // From the producer's clock to this node's: the bus's latency, roughly.
-                let age = crate::store::now_ms().saturating_sub(envelope.time);
-                metrics::histogram!("switchyard_bus_delivery_age_seconds", "topic" => schemas::EVENTS_TOPIC)
-                    .record(age as f64 / 1000.0);
-                self.route(envelope, delivery);
-            }
-        }
-    }
-
-    fn route(&mut self, envelope: schemas::Envelope, delivery: Delivery) {
-        match router::try_deliver(&self.ctx, Box::new(envelope), delivery)
-            .map_err(|undelivered| *undelivered)
-        {
-            Ok(()) => {}
-            Err((RouteError::NotStarted(_), envelope, delivery)) => {
-                // Starting the partition's shard takes a round trip to its supervisor;
-                // other partitions need not wait for it. Per-key order holds: the bus
-                // hands out a key's next message only once this one is settled.
-                let routing = self.routing.entry(delivery.record.partition).or_default();
-                while routing.try_join_next().is_some() {}
-                let ctx = self.ctx.clone();
-                routing.spawn(
-                    async move { router::start_and_deliver(&ctx, envelope, delivery).await },
-                );
-            }
-            Err((error, _, delivery)) => router::settle_unroutable(error, delivery),
+        if let Some((envelope, delivery)) = hop(&self.ctx, delivery) {
+            // Starting the partition's shard takes a round trip to its supervisor; other
+            // partitions need not wait for it. Per-key order holds: the bus hands out a key's
+            // next message only once this one is settled.
+            let routing = self.routing.entry(delivery.record.partition).or_default();
+            while routing.try_join_next().is_some() {}
+            let ctx = self.ctx.clone();
+            routing.spawn(async move { router::start_and_deliver(&ctx, envelope, delivery).await });
         }
     }
 

@@ -174,7 +174,8 @@ pub(crate) fn settle_unroutable(error: RouteError, delivery: Delivery) {
     }
 }
 
-fn shard_path(ctx: &NodeContext, kind: &str, partition: u32) -> String {
+/// The tree path (and registered name) of the shard of `partition` under the supervisor `kind`.
+pub(crate) fn shard_path(ctx: &NodeContext, kind: &str, partition: u32) -> String {
     format!("{}/{}", ctx.path(kind), shard_name(partition))
 }
 
