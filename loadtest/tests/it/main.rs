@@ -61,14 +61,20 @@ fn the_tasks_scenario_reports_throughput_and_latency() {
 }
 
 #[test]
-fn the_replay_scenario_rebuilds_a_topic_beside_its_raw_read() {
-    let report = run(&["replay", "--events", "300", "--concurrency", "4"]);
+fn the_replay_scenario_rebuilds_a_topic_beside_its_raw_read_and_the_floor_of_its_writes() {
+    let reports = run_all(&["replay", "--events", "300", "--concurrency", "4"]);
+    let scenarios: Vec<_> = reports.iter().map(|r| r["scenario"].as_str()).collect();
+    assert_eq!(scenarios, [Some("replay"), Some("replay-writes")]);
+    for report in &reports {
+        assert_eq!(report["count"].as_u64(), Some(300), "{report}");
+        assert_eq!(report["settings"]["applied"].as_u64(), Some(300));
+        assert_ratio(report);
+    }
     assert_eq!(
-        (report["scenario"].as_str(), report["count"].as_u64()),
-        (Some("replay"), Some(300))
+        reports[0]["throughput_per_s"], reports[1]["throughput_per_s"],
+        "one replay beside two baselines"
     );
-    assert_eq!(report["settings"]["applied"].as_u64(), Some(300));
-    assert_ratio(&report);
+    assert_ne!(reports[0]["baseline_per_s"], reports[1]["baseline_per_s"]);
 }
 
 #[test]
