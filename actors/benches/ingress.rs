@@ -19,6 +19,11 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::{Envelope, Message, TaskCreated};
 use tokio::sync::Notify;
 
+/// The node's allocator (`switchyard`'s `allocator.rs`), so the hop costs here what it does
+/// in a node.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Messages per round, each of a key of its own, as the bus hands them out.
 const ROUND: u64 = 10_000;
 

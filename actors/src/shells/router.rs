@@ -14,7 +14,7 @@ use crate::shells::conversation::ConversationMailbox;
 use crate::shells::costs::CostMailbox;
 use crate::shells::entity::{AgentMailbox, Kind, TaskMailbox};
 use crate::shells::notifier::Notify;
-use crate::shells::shard::{ShardActor, ShardMsg, shard_name};
+use crate::shells::shard::{ShardActor, ShardMsg, Waiting, shard_name};
 use crate::{NodeContext, names};
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,7 +131,7 @@ fn to_shard<K: Kind>(
         )));
     };
     let _ = ActorRef::<ShardMsg<K::State>>::from(cell)
-        .send_message(ShardMsg::Handle(envelope, delivery));
+        .send_message(ShardMsg::Handle(envelope, Waiting::new(delivery)));
     Ok(())
 }
 

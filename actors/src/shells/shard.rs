@@ -8,7 +8,10 @@
 //!
 //! Supervision: transient children of the `tasks` / `agents` supervisors, named `p<partition>`.
 //! An entity whose write failed forgets its state and reloads it with its next message (the
-//! restart of that mailbox, counted in the tree); its delivery was nacked and comes back.
+//! restart of that mailbox, counted in the tree); its delivery was nacked and comes back. A
+//! shard that fails counts an attempt against the message it had in hand only: the messages
+//! waiting in it are delivered again without counting one (`Waiting`), so a burst behind a
+//! crash-looping shard is not dead-lettered for another message's fault.
 //! Ordering: the bus hands out a key's next message only once this one is settled, and a
 //! message for an entity that is busy waits in that entity's queue.
 //! Shutdown: idle entities are passivated after `passivate_after`; when this node loses the
@@ -32,7 +35,7 @@ use crate::shells::entity::{Kind, apply_message};
 /// Messages of a shard.
 pub enum ShardMsg<S> {
     /// Apply this envelope to its entity and settle its delivery.
-    Handle(Box<Envelope>, Delivery),
+    Handle(Box<Envelope>, Waiting),
     /// An entity's message was applied: its state as known afterwards (`Ok(None)`: unknown;
     /// `Err`: untrusted, its mailbox restarts).
     Applied(String, Result<Option<Option<Box<S>>>, ()>),
@@ -43,6 +46,31 @@ pub enum ShardMsg<S> {
     /// The state of a live entity, if this shard holds it now (not while a message of it is
     /// being applied).
     Peek(String, RpcReplyPort<Option<S>>),
+}
+
+/// A delivery waiting in a shard, in its actor's queue or behind its entity's busy mailbox:
+/// dropped there (the shard failed or stopped first), it is delivered again without counting
+/// an attempt.
+pub struct Waiting(Option<Delivery>);
+
+impl Waiting {
+    /// `delivery`, on its way into a shard.
+    pub fn new(delivery: Delivery) -> Waiting {
+        Waiting(Some(delivery))
+    }
+
+    /// The delivery, taken up: from here on a failure counts against it.
+    fn take(mut self) -> Option<Delivery> {
+        self.0.take()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(delivery) = self.0.take() {
+            delivery.retry("its mailbox's shard stopped before taking it up");
+        }
+    }
 }
 
 /// The shard actor of entities of kind `K`.
@@ -77,7 +105,7 @@ struct Mailbox<S> {
     /// A message of it is being applied.
     busy: bool,
     /// Messages that arrived while busy, in order.
-    waiting: VecDeque<(Box<Envelope>, Delivery)>,
+    waiting: VecDeque<(Box<Envelope>, Waiting)>,
     last_active: Instant,
 }
 
@@ -129,7 +157,9 @@ impl<S: Send + Sync + 'static> ShardState<S> {
         });
         mailbox.last_active = Instant::now();
         if mailbox.busy {
-            mailbox.waiting.push_back((envelope, delivery));
+            mailbox
+                .waiting
+                .push_back((envelope, Waiting::new(delivery)));
             self.queued += 1;
             self.report_queued();
             return;
@@ -188,7 +218,9 @@ impl<S: Send + Sync + 'static> ShardState<S> {
             mailbox.busy = false;
             mailbox.entity = after.ok().flatten();
             mailbox.last_active = Instant::now();
-            if let Some((envelope, delivery)) = mailbox.waiting.pop_front() {
+            if let Some((envelope, waiting)) = mailbox.waiting.pop_front()
+                && let Some(delivery) = waiting.take()
+            {
                 Self::start::<K>(&self.ctx, myself, id, mailbox, envelope, delivery);
                 self.queued -= 1;
                 self.report_queued();
@@ -267,7 +299,10 @@ impl<K: Kind> Actor for ShardActor<K> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ShardMsg::Handle(envelope, delivery) => {
+            ShardMsg::Handle(envelope, waiting) => {
+                let Some(delivery) = waiting.take() else {
+                    return Ok(());
+                };
                 crate::chaos::strike(&myself);
                 state.handle::<K>(&myself, envelope, delivery)
             }
@@ -283,5 +318,51 @@ impl<K: Kind> Actor for ShardActor<K> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use broker_adapters::{Outcome, Record, Settle};
+
+    use super::*;
+
+    struct Told(Arc<Mutex<Option<Outcome>>>);
+
+    impl Settle for Told {
+        fn settle(self: Box<Self>, outcome: Outcome) {
+            *self.0.lock().unwrap() = Some(outcome);
+        }
+    }
+
+    /// A delivery waiting in a shard, and how it was settled.
+    fn waiting() -> (Waiting, Arc<Mutex<Option<Outcome>>>) {
+        let told = Arc::new(Mutex::new(None));
+        let record = Record {
+            topic: "t".into(),
+            partition: 0,
+            offset: Some(0),
+            key: "task/a".into(),
+            payload: Vec::new(),
+            headers: Vec::new(),
+            timestamp: 0,
+        };
+        let delivery = Delivery::new(record, 1, Box::new(Told(told.clone())));
+        (Waiting::new(delivery), told)
+    }
+
+    #[test]
+    fn a_message_dropped_waiting_in_a_shard_costs_no_attempt_and_one_taken_up_does() {
+        let (queued, told) = waiting();
+        drop(queued);
+        let outcome = told.lock().unwrap().take();
+        assert!(matches!(outcome, Some(Outcome::Retry(_))), "{outcome:?}");
+
+        let (queued, told) = waiting();
+        drop(queued.take());
+        let outcome = told.lock().unwrap().take();
+        assert!(matches!(outcome, Some(Outcome::Nack(_))), "{outcome:?}");
     }
 }
