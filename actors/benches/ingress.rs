@@ -154,6 +154,7 @@ async fn context() -> (NodeContext, actors::testkit::TempStore) {
         agent_timeout: Duration::from_secs(600),
         agent_signals: tokio::sync::broadcast::channel(16).0,
         outcomes: Default::default(),
+        cascades: Default::default(),
         channels: Default::default(),
         notifier: Default::default(),
         budgets: Default::default(),

@@ -45,6 +45,7 @@ pub use shells::notifier::{NotifierActor, Notify};
 pub use shells::orchestrator::{OrchestratorActor, OrchestratorMsg};
 pub use shells::outbox::{Channel, Notifier, OutboxActor};
 pub use shells::provider::{CallError, ProviderActor, ProviderArgs, ProviderHandle, mailbox};
+pub use shells::relay::Cascades;
 pub use shells::replay::{Progress, Quiet, Replayed, replay, resume_from};
 pub use store::Store;
 
@@ -89,6 +90,8 @@ pub struct NodeContext {
     pub agent_signals: tokio::sync::broadcast::Sender<AgentSignal>,
     /// Callers waiting for messages to be applied here.
     pub outcomes: Outcomes,
+    /// Finished tasks whose dependents are still to be told.
+    pub cascades: Cascades,
     /// What each inbound channel's messages may become, by channel name.
     pub channels: Arc<BTreeMap<String, domain::conversation::Rules>>,
     /// How notifications are delivered, and through which providers.

@@ -2,6 +2,9 @@
 //! cascade, requeues, assignment), published under ids derived from their cause, so that
 //! publishing one again (after a crash, or from the orchestrator's sweep) changes nothing.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use sha2::{Digest, Sha256};
 
 use schemas::{Envelope, Message};
@@ -83,9 +86,11 @@ pub(crate) fn carry_out(ctx: &NodeContext, task: Option<&Task>, effects: Vec<Eff
                 }
             }
             Effect::Cascade(_) => {
-                if let Some(task) = task.cloned() {
+                if let Some(task) = task.cloned()
+                    && ctx.cascades.push(task)
+                {
                     let ctx = ctx.clone();
-                    tokio::spawn(async move { cascade(&ctx, &task).await });
+                    tokio::spawn(async move { drain_cascades(&ctx).await });
                 }
             }
             Effect::CheckUpstreams => {
@@ -98,18 +103,76 @@ pub(crate) fn carry_out(ctx: &NodeContext, task: Option<&Task>, effects: Vec<Eff
     }
 }
 
-/// Tells every task that depends on the finished `upstream`; whatever fails here the
-/// orchestrator's sweep finds later (the dependency still waits).
-async fn cascade(ctx: &NodeContext, upstream: &Task) {
-    let dependents = match ctx.store.dependents(&upstream.task_id).await {
-        Ok(dependents) => dependents,
-        Err(error) => return tracing::warn!(task = %upstream.task_id, %error, "cascade deferred"),
-    };
-    for (downstream, user, dependency) in dependents {
-        if let Err(error) = tell_dependent(ctx, &downstream, &user, &dependency, upstream).await {
-            tracing::warn!(task = %upstream.task_id, %downstream, %error, "cascade deferred");
-        }
+/// Finished tasks whose dependents are still to be told, shared by the node's mailboxes: one
+/// drain at a time tells them, and whatever finishes meanwhile waits for its next read, so
+/// under load one read of the dependents serves many finished tasks.
+#[derive(Clone, Default)]
+pub struct Cascades(Arc<Mutex<CascadeQueue>>);
+
+#[derive(Default)]
+struct CascadeQueue {
+    waiting: Vec<Task>,
+    draining: bool,
+}
+
+impl Cascades {
+    fn queue(&self) -> std::sync::MutexGuard<'_, CascadeQueue> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Queues finished `task`; true when no drain is running, so the caller starts one.
+    fn push(&self, task: Task) -> bool {
+        let mut queue = self.queue();
+        queue.waiting.push(task);
+        !std::mem::replace(&mut queue.draining, true)
+    }
+
+    /// The tasks queued so far, or `None` (the drain ends) when there are none.
+    fn take(&self) -> Option<Vec<Task>> {
+        let mut queue = self.queue();
+        if queue.waiting.is_empty() {
+            queue.draining = false;
+            return None;
+        }
+        Some(std::mem::take(&mut queue.waiting))
+    }
+}
+
+/// Tells the dependents of the queued finished tasks, a batch at a time, until none is left.
+async fn drain_cascades(ctx: &NodeContext) {
+    while let Some(finished) = ctx.cascades.take() {
+        cascade(ctx, &finished).await;
+    }
+}
+
+/// Tells every task that depends on one of the `finished` upstreams; whatever fails here the
+/// orchestrator's sweep finds later (the dependency still waits).
+async fn cascade(ctx: &NodeContext, finished: &[Task]) {
+    let ids: Vec<String> = finished.iter().map(|t| t.task_id.clone()).collect();
+    let dependents = match ctx.store.dependents(&ids).await {
+        Ok(dependents) => dependents,
+        Err(error) => return tracing::warn!(tasks = ids.len(), %error, "cascades deferred"),
+    };
+    let mut by_upstream: HashMap<&str, Vec<(&String, &String, &Dependency)>> = HashMap::new();
+    for (downstream, user, dependency) in &dependents {
+        let entry = by_upstream.entry(dependency.upstream.as_str()).or_default();
+        entry.push((downstream, user, dependency));
+    }
+    // Each finish is told, a task that finished twice in the batch (two generations) too.
+    let told = finished.iter().flat_map(|upstream| {
+        let waiting = by_upstream.get(upstream.task_id.as_str());
+        waiting
+            .into_iter()
+            .flatten()
+            .map(move |&(downstream, user, dependency)| async move {
+                if let Err(error) = tell_dependent(ctx, downstream, user, dependency, upstream).await
+                {
+                    tracing::warn!(task = %upstream.task_id, %downstream, %error, "cascade deferred");
+                }
+            })
+    });
+    // Published together: the bus commits them as one batch.
+    futures::future::join_all(told).await;
 }
 
 /// Tells `task` about the upstream tasks that finished before it depended on them.
@@ -127,5 +190,49 @@ async fn check_upstreams(ctx: &NodeContext, task: &Task) {
             Ok(None) => {}
             Err(error) => tracing::warn!(task = %task.task_id, %error, "upstream check deferred"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::task::{Command, NewTask, step};
+
+    fn finished(id: &str) -> Task {
+        let new = NewTask {
+            task_id: id.into(),
+            title: id.into(),
+            spec: "true".into(),
+            priority: Default::default(),
+            requirements: Default::default(),
+            dependencies: Vec::new(),
+            contracts: Vec::new(),
+            require_plan_approval: false,
+            preferred_agent: None,
+            max_attempts: None,
+        };
+        step(None, "u1", &Command::Create(new), 0).unwrap().task
+    }
+
+    fn ids(tasks: Option<Vec<Task>>) -> Option<Vec<String>> {
+        tasks.map(|t| t.into_iter().map(|t| t.task_id).collect())
+    }
+
+    #[test]
+    fn what_finishes_during_a_drain_waits_for_its_next_batch() {
+        let cascades = Cascades::default();
+        assert!(
+            cascades.push(finished("a")),
+            "the first finish starts a drain"
+        );
+        assert!(!cascades.push(finished("b")), "a drain is running");
+        assert_eq!(ids(cascades.take()), Some(vec!["a".into(), "b".into()]));
+        assert!(!cascades.push(finished("c")), "the drain still runs");
+        assert_eq!(ids(cascades.take()), Some(vec!["c".into()]));
+        assert_eq!(ids(cascades.take()), None, "nothing left: the drain ends");
+        assert!(
+            cascades.push(finished("d")),
+            "the next finish starts a new drain"
+        );
     }
 }

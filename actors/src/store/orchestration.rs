@@ -257,38 +257,45 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// The tasks that depend on `upstream`: (task id, its owner, the dependency).
+    /// The tasks that depend on any of `upstreams`: (task id, its owner, the dependency, which
+    /// names its upstream); two queries per thousand upstreams, none for an empty list.
     pub async fn dependents(
         &self,
-        upstream: &str,
+        upstreams: &[String],
     ) -> Result<Vec<(String, String, Dependency)>, StoreError> {
-        let deps = task_dependencies::Entity::find()
-            .filter(task_dependencies::Column::DependsOn.eq(upstream))
-            .order_by_asc(task_dependencies::Column::TaskId)
-            .all(self.connection())
-            .await?;
-        let ids: Vec<String> = deps.iter().map(|d| d.task_id.clone()).collect();
-        let owners: HashMap<String, String> = tasks::Entity::find()
-            .select_only()
-            .column(tasks::Column::TaskId)
-            .column(tasks::Column::User)
-            .filter(tasks::Column::TaskId.is_in(ids))
-            .into_tuple::<(String, String)>()
-            .all(self.connection())
-            .await?
-            .into_iter()
-            .collect();
-        Ok(deps
-            .into_iter()
-            .filter_map(|d| {
+        let mut found = Vec::new();
+        for chunk in upstreams.chunks(1000) {
+            let deps = task_dependencies::Entity::find()
+                .filter(
+                    task_dependencies::Column::DependsOn.is_in(chunk.iter().map(String::as_str)),
+                )
+                .order_by_asc(task_dependencies::Column::TaskId)
+                .all(self.connection())
+                .await?;
+            if deps.is_empty() {
+                continue;
+            }
+            let ids: BTreeSet<&str> = deps.iter().map(|d| d.task_id.as_str()).collect();
+            let owners: HashMap<String, String> = tasks::Entity::find()
+                .select_only()
+                .column(tasks::Column::TaskId)
+                .column(tasks::Column::User)
+                .filter(tasks::Column::TaskId.is_in(ids))
+                .into_tuple::<(String, String)>()
+                .all(self.connection())
+                .await?
+                .into_iter()
+                .collect();
+            found.extend(deps.into_iter().filter_map(|d| {
                 let user = owners.get(&d.task_id)?.clone();
                 Some((
                     d.task_id.clone(),
                     user,
                     super::tasks::dependency_from_row(d),
                 ))
-            })
-            .collect())
+            }));
+        }
+        Ok(found)
     }
 
     /// Up to `limit` dependencies still waiting on an upstream task of the same user that has

@@ -114,6 +114,7 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
         agent_timeout: Duration::from_secs(600),
         agent_signals: tokio::sync::broadcast::channel(16).0,
         outcomes: Default::default(),
+        cascades: Default::default(),
         channels: Default::default(),
         notifier: Default::default(),
         budgets: Default::default(),

@@ -147,6 +147,57 @@ async fn writes_are_idempotent_by_message_id() {
 }
 
 #[tokio::test]
+async fn dependents_of_many_upstreams_come_in_one_call() {
+    on_every_database("dependents", |store| async move {
+        let on = |upstreams: &[&str]| -> Vec<Dependency> {
+            let first = task("x", Priority::Normal, 0).dependencies.remove(0);
+            upstreams
+                .iter()
+                .map(|u| Dependency {
+                    upstream: (*u).into(),
+                    ..first.clone()
+                })
+                .collect()
+        };
+        for (id, upstreams) in [
+            ("a", on(&["up"])),
+            ("b", on(&["up2"])),
+            ("c", on(&["up", "up2"])),
+        ] {
+            let waiting = Task {
+                user: format!("owner-{id}"),
+                dependencies: upstreams,
+                ..task(id, Priority::Normal, 0)
+            };
+            store
+                .save_task(&msg(&format!("m{id}")), None, &waiting, &[], &[])
+                .await
+                .unwrap();
+        }
+        let mut found: Vec<(String, String, String)> = store
+            .dependents(&["up".into(), "up2".into(), "nobody".into()])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(task, user, dependency)| (dependency.upstream, task, user))
+            .collect();
+        found.sort();
+        let expected = [("up", "a"), ("up", "c"), ("up2", "b"), ("up2", "c")]
+            .map(|(up, task)| (up.to_owned(), task.to_owned(), format!("owner-{task}")));
+        assert_eq!(found, expected);
+        assert!(store.dependents(&[]).await.unwrap().is_empty());
+        assert!(
+            store
+                .dependents(&["nobody".into()])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn queries_order_filter_and_page() {
     on_every_database("queries", |store| async move {
         for (i, (id, priority)) in [
@@ -231,7 +282,7 @@ async fn queries_order_filter_and_page() {
         assert_eq!(store.reservations().await.unwrap(), [decide("c", 1)]);
 
         // Dependents, and a cascade nobody told: `up` finished while `a`..`d` wait on it.
-        let dependents = store.dependents("up").await.unwrap();
+        let dependents = store.dependents(&["up".into()]).await.unwrap();
         assert_eq!(dependents.len(), 4);
         assert!(store.unheard_cascades(10).await.unwrap().is_empty());
         let up = Task {

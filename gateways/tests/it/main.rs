@@ -46,6 +46,7 @@ async fn fixture() -> Fixture {
         agent_timeout: Duration::from_secs(30),
         agent_signals: tokio::sync::broadcast::channel(16).0,
         outcomes: Default::default(),
+        cascades: Default::default(),
         channels: Default::default(),
         notifier: Default::default(),
         budgets: Default::default(),
