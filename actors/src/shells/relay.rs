@@ -140,8 +140,17 @@ impl Cascades {
 
 /// Tells the dependents of the queued finished tasks, a batch at a time, until none is left.
 async fn drain_cascades(ctx: &NodeContext) {
+    use futures::FutureExt;
     while let Some(finished) = ctx.cascades.take() {
-        cascade(ctx, &finished).await;
+        // A batch that panics must not end the drain: `draining` would stay set, and no
+        // cascade on this node would be told but by the sweep.
+        let told = std::panic::AssertUnwindSafe(cascade(ctx, &finished));
+        if told.catch_unwind().await.is_err() {
+            tracing::error!(
+                tasks = finished.len(),
+                "a batch of cascades panicked; the sweep tells them"
+            );
+        }
     }
 }
 

@@ -258,7 +258,7 @@ impl Store {
     }
 
     /// The tasks that depend on any of `upstreams`: (task id, its owner, the dependency, which
-    /// names its upstream); two queries per thousand upstreams, none for an empty list.
+    /// names its upstream); a query per thousand upstreams and one per thousand dependents.
     pub async fn dependents(
         &self,
         upstreams: &[String],
@@ -275,17 +275,26 @@ impl Store {
             if deps.is_empty() {
                 continue;
             }
-            let ids: BTreeSet<&str> = deps.iter().map(|d| d.task_id.as_str()).collect();
-            let owners: HashMap<String, String> = tasks::Entity::find()
-                .select_only()
-                .column(tasks::Column::TaskId)
-                .column(tasks::Column::User)
-                .filter(tasks::Column::TaskId.is_in(ids))
-                .into_tuple::<(String, String)>()
-                .all(self.connection())
-                .await?
+            // A thousand upstreams may have any number of dependents: their owners are read a
+            // thousand at a time too, well below either database's limit on bound values.
+            let ids: Vec<&str> = deps
+                .iter()
+                .map(|d| d.task_id.as_str())
+                .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
+            let mut owners: HashMap<String, String> = HashMap::new();
+            for ids in ids.chunks(1000) {
+                let rows = tasks::Entity::find()
+                    .select_only()
+                    .column(tasks::Column::TaskId)
+                    .column(tasks::Column::User)
+                    .filter(tasks::Column::TaskId.is_in(ids.iter().copied()))
+                    .into_tuple::<(String, String)>()
+                    .all(self.connection())
+                    .await?;
+                owners.extend(rows);
+            }
             found.extend(deps.into_iter().filter_map(|d| {
                 let user = owners.get(&d.task_id)?.clone();
                 Some((

@@ -185,6 +185,20 @@ async fn dependents_of_many_upstreams_come_in_one_call() {
         let expected = [("up", "a"), ("up", "c"), ("up2", "b"), ("up2", "c")]
             .map(|(up, task)| (up.to_owned(), task.to_owned(), format!("owner-{task}")));
         assert_eq!(found, expected);
+        // Past a thousand upstreams, the next thousand are read too.
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!("nobody-{i}"))
+            .chain(["up2".to_owned()])
+            .collect();
+        let mut second: Vec<String> = store
+            .dependents(&many)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(task, _, _)| task)
+            .collect();
+        second.sort();
+        assert_eq!(second, ["b", "c"]);
         assert!(store.dependents(&[]).await.unwrap().is_empty());
         assert!(
             store
