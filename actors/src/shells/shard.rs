@@ -243,6 +243,7 @@ impl<S: Send + Sync + 'static> ShardState<S> {
             self.mailboxes.remove(&id);
             self.ctx.tree.remove(&self.entity_path(&id));
         }
+        give_back_slots(&mut self.mailboxes);
     }
 
     /// Answers the drain callers and stops, once nothing is being applied.
@@ -321,6 +322,14 @@ impl<K: Kind> Actor for ShardActor<K> {
     }
 }
 
+/// Shrinks `map` once most of its slots are empty: a table stays as large as the busiest
+/// moment left it, and a burst of live entities would otherwise keep its memory for good.
+fn give_back_slots<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len().max(256) {
+        map.shrink_to(2 * map.len());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -351,6 +360,22 @@ mod tests {
         };
         let delivery = Delivery::new(record, 1, Box::new(Told(told.clone())));
         (Waiting::new(delivery), told)
+    }
+
+    #[test]
+    fn a_table_emptied_after_a_burst_gives_its_slots_back() {
+        let mut map: HashMap<u32, u32> = (0..100_000).map(|i| (i, i)).collect();
+        let burst = map.capacity();
+        give_back_slots(&mut map);
+        assert_eq!(map.capacity(), burst, "full: nothing to give back");
+        map.retain(|k, _| *k < 1000);
+        give_back_slots(&mut map);
+        assert!(map.capacity() < burst / 10, "{} of {burst}", map.capacity());
+        assert_eq!(map.len(), 1000);
+        let mut small: HashMap<u32, u32> = (0..500).map(|i| (i, i)).collect();
+        small.retain(|k, _| *k < 10);
+        give_back_slots(&mut small);
+        assert!(small.capacity() >= 500, "a small table is left as it is");
     }
 
     #[test]

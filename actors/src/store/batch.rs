@@ -261,7 +261,7 @@ impl<C: ConnectionTrait> Statements for SeaOrm<'_, C> {
             let rows: Vec<String> = E::find()
                 .select_only()
                 .column(column)
-                .filter(column.is_in(chunk.iter().copied()))
+                .filter(column.is_in(super::in_list(chunk)))
                 .into_tuple()
                 .all(self.0)
                 .await?;

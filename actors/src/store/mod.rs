@@ -116,6 +116,20 @@ const SQLITE_READERS: u32 = 8;
 /// Rows a SQLite query hands over at once.
 const READ_AHEAD_ROWS: usize = 4096;
 
+/// Most values one `IN (…)` list holds: far below either database's limit on bound values.
+const IN_LIST_MAX: usize = 1024;
+
+/// `values` as an `IN (…)` list, padded with repeats of the last to a power of two. Each
+/// connection keeps the statements it ran prepared, one per list length; padded, the lengths
+/// are a dozen, not a thousand (a list of a thousand held about 100 KB of compiled statement).
+fn in_list<T: Clone>(values: &[T]) -> Vec<T> {
+    let mut list = values.to_vec();
+    if let Some(last) = values.last() {
+        list.resize(values.len().next_power_of_two(), last.clone());
+    }
+    list
+}
+
 /// Handle to the state database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -311,5 +325,26 @@ impl Store {
             .one(&self.db)
             .await?
             .map(|r| Outcome::Refused(r.reason)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_list;
+
+    #[test]
+    fn an_in_list_is_padded_to_a_power_of_two_with_what_it_holds() {
+        assert!(in_list::<u32>(&[]).is_empty());
+        for n in 1..=1024u32 {
+            let values: Vec<u32> = (0..n).collect();
+            let list = in_list(&values);
+            assert!(list.len().is_power_of_two() && list.len() < 2 * n as usize);
+            assert_eq!(&list[..n as usize], &values[..]);
+            assert!(list[n as usize..].iter().all(|v| *v == n - 1));
+        }
+        let lengths: std::collections::BTreeSet<usize> = (1..=1024u32)
+            .map(|n| in_list(&(0..n).collect::<Vec<_>>()).len())
+            .collect();
+        assert_eq!(lengths.len(), 11);
     }
 }

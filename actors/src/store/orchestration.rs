@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use super::entities::{agents, assignments, task_dependencies, tasks};
-use super::{Store, StoreError, convert};
+use super::{IN_LIST_MAX, Store, StoreError, convert, in_list};
 use crate::domain::assign::{AgentSlot, Decision, PendingTask};
 use crate::domain::costs::requires_model;
 use crate::domain::task::{Task, TaskState};
@@ -122,13 +122,13 @@ impl Store {
         decisions: Vec<Decision>,
     ) -> Result<Vec<Decision>, StoreError> {
         let mut pending = std::collections::HashSet::new();
-        for chunk in decisions.chunks(1000) {
-            let ids = chunk.iter().map(|d| d.task_id.as_str());
+        for chunk in decisions.chunks(IN_LIST_MAX) {
+            let ids: Vec<&str> = chunk.iter().map(|d| d.task_id.as_str()).collect();
             let rows: Vec<(String, i32)> = tasks::Entity::find()
                 .select_only()
                 .column(tasks::Column::TaskId)
                 .column(tasks::Column::Generation)
-                .filter(tasks::Column::TaskId.is_in(ids))
+                .filter(tasks::Column::TaskId.is_in(in_list(&ids)))
                 .filter(tasks::Column::State.eq(TaskState::Pending.as_str()))
                 .into_tuple()
                 .all(self.connection())
@@ -258,25 +258,23 @@ impl Store {
     }
 
     /// The tasks that depend on any of `upstreams`: (task id, its owner, the dependency, which
-    /// names its upstream); a query per thousand upstreams and one per thousand dependents.
+    /// names its upstream); a query per 1024 upstreams and one per 1024 dependents.
     pub async fn dependents(
         &self,
         upstreams: &[String],
     ) -> Result<Vec<(String, String, Dependency)>, StoreError> {
         let mut found = Vec::new();
-        for chunk in upstreams.chunks(1000) {
+        for chunk in upstreams.chunks(IN_LIST_MAX) {
             let deps = task_dependencies::Entity::find()
-                .filter(
-                    task_dependencies::Column::DependsOn.is_in(chunk.iter().map(String::as_str)),
-                )
+                .filter(task_dependencies::Column::DependsOn.is_in(in_list(chunk)))
                 .order_by_asc(task_dependencies::Column::TaskId)
                 .all(self.connection())
                 .await?;
             if deps.is_empty() {
                 continue;
             }
-            // A thousand upstreams may have any number of dependents: their owners are read a
-            // thousand at a time too, well below either database's limit on bound values.
+            // A chunk of upstreams may have any number of dependents: their owners are read in
+            // chunks too, well below either database's limit on bound values.
             let ids: Vec<&str> = deps
                 .iter()
                 .map(|d| d.task_id.as_str())
@@ -284,12 +282,12 @@ impl Store {
                 .into_iter()
                 .collect();
             let mut owners: HashMap<String, String> = HashMap::new();
-            for ids in ids.chunks(1000) {
+            for ids in ids.chunks(IN_LIST_MAX) {
                 let rows = tasks::Entity::find()
                     .select_only()
                     .column(tasks::Column::TaskId)
                     .column(tasks::Column::User)
-                    .filter(tasks::Column::TaskId.is_in(ids.iter().copied()))
+                    .filter(tasks::Column::TaskId.is_in(in_list(ids)))
                     .into_tuple::<(String, String)>()
                     .all(self.connection())
                     .await?;

@@ -9,7 +9,7 @@ use sea_orm::{
 use super::batch::Changes;
 use super::entities::{task_dependencies, task_output, tasks};
 use super::notifications::notification_row;
-use super::{Applied, AppliedMessage, Store, StoreError, convert};
+use super::{Applied, AppliedMessage, IN_LIST_MAX, Store, StoreError, convert, in_list};
 use crate::domain::task::{NotificationDraft, Task, TaskState};
 use crate::domain::{Dependency, DependencyKind, Priority};
 
@@ -81,12 +81,12 @@ impl Store {
     }
 
     /// The tasks with these ids that exist, without their dependencies (one query per
-    /// thousand ids).
+    /// 1024 ids).
     pub async fn task_summaries(&self, ids: &[String]) -> Result<Vec<Task>, StoreError> {
         let mut found = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
+        for chunk in ids.chunks(IN_LIST_MAX) {
             let rows = tasks::Entity::find()
-                .filter(tasks::Column::TaskId.is_in(chunk.iter().map(String::as_str)))
+                .filter(tasks::Column::TaskId.is_in(in_list(chunk)))
                 .all(self.connection())
                 .await?;
             found.extend(rows.into_iter().map(|row| task_from_row(row, Vec::new())));
@@ -94,12 +94,12 @@ impl Store {
         Ok(found)
     }
 
-    /// The tasks with these ids that exist, with their dependencies: two queries per
-    /// thousand ids.
+    /// The tasks with these ids that exist, with their dependencies: two queries per 1024
+    /// ids.
     pub async fn tasks(&self, ids: &[String]) -> Result<Vec<Task>, StoreError> {
         let mut found = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let chunk = || chunk.iter().map(String::as_str);
+        for chunk in ids.chunks(IN_LIST_MAX) {
+            let chunk = || in_list(chunk);
             let rows = tasks::Entity::find()
                 .filter(tasks::Column::TaskId.is_in(chunk()))
                 .all(self.connection())
