@@ -126,6 +126,11 @@ impl Marks {
         })
     }
 
+    /// The memory the marks take.
+    pub fn bytes(&self) -> u64 {
+        (self.at.len() * std::mem::size_of::<AtomicU64>()) as u64
+    }
+
     /// When thing `i` happened, if it has.
     pub fn get(&self, i: u64) -> Option<Duration> {
         let at = self.at.get(i as usize)?.load(Ordering::Relaxed);
