@@ -18,3 +18,66 @@ pub static malloc_conf: Option<&'static std::ffi::c_char> = Some(
             .as_ptr()
     },
 );
+
+/// Hands SQLite's memory to jemalloc, as the rest of the process's; whether SQLite took it
+/// (it does only before its first use, so call this first thing in `main`).
+///
+/// Through glibc's allocator, the page caches and statements of a dozen connections, each
+/// on a thread of its own, left glibc's arenas twice the size of what they held and growing:
+/// 92 MB for 46 MB in use after 6M tasks.
+pub fn sqlite_on_jemalloc() -> bool {
+    use rusqlite::ffi;
+    let methods = ffi::sqlite3_mem_methods {
+        xMalloc: Some(sqlite_malloc),
+        xFree: Some(sqlite_free),
+        xRealloc: Some(sqlite_realloc),
+        xSize: Some(sqlite_size),
+        xRoundup: Some(sqlite_roundup),
+        xInit: Some(sqlite_init),
+        xShutdown: Some(sqlite_shutdown),
+        pAppData: std::ptr::null_mut(),
+    };
+    // SAFETY: SQLite copies the methods before this returns; each is a valid allocator
+    // function of the signature SQLite calls.
+    unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &raw const methods) == ffi::SQLITE_OK }
+}
+
+use std::ffi::{c_int, c_void};
+use tikv_jemalloc_sys as jemalloc;
+
+unsafe extern "C" fn sqlite_malloc(size: c_int) -> *mut c_void {
+    // SAFETY: any size may be asked of jemalloc.
+    unsafe { jemalloc::malloc(size.max(0) as usize) }
+}
+
+unsafe extern "C" fn sqlite_free(block: *mut c_void) {
+    // SAFETY: SQLite frees only what `sqlite_malloc` or `sqlite_realloc` gave it.
+    unsafe { jemalloc::free(block) }
+}
+
+unsafe extern "C" fn sqlite_realloc(block: *mut c_void, size: c_int) -> *mut c_void {
+    // SAFETY: as for `sqlite_free`.
+    unsafe { jemalloc::realloc(block, size.max(0) as usize) }
+}
+
+unsafe extern "C" fn sqlite_size(block: *mut c_void) -> c_int {
+    if block.is_null() {
+        return 0;
+    }
+    // SAFETY: as for `sqlite_free`.
+    unsafe { jemalloc::malloc_usable_size(block) as c_int }
+}
+
+unsafe extern "C" fn sqlite_roundup(size: c_int) -> c_int {
+    if size <= 0 {
+        return size;
+    }
+    // SAFETY: a size above zero, no flags.
+    unsafe { jemalloc::nallocx(size as usize, 0) as c_int }
+}
+
+unsafe extern "C" fn sqlite_init(_: *mut c_void) -> c_int {
+    rusqlite::ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn sqlite_shutdown(_: *mut c_void) {}

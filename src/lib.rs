@@ -13,5 +13,6 @@ pub mod replay;
 pub mod telemetry;
 pub mod worker;
 
+pub use allocator::sqlite_on_jemalloc;
 pub use config::Config;
 pub use node::{Node, ReplaySummary, open_bus, replay};

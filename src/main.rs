@@ -171,6 +171,8 @@ impl AgentArgs {
 }
 
 fn main() -> ExitCode {
+    // First, before anything opens a database: SQLite takes an allocator only then.
+    switchyard::sqlite_on_jemalloc();
     let cli = Cli::parse();
     match run(cli.command, cli.log_format) {
         Ok(code) => code,

@@ -61,6 +61,8 @@ enum Scenario {
 }
 
 fn main() -> anyhow::Result<()> {
+    // First, before the node opens its databases: SQLite takes an allocator only then.
+    switchyard::sqlite_on_jemalloc();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     let reports = runtime.block_on(async {
