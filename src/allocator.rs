@@ -46,8 +46,11 @@ use std::ffi::{c_int, c_void};
 use tikv_jemalloc_sys as jemalloc;
 
 unsafe extern "C" fn sqlite_malloc(size: c_int) -> *mut c_void {
+    if size <= 0 {
+        return std::ptr::null_mut();
+    }
     // SAFETY: any size may be asked of jemalloc.
-    unsafe { jemalloc::malloc(size.max(0) as usize) }
+    unsafe { jemalloc::malloc(size as usize) }
 }
 
 unsafe extern "C" fn sqlite_free(block: *mut c_void) {
@@ -56,8 +59,13 @@ unsafe extern "C" fn sqlite_free(block: *mut c_void) {
 }
 
 unsafe extern "C" fn sqlite_realloc(block: *mut c_void, size: c_int) -> *mut c_void {
+    // Null leaves the block as it was, which SQLite takes as out of memory; a size of zero
+    // would have jemalloc free it.
+    if size <= 0 {
+        return std::ptr::null_mut();
+    }
     // SAFETY: as for `sqlite_free`.
-    unsafe { jemalloc::realloc(block, size.max(0) as usize) }
+    unsafe { jemalloc::realloc(block, size as usize) }
 }
 
 unsafe extern "C" fn sqlite_size(block: *mut c_void) -> c_int {
@@ -65,7 +73,8 @@ unsafe extern "C" fn sqlite_size(block: *mut c_void) -> c_int {
         return 0;
     }
     // SAFETY: as for `sqlite_free`.
-    unsafe { jemalloc::malloc_usable_size(block) as c_int }
+    let size = unsafe { jemalloc::malloc_usable_size(block) };
+    size.min(c_int::MAX as usize) as c_int
 }
 
 unsafe extern "C" fn sqlite_roundup(size: c_int) -> c_int {
@@ -73,7 +82,12 @@ unsafe extern "C" fn sqlite_roundup(size: c_int) -> c_int {
         return size;
     }
     // SAFETY: a size above zero, no flags.
-    unsafe { jemalloc::nallocx(size as usize, 0) as c_int }
+    let class = unsafe { jemalloc::nallocx(size as usize, 0) };
+    // A size class past what a c_int holds (requests near 2 GiB) is asked for as it came.
+    c_int::try_from(class)
+        .ok()
+        .filter(|c| *c > 0)
+        .unwrap_or(size)
 }
 
 unsafe extern "C" fn sqlite_init(_: *mut c_void) -> c_int {

@@ -126,11 +126,6 @@ impl Marks {
         })
     }
 
-    /// The memory the marks take.
-    pub fn bytes(&self) -> u64 {
-        (self.at.len() * std::mem::size_of::<AtomicU64>()) as u64
-    }
-
     /// When thing `i` happened, if it has.
     pub fn get(&self, i: u64) -> Option<Duration> {
         let at = self.at.get(i as usize)?.load(Ordering::Relaxed);
@@ -146,6 +141,13 @@ impl Marks {
             }
         }
         Ok(latencies)
+    }
+}
+
+impl Drop for Watcher {
+    /// Closes the stream, and so lets go of the marks it fills.
+    fn drop(&mut self) {
+        self.stream.abort();
     }
 }
 

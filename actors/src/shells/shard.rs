@@ -326,7 +326,7 @@ impl<K: Kind> Actor for ShardActor<K> {
 /// moment left it, and a burst of live entities would otherwise keep its memory for good.
 fn give_back_slots<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
     if map.capacity() > 4 * map.len().max(256) {
-        map.shrink_to(2 * map.len());
+        map.shrink_to(2 * map.len().max(256));
     }
 }
 

@@ -83,7 +83,7 @@ impl Store {
             let mut rows = if held.is_empty() {
                 query().all(self.connection()).await?
             } else {
-                let users = held.iter().map(String::as_str);
+                let users = in_list(&held.iter().map(String::as_str).collect::<Vec<_>>());
                 let mut free = query()
                     .filter(tasks::Column::User.is_not_in(users.clone()))
                     .all(self.connection())
