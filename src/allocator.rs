@@ -1,5 +1,9 @@
 //! The allocator of every switchyard process (the node, the worker, the load tool).
 
+use std::ffi::{c_int, c_void};
+
+use tikv_jemalloc_sys as jemalloc;
+
 /// glibc's allocator spent a third of the node's time under load in `malloc` / `free`
 /// (perf, `loadtest tasks`); jemalloc's thread caches take that away, and unlike mimalloc
 /// (measured too) it keeps p99 latency below capacity where glibc had it.
@@ -41,9 +45,6 @@ pub fn sqlite_on_jemalloc() -> bool {
     // function of the signature SQLite calls.
     unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &raw const methods) == ffi::SQLITE_OK }
 }
-
-use std::ffi::{c_int, c_void};
-use tikv_jemalloc_sys as jemalloc;
 
 unsafe extern "C" fn sqlite_malloc(size: c_int) -> *mut c_void {
     if size <= 0 {

@@ -144,13 +144,6 @@ impl Marks {
     }
 }
 
-impl Drop for Watcher {
-    /// Closes the stream, and so lets go of the marks it fills.
-    fn drop(&mut self) {
-        self.stream.abort();
-    }
-}
-
 /// The number `i` of an id `{prefix}-{i}`.
 pub fn numbered(prefix: &str, id: &str) -> Option<u64> {
     id.strip_prefix(prefix)?.strip_prefix('-')?.parse().ok()
@@ -300,6 +293,13 @@ impl Watcher {
         anyhow::ensure!(!self.stream.is_finished(), "the Watch stream stopped");
         anyhow::ensure!(Instant::now() < deadline, late());
         Ok(())
+    }
+}
+
+impl Drop for Watcher {
+    /// Closes the stream, and so lets go of the marks it fills.
+    fn drop(&mut self) {
+        self.stream.abort();
     }
 }
 
