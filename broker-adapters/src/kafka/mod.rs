@@ -3,7 +3,8 @@
 //! Producer: acks=all with idempotence, Kafka's Java-compatible partitioner (`murmur2_random`,
 //! the same hash as `partition_for`), the envelope's fields also as CloudEvents headers (the
 //! caller's headers travel as Kafka headers). Consumers: see `subscription`; replay: see
-//! `replay`. Topics are created through the admin client, never auto-created.
+//! `replay`. Topics are created through the admin client, never auto-created. A bus group on
+//! a topic is the Kafka group `{topic}.group.{group}` (`group_id`).
 
 mod replay;
 mod subscription;
@@ -143,6 +144,13 @@ impl KafkaBus {
         }
         Ok(found.partitions().len() as u32)
     }
+}
+
+/// The Kafka consumer group of bus group `group` on `topic`. A bus group belongs to one topic,
+/// as on the other buses; one Kafka group over several topics would stop all of them for a
+/// rebalance whenever a member of any joins or leaves.
+fn group_id(topic: &str, group: &str) -> String {
+    format!("{topic}.group.{group}")
 }
 
 /// The settings every client of one cluster shares.
@@ -325,7 +333,7 @@ impl Bus for KafkaBus {
             // A consumer of the group that joins nothing: it only reads the group's offsets.
             let consumer: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
-                .set("group.id", &group)
+                .set("group.id", group_id(&topic, &group))
                 .set("enable.auto.commit", "false")
                 .create()
                 .map_err(&fail)?;

@@ -21,7 +21,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::{KafkaBus, client_config, from_kafka_headers, unavailable};
+use super::{KafkaBus, client_config, from_kafka_headers, group_id, unavailable};
 use crate::bus::{
     BusError, Event, OutMessage, Outcome, Record, Revocation, StartAt, SubscribeOptions,
     Subscription,
@@ -284,7 +284,7 @@ pub(super) fn start_new_group_at_end(
     group: &str,
 ) -> Result<(), BusError> {
     let consumer: BaseConsumer = client_config(brokers)
-        .set("group.id", group)
+        .set("group.id", group_id(topic, group))
         .set("enable.auto.commit", "false")
         .create()
         .map_err(|e| BusError::Broker(format!("kafka consumer: {e}")))?;
@@ -361,7 +361,7 @@ impl KafkaSubscription {
         };
         let session = bus.inner.session_timeout;
         let consumer: BaseConsumer<Context> = client_config(bus.brokers())
-            .set("group.id", group)
+            .set("group.id", group_id(topic, group))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", reset)

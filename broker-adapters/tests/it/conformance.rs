@@ -815,6 +815,32 @@ pub async fn topic_isolation(f: &impl Fixture) {
     sub_two.close().await.unwrap();
 }
 
+/// A group name on one topic is a group of its own: a member joining the same name on another
+/// topic takes nothing from it, not even for a rebalance, while it holds a delivery unsettled.
+pub async fn group_names_per_topic(f: &impl Fixture) {
+    let bus = f.bus().await;
+    let (one, two) = (unique("name1"), unique("name2"));
+    for t in [&one, &two] {
+        bus.create_topic(t, 2).await.unwrap();
+    }
+    let mut sub_one = join(bus.as_ref(), &one, "g", SubscribeOptions::default()).await;
+    publish_numbered(bus.as_ref(), &one, 0..1).await;
+    let held = next(&mut sub_one).await;
+    let mut sub_two = join(bus.as_ref(), &two, "g", SubscribeOptions::default()).await;
+    publish_numbered(bus.as_ref(), &two, 1..2).await;
+    receive_exactly(&mut sub_two, &names("m", 1..2)).await;
+    while let Ok(event) = tokio::time::timeout(Duration::from_millis(500), sub_one.next()).await {
+        match event.expect("the subscription works") {
+            Event::Revoked(r) => panic!("`g` on {two} revoked {:?} of `g` on {one}", r.partitions),
+            Event::Delivery(d) => panic!("nothing else was published: {d:?}"),
+            Event::Assigned(_) => {}
+        }
+    }
+    held.ack();
+    sub_one.close().await.unwrap();
+    sub_two.close().await.unwrap();
+}
+
 pub async fn cancel_subscription_mid_stream(f: &impl Fixture) {
     let bus = f.bus().await;
     let topic = unique("cancel");
@@ -1139,7 +1165,7 @@ macro_rules! conformance_suite {
             replay_from_start_offset_and_time, replay_keeps_order_per_partition,
             new_group_starts_at_earliest_or_latest, close_and_reopen_without_loss,
             close_and_reopen_in_a_loop, publisher_close_loses_nothing, topic_isolation,
-            cancel_subscription_mid_stream, concurrent_close_of_many_subscriptions,
+            group_names_per_topic, cancel_subscription_mid_stream, concurrent_close_of_many_subscriptions,
             many_members_subscribe_at_once, trace_context_carried,
             unknown_envelope_fields_tolerated, restart_mid_stream, large_messages, many_topics,
             consumer_lag);

@@ -165,7 +165,7 @@ mod shared_broker {
         replay_from_start_offset_and_time, replay_keeps_order_per_partition,
         new_group_starts_at_earliest_or_latest, close_and_reopen_without_loss,
         close_and_reopen_in_a_loop, publisher_close_loses_nothing, topic_isolation,
-        cancel_subscription_mid_stream, concurrent_close_of_many_subscriptions,
+        group_names_per_topic, cancel_subscription_mid_stream, concurrent_close_of_many_subscriptions,
         many_members_subscribe_at_once, trace_context_carried,
         unknown_envelope_fields_tolerated, large_messages, many_topics, consumer_lag);
 }
