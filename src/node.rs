@@ -257,6 +257,7 @@ fn context(
         agent_signals: tokio::sync::broadcast::channel(16 * 1024).0,
         outcomes: Default::default(),
         cascades: Default::default(),
+        assign_request: Default::default(),
         channels: Arc::new(config.channels.rules()),
         notifier: Arc::new(Notifier::default()),
         budgets: Arc::new(config.costs.clone()),

@@ -155,6 +155,7 @@ async fn context() -> (NodeContext, actors::testkit::TempStore) {
         agent_signals: tokio::sync::broadcast::channel(16).0,
         outcomes: Default::default(),
         cascades: Default::default(),
+        assign_request: Default::default(),
         channels: Default::default(),
         notifier: Default::default(),
         budgets: Default::default(),

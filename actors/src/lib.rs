@@ -42,7 +42,7 @@ pub use shells::cluster;
 pub use shells::entity::{AgentMailbox, TaskMailbox};
 pub use shells::ingress::{INGRESS_GROUP, IngressActor};
 pub use shells::notifier::{NotifierActor, Notify};
-pub use shells::orchestrator::{OrchestratorActor, OrchestratorMsg};
+pub use shells::orchestrator::{AssignRequest, OrchestratorActor, OrchestratorMsg, poke};
 pub use shells::outbox::{Channel, Notifier, OutboxActor};
 pub use shells::provider::{CallError, ProviderActor, ProviderArgs, ProviderHandle, mailbox};
 pub use shells::relay::Cascades;
@@ -92,6 +92,8 @@ pub struct NodeContext {
     pub outcomes: Outcomes,
     /// Finished tasks whose dependents are still to be told.
     pub cascades: Cascades,
+    /// Whether the orchestrator has a request for a pass waiting.
+    pub assign_request: AssignRequest,
     /// What each inbound channel's messages may become, by channel name.
     pub channels: Arc<BTreeMap<String, domain::conversation::Rules>>,
     /// How notifications are delivered, and through which providers.

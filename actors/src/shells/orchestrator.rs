@@ -9,9 +9,13 @@
 //! without deciding twice; so does every sweep, and the pass after a failed one.
 //! Ordering: a request for a pass runs one at once when none is scheduled; the requests that
 //! arrive while a pass runs share the next one, so under load passes run back to back and
-//! never queue up. The sweep (silent agents, orphaned work, unheard cascades) runs every
-//! `assign_interval`.
+//! never queue up. Requests share one message too (`AssignRequest`): at most one waits in
+//! the mailbox however many changes ask. The sweep (silent agents, orphaned work, unheard
+//! cascades) runs at start and then `assign_interval` after the last one ended.
 //! Shutdown: nothing to flush; publishes are durable when they return.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use schemas::{AgentOffline, Message};
@@ -33,9 +37,34 @@ pub(crate) const LEADER_PARTITION: u32 = 0;
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 /// Asks the node's orchestrator for a pass; if it is restarting, its start-up pass runs anyway.
-pub(crate) fn poke(ctx: &NodeContext) {
-    if let Some(cell) = ractor::registry::where_is(ctx.path(crate::names::SCHEDULER)) {
-        let _ = ActorRef::<OrchestratorMsg>::from(cell).send_message(OrchestratorMsg::Assign);
+pub fn poke(ctx: &NodeContext) {
+    if !ctx.assign_request.ask() {
+        return;
+    }
+    let sent = ractor::registry::where_is(ctx.path(crate::names::SCHEDULER)).is_some_and(|cell| {
+        ActorRef::<OrchestratorMsg>::from(cell)
+            .send_message(OrchestratorMsg::Assign)
+            .is_ok()
+    });
+    if !sent {
+        ctx.assign_request.answer();
+    }
+}
+
+/// Whether an `Assign` waits in the orchestrator's mailbox, so a burst of changes sends one
+/// rather than one each: 10M `task.created` that outran the passes once left 130 MiB of them.
+#[derive(Clone, Default)]
+pub struct AssignRequest(Arc<AtomicBool>);
+
+impl AssignRequest {
+    /// Asks; true if none was waiting, so the caller sends the `Assign`.
+    fn ask(&self) -> bool {
+        !self.0.swap(true, Ordering::AcqRel)
+    }
+
+    /// Takes the waiting request, so the next change asks again.
+    fn answer(&self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -76,8 +105,9 @@ impl Actor for OrchestratorActor {
         myself: ActorRef<OrchestratorMsg>,
         ctx: NodeContext,
     ) -> Result<OrchestratorState, ActorProcessingErr> {
+        // A request sent to a mailbox that died with its actor is answered by this start.
+        ctx.assign_request.answer();
         myself.send_message(OrchestratorMsg::Sweep)?;
-        myself.send_interval(ctx.assign_interval, || OrchestratorMsg::Sweep);
         Ok(OrchestratorState {
             ctx,
             scheduled: false,
@@ -95,6 +125,8 @@ impl Actor for OrchestratorActor {
         crate::chaos::strike(&myself);
         match message {
             OrchestratorMsg::Assign => {
+                // Before the pass reads, so a change after this point asks again.
+                state.ctx.assign_request.answer();
                 if !state.scheduled {
                     // Queued behind the requests already waiting, which it then covers.
                     state.scheduled = true;
@@ -113,6 +145,9 @@ impl Actor for OrchestratorActor {
                 // ids make a second copy change nothing.
                 state.republish = true;
                 run_pass(state).await;
+                // The next one an interval after this one ends: a sweep slower than the
+                // interval (a large table) would otherwise leave them queueing without end.
+                myself.send_after(state.ctx.assign_interval, || OrchestratorMsg::Sweep);
             }
         }
         Ok(())

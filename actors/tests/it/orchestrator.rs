@@ -50,15 +50,97 @@ async fn assignments(bus: &dyn Bus) -> Vec<(String, String)> {
     found
 }
 
-/// Runs an orchestrator until it has handled what it starts with (its start-up pass).
-async fn run_once(ctx: &NodeContext) {
-    let (orchestrator, handle) = Actor::spawn(
+/// Agent `a1` of user `u1`, online, with room for `max_concurrent` tasks.
+async fn register_agent(store: &Store, max_concurrent: u32) {
+    let now = actors::store::now_ms();
+    let agent = Agent {
+        agent_id: "a1".into(),
+        user: "u1".into(),
+        name: "a1".into(),
+        capabilities: Capabilities::default(),
+        max_concurrent,
+        online: true,
+        last_heartbeat: now,
+        registered_at: now,
+    };
+    store
+        .save_agent(&message("register"), &agent)
+        .await
+        .unwrap();
+}
+
+/// A leading node's context on `temp`'s store and a one-partition embedded bus beside it,
+/// under tree root `root`; its sweep waits a minute.
+async fn context(temp: &actors::testkit::TempStore, root: &str) -> (NodeContext, Arc<EmbeddedBus>) {
+    let bus = Arc::new(
+        EmbeddedBus::open(&temp.dir.path().join("bus.sqlite"))
+            .await
+            .unwrap(),
+    );
+    bus.create_topic(schemas::EVENTS_TOPIC, 1).await.unwrap();
+    let ownership = Ownership::default();
+    ownership.add(&[0]);
+    let ctx = NodeContext {
+        store: temp.store.clone(),
+        bus: bus.clone(),
+        node_id: "n1".into(),
+        root: root.into(),
+        tree: Default::default(),
+        partitions: 1,
+        passivate_after: Duration::from_secs(60),
+        assign_interval: Duration::from_secs(60),
+        ownership,
+        agent_timeout: Duration::from_secs(600),
+        agent_signals: tokio::sync::broadcast::channel(16).0,
+        outcomes: Default::default(),
+        cascades: Default::default(),
+        assign_request: Default::default(),
+        channels: Default::default(),
+        notifier: Default::default(),
+        budgets: Default::default(),
+        clock: Default::default(),
+        automation_grace: Duration::from_secs(60),
+        caldav: None,
+        models: Default::default(),
+    };
+    (ctx, bus)
+}
+
+/// Waits, at most 30 s, until `want` tasks were assigned on `bus`.
+async fn wait_assignments(bus: &dyn Bus, want: usize) -> Vec<(String, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = assignments(bus).await;
+        if found.len() >= want {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{want} assignments wanted, found {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `ctx`'s orchestrator under its name.
+async fn spawn(
+    ctx: &NodeContext,
+) -> (
+    ractor::ActorRef<actors::OrchestratorMsg>,
+    tokio::task::JoinHandle<()>,
+) {
+    Actor::spawn(
         Some(ctx.path(names::SCHEDULER)),
         OrchestratorActor,
         ctx.clone(),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Runs an orchestrator until it has handled what it starts with (its start-up pass).
+async fn run_once(ctx: &NodeContext) {
+    let (orchestrator, handle) = spawn(ctx).await;
     orchestrator
         .drain_and_wait(Some(Duration::from_secs(30)))
         .await
@@ -71,20 +153,7 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
     let temp = actors::testkit::sqlite().await;
     let store: Store = temp.store.clone();
     let now = actors::store::now_ms();
-    let agent = Agent {
-        agent_id: "a1".into(),
-        user: "u1".into(),
-        name: "a1".into(),
-        capabilities: Capabilities::default(),
-        max_concurrent: 2,
-        online: true,
-        last_heartbeat: now,
-        registered_at: now,
-    };
-    store
-        .save_agent(&message("register"), &agent)
-        .await
-        .unwrap();
+    register_agent(&store, 2).await;
     for i in 0..5 {
         let task = pending(&format!("t{i}"), now + i);
         let id = format!("create-{i}");
@@ -93,36 +162,7 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
             .await
             .unwrap();
     }
-    let bus = Arc::new(
-        EmbeddedBus::open(&temp.dir.path().join("bus.sqlite"))
-            .await
-            .unwrap(),
-    );
-    bus.create_topic(schemas::EVENTS_TOPIC, 1).await.unwrap();
-    let ownership = Ownership::default();
-    ownership.add(&[0]);
-    let ctx = NodeContext {
-        store: store.clone(),
-        bus: bus.clone(),
-        node_id: "n1".into(),
-        root: "orchestrator-test".into(),
-        tree: Default::default(),
-        partitions: 1,
-        passivate_after: Duration::from_secs(60),
-        assign_interval: Duration::from_secs(60),
-        ownership,
-        agent_timeout: Duration::from_secs(600),
-        agent_signals: tokio::sync::broadcast::channel(16).0,
-        outcomes: Default::default(),
-        cascades: Default::default(),
-        channels: Default::default(),
-        notifier: Default::default(),
-        budgets: Default::default(),
-        clock: Default::default(),
-        automation_grace: Duration::from_secs(60),
-        caldav: None,
-        models: Default::default(),
-    };
+    let (ctx, bus) = context(&temp, "orchestrator-test").await;
 
     run_once(&ctx).await;
     let first = assignments(bus.as_ref()).await;
@@ -149,4 +189,30 @@ async fn a_restarted_orchestrator_counts_and_resends_its_unapplied_decisions() {
         "the same decisions, resent"
     );
     assert_eq!(store.reservations().await.unwrap().len(), 2);
+}
+
+/// Pokes share one request, and each burst of them still gets a pass: the sweep waits a
+/// minute here, so every assignment after the start-up pass comes of a poke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_pokes_gets_a_pass_and_the_next_poke_another() {
+    let temp = actors::testkit::sqlite().await;
+    let now = actors::store::now_ms();
+    register_agent(&temp.store, 10).await;
+    let (ctx, bus) = context(&temp, "poke-test").await;
+    let (orchestrator, handle) = spawn(&ctx).await;
+    for (round, pokes) in [(0, 1000), (1, 1), (2, 1)] {
+        let task = pending(&format!("t{round}"), now + round);
+        let id = format!("create-{round}");
+        temp.store
+            .save_task(&message(&id), None, &task, &[], &[])
+            .await
+            .unwrap();
+        for _ in 0..pokes {
+            actors::poke(&ctx);
+        }
+        let found = wait_assignments(bus.as_ref(), round as usize + 1).await;
+        assert_eq!(found[round as usize].1, format!("t{round}"));
+    }
+    orchestrator.stop(None);
+    handle.await.unwrap();
 }

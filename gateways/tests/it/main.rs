@@ -47,6 +47,7 @@ async fn fixture() -> Fixture {
         agent_signals: tokio::sync::broadcast::channel(16).0,
         outcomes: Default::default(),
         cascades: Default::default(),
+        assign_request: Default::default(),
         channels: Default::default(),
         notifier: Default::default(),
         budgets: Default::default(),
