@@ -6,7 +6,8 @@
 //! Supervision: `scheduler`, a permanent child of the `orchestrator` supervisor. Its decisions are recorded in the store before
 //! they are published, under ids derived from task and generation, so a restarted orchestrator
 //! finds its unapplied decisions again, counts them against capacity and republishes them
-//! without deciding twice; so does every sweep, and the pass after a failed one.
+//! without deciding twice; so does the pass after a failed one. A sweep publishes again the
+//! unapplied decisions it holds.
 //! Ordering: a request for a pass runs one at once when none is scheduled; the requests that
 //! arrive while a pass runs share the next one, so under load passes run back to back and
 //! never queue up. Requests share one message too (`AssignRequest`): at most one waits in
@@ -89,6 +90,8 @@ pub struct OrchestratorState {
     scheduled: bool,
     /// Whether decisions recorded by an earlier run still need publishing.
     republish: bool,
+    /// Whether the decisions held in `reserved` go out again (a sweep asked).
+    resend: bool,
     /// Decisions made and not yet seen applied: they count against agents' room. Read whole
     /// from the store when republishing, and kept here between passes, so a pass costs the
     /// decisions in flight rather than every pending task.
@@ -112,6 +115,7 @@ impl Actor for OrchestratorActor {
             ctx,
             scheduled: false,
             republish: true,
+            resend: false,
             reserved: Vec::new(),
         })
     }
@@ -141,9 +145,11 @@ impl Actor for OrchestratorActor {
                 if let Err(error) = sweep(&state.ctx).await {
                     tracing::warn!(%error, "sweep failed");
                 }
-                // Decisions whose publish was lost (a bus outage, a crash) go out again; their
-                // ids make a second copy change nothing.
-                state.republish = true;
+                // Decisions not applied yet go out again; their ids make a second copy change
+                // nothing. Those this actor holds: reading them all from the store would scan
+                // every pending task (0.4 s a sweep at 200k, 1.7 s at 1.3M), and what a crash
+                // or a failed pass lost is read whole anyway (`republish`).
+                state.resend = true;
                 run_pass(state).await;
                 // The next one an interval after this one ends: a sweep slower than the
                 // interval (a large table) would otherwise leave them queueing without end.
@@ -189,6 +195,16 @@ async fn publish_assignment(
     Ok(())
 }
 
+/// Publishes `decisions` again under their ids, so a copy that went out changes nothing.
+async fn publish_again(ctx: &NodeContext, decisions: &[assign::Decision]) -> Result<(), Failure> {
+    for decision in decisions {
+        if let Some(task) = ctx.store.task_summary(&decision.task_id).await? {
+            publish_assignment(ctx, decision, &task.user).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn pass(state: &mut OrchestratorState) -> Result<(), Failure> {
     let ctx = &state.ctx;
     if !leads(ctx) {
@@ -204,16 +220,17 @@ async fn pass(state: &mut OrchestratorState) -> Result<(), Failure> {
     }
     if state.republish {
         state.reserved = store.reservations().await?;
-        for decision in &state.reserved {
-            if let Some(task) = store.task_summary(&decision.task_id).await? {
-                publish_assignment(ctx, decision, &task.user).await?;
-            }
-        }
+        publish_again(ctx, &state.reserved).await?;
         state.republish = false;
+        state.resend = false;
     } else {
         state.reserved = store
             .still_reserved(std::mem::take(&mut state.reserved))
             .await?;
+        if state.resend {
+            publish_again(ctx, &state.reserved).await?;
+            state.resend = false;
+        }
     }
     // A user whose model budget is spent: their tasks that need a model wait.
     let held: std::collections::BTreeSet<String> = store

@@ -216,3 +216,31 @@ async fn a_burst_of_pokes_gets_a_pass_and_the_next_poke_another() {
     orchestrator.stop(None);
     handle.await.unwrap();
 }
+
+/// A sweep publishes again, under the same id, a decision that was not applied (no ingress
+/// runs here), and decides nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_publishes_an_unapplied_decision_again() {
+    let temp = actors::testkit::sqlite().await;
+    register_agent(&temp.store, 10).await;
+    temp.store
+        .save_task(
+            &message("create-t0"),
+            None,
+            &pending("t0", actors::store::now_ms()),
+            &[],
+            &[],
+        )
+        .await
+        .unwrap();
+    let (ctx, bus) = context(&temp, "sweep-test").await;
+    let ctx = NodeContext {
+        assign_interval: Duration::from_millis(50),
+        ..ctx
+    };
+    let (orchestrator, handle) = spawn(&ctx).await;
+    let found = wait_assignments(bus.as_ref(), 3).await;
+    assert!(found.iter().all(|f| f == &found[0]), "{found:?}");
+    orchestrator.stop(None);
+    handle.await.unwrap();
+}
