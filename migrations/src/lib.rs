@@ -12,6 +12,7 @@ mod m0007_delivery;
 mod m0008_costs;
 mod m0009_automations;
 mod m0010_replay_checkpoints;
+mod m0011_waiting_dependencies;
 
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_costs::Migration),
             Box::new(m0009_automations::Migration),
             Box::new(m0010_replay_checkpoints::Migration),
+            Box::new(m0011_waiting_dependencies::Migration),
         ]
     }
 }

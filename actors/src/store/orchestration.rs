@@ -305,19 +305,34 @@ impl Store {
         Ok(found)
     }
 
+    /// The query of `unheard_cascades`: it starts from the waiting dependencies (their partial
+    /// index `dependencies_waiting`) rather than from every finished task.
+    pub fn unheard_cascades_sql(&self, limit: u64) -> String {
+        let finished =
+            quoted([TaskState::Done, TaskState::Failed, TaskState::Cancelled].into_iter());
+        // Without statistics SQLite sees no gain in a partial index and would read the whole
+        // table (or, joined, every finished task): it is named. CROSS JOIN keeps the order
+        // written in SQLite; PostgreSQL reads it as the inner join and plans it itself.
+        let waiting = match self.connection().get_database_backend() {
+            sea_orm::DatabaseBackend::Sqlite => {
+                "task_dependencies d INDEXED BY dependencies_waiting"
+            }
+            _ => "task_dependencies d",
+        };
+        format!(
+            "SELECT d.task_id, d.depends_on FROM {waiting} \
+             CROSS JOIN tasks u CROSS JOIN tasks t \
+             WHERE u.task_id = d.depends_on AND t.task_id = d.task_id \
+             AND t.\"user\" = u.\"user\" \
+             AND d.state = 'waiting' AND u.state IN ({finished}) LIMIT {limit}"
+        )
+    }
+
     /// Up to `limit` dependencies still waiting on an upstream task of the same user that has
     /// finished: what a cascade interrupted by a crash left unsaid.
     pub async fn unheard_cascades(&self, limit: u64) -> Result<Vec<Cascade>, StoreError> {
-        let finished =
-            quoted([TaskState::Done, TaskState::Failed, TaskState::Cancelled].into_iter());
-        let sql = format!(
-            "SELECT d.task_id, d.depends_on FROM task_dependencies d \
-             JOIN tasks u ON u.task_id = d.depends_on \
-             JOIN tasks t ON t.task_id = d.task_id AND t.\"user\" = u.\"user\" \
-             WHERE d.state = 'waiting' AND u.state IN ({finished}) LIMIT {limit}"
-        );
         let mut found = Vec::new();
-        for row in self.rows(sql).await? {
+        for row in self.rows(self.unheard_cascades_sql(limit)).await? {
             let downstream: String = row.try_get("", "task_id")?;
             let upstream: String = row.try_get("", "depends_on")?;
             let (Some(task), Some(upstream)) =

@@ -749,3 +749,25 @@ async fn what_the_writer_commits_on_sqlite_is_checkpointed_into_the_database_fil
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The sweep finds unheard cascades from the dependencies still waiting (an index), so its
+/// cost follows the dependencies in flight rather than every task that ever finished.
+#[tokio::test]
+async fn unheard_cascades_are_read_from_the_waiting_dependencies() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let temp = actors::testkit::sqlite().await;
+    let sql = format!("EXPLAIN QUERY PLAN {}", temp.store.unheard_cascades_sql(10));
+    let plan: Vec<String> = temp
+        .store
+        .connection()
+        .query_all_raw(Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            sql,
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String>("", "detail").unwrap())
+        .collect();
+    assert!(plan[0].contains("dependencies_waiting"), "{plan:?}");
+}
