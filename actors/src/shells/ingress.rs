@@ -147,7 +147,7 @@ impl IngressState {
         futures::future::join_all(partitions.iter().map(|p| router::drain(&self.ctx, *p))).await;
         self.ctx.ownership.add(partitions);
         if partitions.contains(&crate::shells::orchestrator::LEADER_PARTITION) {
-            crate::shells::orchestrator::poke(&self.ctx);
+            crate::shells::orchestrator::took_the_lead(&self.ctx);
         }
     }
 

@@ -52,6 +52,14 @@ pub fn poke(ctx: &NodeContext) {
     }
 }
 
+/// Tells the node's orchestrator that this node took partition 0, and so the lead: decisions
+/// another leader recorded meanwhile count from the next pass.
+pub(crate) fn took_the_lead(ctx: &NodeContext) {
+    if let Some(cell) = ractor::registry::where_is(ctx.path(crate::names::SCHEDULER)) {
+        let _ = ActorRef::<OrchestratorMsg>::from(cell).send_message(OrchestratorMsg::Lead);
+    }
+}
+
 /// Whether an `Assign` waits in the orchestrator's mailbox, so a burst of changes sends one
 /// rather than one each: 10M `task.created` that outran the passes once left 130 MiB of them.
 #[derive(Clone, Default)]
@@ -73,6 +81,8 @@ impl AssignRequest {
 pub enum OrchestratorMsg {
     /// Something changed that may allow an assignment.
     Assign,
+    /// This node took the lead: read every recorded decision before the next pass.
+    Lead,
     /// Run the assignment pass now (sent to itself).
     Run,
     /// Look for silent agents, orphaned tasks and unheard cascades (sent to itself).
@@ -128,9 +138,13 @@ impl Actor for OrchestratorActor {
     ) -> Result<(), ActorProcessingErr> {
         crate::chaos::strike(&myself);
         match message {
-            OrchestratorMsg::Assign => {
-                // Before the pass reads, so a change after this point asks again.
-                state.ctx.assign_request.answer();
+            OrchestratorMsg::Assign | OrchestratorMsg::Lead => {
+                if matches!(message, OrchestratorMsg::Lead) {
+                    state.republish = true;
+                } else {
+                    // Before the pass reads, so a change after this point asks again.
+                    state.ctx.assign_request.answer();
+                }
                 if !state.scheduled {
                     // Queued behind the requests already waiting, which it then covers.
                     state.scheduled = true;

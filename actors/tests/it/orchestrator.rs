@@ -244,3 +244,55 @@ async fn a_sweep_publishes_an_unapplied_decision_again() {
     orchestrator.stop(None);
     handle.await.unwrap();
 }
+
+/// Taking the lead reads the decisions another leader recorded meanwhile: they fill the
+/// agent, so this node publishes them again and decides nothing of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_the_lead_counts_the_decisions_recorded_meanwhile() {
+    let temp = actors::testkit::sqlite().await;
+    let now = actors::store::now_ms();
+    register_agent(&temp.store, 2).await;
+    let save = |task: Task| {
+        let store = temp.store.clone();
+        async move {
+            let id = format!("create-{}", task.task_id);
+            store
+                .save_task(&message(&id), None, &task, &[], &[])
+                .await
+                .unwrap();
+        }
+    };
+    save(pending("first", now)).await;
+    let (ctx, bus) = context(&temp, "lead-test").await;
+    let (orchestrator, handle) = spawn(&ctx).await;
+    // The start-up pass gave `first` to a1: one place left.
+    wait_assignments(bus.as_ref(), 1).await;
+    // Meanwhile another leader gave `theirs` to a1; `older` waits.
+    save(pending("older", now + 1)).await;
+    let task = pending("theirs", now + 2);
+    let theirs = actors::domain::assign::Decision {
+        task_id: task.task_id.clone(),
+        generation: task.generation,
+        agent_id: "a1".into(),
+    };
+    save(task).await;
+    temp.store.record_decisions(&[theirs], now).await.unwrap();
+    orchestrator
+        .send_message(actors::OrchestratorMsg::Lead)
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let found = assignments(bus.as_ref()).await;
+        if found.iter().any(|(_, task)| task == "theirs") {
+            break found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`theirs` not published again: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(found.iter().all(|(_, task)| task != "older"), "{found:?}");
+    orchestrator.stop(None);
+    handle.await.unwrap();
+}
