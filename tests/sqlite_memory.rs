@@ -1,5 +1,5 @@
-//! SQLite takes its memory from jemalloc when asked before its first use: a process of its
-//! own, since SQLite takes the setting only then.
+//! SQLite takes its memory from jemalloc, without its memory statistics, when asked before
+//! its first use: a process of its own, since SQLite takes the settings only then.
 
 use rusqlite::ffi;
 
@@ -27,6 +27,9 @@ fn sqlite_takes_its_memory_from_jemalloc_when_asked_first() {
         size
     };
     assert_eq!(size, 1024);
+    // SAFETY: a plain read of SQLite's counters.
+    let counted = unsafe { ffi::sqlite3_memory_used() };
+    assert_eq!(counted, 0, "SQLite keeps memory statistics");
     assert!(
         !switchyard::sqlite_on_jemalloc(),
         "SQLite in use takes no other allocator"
