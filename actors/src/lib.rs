@@ -113,14 +113,13 @@ pub struct NodeContext {
 
 pub use tree::names;
 
-/// A task of an agent changed (on this node): its worker's link hears of it as committed, so
-/// it needs no read of the task.
-#[derive(Debug, Clone, PartialEq)]
+/// A task of an agent changed (on this node): its worker's link looks at that task.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentSignal {
     /// The agent.
     pub agent_id: String,
-    /// The task as its change left it.
-    pub task: Arc<domain::task::Task>,
+    /// The task that changed.
+    pub task_id: String,
 }
 
 /// A fresh message id: a UUIDv7, so ids sort by creation time.

@@ -79,10 +79,10 @@ pub(crate) fn carry_out(ctx: &NodeContext, task: Option<&Task>, effects: Vec<Eff
             Effect::NotifyAgent(agent_id) => {
                 // Nobody listening is fine: a worker link also polls.
                 if let Some(task) = task {
-                    let task = Arc::new(task.clone());
+                    let task_id = task.task_id.clone();
                     let _ = ctx
                         .agent_signals
-                        .send(crate::AgentSignal { agent_id, task });
+                        .send(crate::AgentSignal { agent_id, task_id });
                 }
             }
             Effect::Cascade(_) => {

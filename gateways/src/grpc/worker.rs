@@ -150,8 +150,8 @@ enum Look {
     /// Everything the agent holds and everything sent before: at start, at least every
     /// `POLL`, and after missed signals.
     Everything,
-    /// Only the tasks signalled as changed, as their latest change left them.
-    Tasks(HashMap<String, Arc<Task>>),
+    /// Only the tasks signalled as changed.
+    Tasks(HashSet<String>),
 }
 
 /// Sends the agent's new assignments and changes to tasks sent before, until the link closes.
@@ -181,7 +181,7 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound, sent: Shared
                 }
                 Err(error) => Err(error),
             },
-            Look::Tasks(changed) => Ok(changed.into_values().map(Arc::unwrap_or_clone).collect()),
+            Look::Tasks(ids) => store.task_summaries(&Vec::from_iter(ids)).await,
         };
         let tasks = match tasks {
             Ok(tasks) => tasks,
@@ -213,14 +213,13 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound, sent: Shared
             first = signalled => first,
         };
         // The next look covers every signal so far, however many arrived.
-        let mut changed = HashMap::new();
+        let mut changed = HashSet::new();
         let mut missed = false;
         let mut next = Some(first);
         while let Some(signal) = next.take() {
             match signal {
                 Ok(signal) if signal.agent_id == agent_id => {
-                    // A task's signals come in the order of its changes: the last one stands.
-                    changed.insert(signal.task.task_id.clone(), signal.task);
+                    changed.insert(signal.task_id);
                 }
                 Ok(_) => {}
                 Err(_) => missed = true,
