@@ -254,7 +254,7 @@ fn context(
         assign_interval: Duration::from_secs(5).min(agent_timeout / 3),
         ownership: Ownership::default(),
         agent_timeout,
-        agent_signals: tokio::sync::broadcast::channel(16 * 1024).0,
+        agent_signals: Default::default(),
         outcomes: Default::default(),
         cascades: Default::default(),
         assign_request: Default::default(),

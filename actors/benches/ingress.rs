@@ -152,7 +152,7 @@ async fn context() -> (NodeContext, actors::testkit::TempStore) {
         assign_interval: Duration::from_secs(600),
         ownership,
         agent_timeout: Duration::from_secs(600),
-        agent_signals: tokio::sync::broadcast::channel(16).0,
+        agent_signals: Default::default(),
         outcomes: Default::default(),
         cascades: Default::default(),
         assign_request: Default::default(),

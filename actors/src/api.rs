@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use broker_adapters::Bus;
 use schemas::{Envelope, Message};
-use tokio::sync::broadcast;
 
 use crate::domain::task::{Task, TaskState};
 use crate::store::{Outcome, Store, StoreError, now_ms};
@@ -260,9 +259,9 @@ impl NodeApi {
         }
     }
 
-    /// Changes to agents' tasks from now on (from mailboxes on this node).
-    pub fn agent_signals(&self) -> broadcast::Receiver<crate::AgentSignal> {
-        self.ctx.agent_signals.subscribe()
+    /// Changes to `agent_id`'s tasks from now on (from mailboxes on this node).
+    pub fn agent_changes(&self, agent_id: &str) -> crate::agent_signals::AgentChanges {
+        self.ctx.agent_signals.listen(agent_id)
     }
 
     /// How often a worker must send a heartbeat to stay online (a third of the timeout).

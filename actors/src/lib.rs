@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent_signals;
 pub mod api;
 pub mod budgets;
 pub mod chaos;
@@ -87,7 +88,7 @@ pub struct NodeContext {
     /// How long an agent may go without a heartbeat before it counts as offline.
     pub agent_timeout: Duration,
     /// Changes to agents' tasks, for their workers' links on this node.
-    pub agent_signals: tokio::sync::broadcast::Sender<AgentSignal>,
+    pub agent_signals: agent_signals::AgentSignals,
     /// Callers waiting for messages to be applied here.
     pub outcomes: Outcomes,
     /// Finished tasks whose dependents are still to be told.
@@ -112,15 +113,6 @@ pub struct NodeContext {
 }
 
 pub use tree::names;
-
-/// A task of an agent changed (on this node): its worker's link looks at that task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentSignal {
-    /// The agent.
-    pub agent_id: String,
-    /// The task that changed.
-    pub task_id: String,
-}
 
 /// A fresh message id: a UUIDv7, so ids sort by creation time.
 pub fn new_message_id() -> String {

@@ -79,10 +79,7 @@ pub(crate) fn carry_out(ctx: &NodeContext, task: Option<&Task>, effects: Vec<Eff
             Effect::NotifyAgent(agent_id) => {
                 // Nobody listening is fine: a worker link also polls.
                 if let Some(task) = task {
-                    let task_id = task.task_id.clone();
-                    let _ = ctx
-                        .agent_signals
-                        .send(crate::AgentSignal { agent_id, task_id });
+                    ctx.agent_signals.tell(&agent_id, task);
                 }
             }
             Effect::Cascade(_) => {

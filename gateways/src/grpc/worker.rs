@@ -18,7 +18,7 @@ use schemas::proto::{
     worker_server::Worker,
 };
 use schemas::{AgentHeartbeat, AgentRegistered, Message, TaskRequeued, TaskStarted};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -150,13 +150,13 @@ enum Look {
     /// Everything the agent holds and everything sent before: at start, at least every
     /// `POLL`, and after missed signals.
     Everything,
-    /// Only the tasks signalled as changed.
-    Tasks(HashSet<String>),
+    /// Only the tasks signalled as changed, as their latest change left them.
+    Tasks(HashMap<String, Arc<Task>>),
 }
 
 /// Sends the agent's new assignments and changes to tasks sent before, until the link closes.
 async fn push(ctx: GatewayContext, agent_id: String, out: Outbound, sent: SharedSent) {
-    let mut signals = ctx.node.agent_signals();
+    let mut changes = ctx.node.agent_changes(&agent_id);
     let mut look = Look::Everything;
     let mut last_full = tokio::time::Instant::now();
     loop {
@@ -181,7 +181,7 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound, sent: Shared
                 }
                 Err(error) => Err(error),
             },
-            Look::Tasks(ids) => store.task_summaries(&Vec::from_iter(ids)).await,
+            Look::Tasks(changed) => Ok(changed.into_values().map(Arc::unwrap_or_clone).collect()),
         };
         let tasks = match tasks {
             Ok(tasks) => tasks,
@@ -195,45 +195,24 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound, sent: Shared
                 return;
             }
         }
-        let signalled = async {
-            loop {
-                match signals.recv().await {
-                    Ok(signal) if signal.agent_id != agent_id => continue,
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
-                    other => return other,
-                }
-            }
-        };
         let first = tokio::select! {
             _ = out.closed() => return,
             _ = tokio::time::sleep(POLL) => {
                 look = Look::Everything;
                 continue;
             }
-            first = signalled => first,
+            first = changes.next() => first,
         };
-        // The next look covers every signal so far, however many arrived.
-        let mut changed = HashSet::new();
-        let mut missed = false;
+        // The next look covers every change so far, however many arrived; a task's changes
+        // come in the order they were committed, so its last one stands.
+        let mut changed = HashMap::new();
         let mut next = Some(first);
-        while let Some(signal) = next.take() {
-            match signal {
-                Ok(signal) if signal.agent_id == agent_id => {
-                    changed.insert(signal.task_id);
-                }
-                Ok(_) => {}
-                Err(_) => missed = true,
-            }
-            next = match signals.try_recv() {
-                Ok(signal) => Some(Ok(signal)),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                    Some(Err(broadcast::error::RecvError::Lagged(n)))
-                }
-                Err(_) => None,
-            };
+        while let Some(task) = next.take() {
+            changed.insert(task.task_id.clone(), task);
+            next = changes.try_next();
         }
         // Changes made on other nodes send no signal here: a full look every `POLL` anyway.
-        look = if missed || last_full.elapsed() >= POLL {
+        look = if changes.missed() || last_full.elapsed() >= POLL {
             Look::Everything
         } else {
             Look::Tasks(changed)

@@ -44,7 +44,7 @@ async fn fixture() -> Fixture {
         assign_interval: Duration::from_secs(5),
         ownership: Ownership::default(),
         agent_timeout: Duration::from_secs(30),
-        agent_signals: tokio::sync::broadcast::channel(16).0,
+        agent_signals: Default::default(),
         outcomes: Default::default(),
         cascades: Default::default(),
         assign_request: Default::default(),

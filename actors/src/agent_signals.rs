@@ -1,0 +1,147 @@
+//! Changes to agents' tasks, handed to the worker links of those agents on this node as the
+//! mailboxes committed them, so a link need not read a task back to tell its worker.
+//!
+//! Each link has a bounded queue of its own: a change is held only until its link takes it
+//! (a broadcast channel would keep its last values, whole tasks, alive until overwritten). A
+//! link that falls behind by a full queue is told it missed some, and looks at everything.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::mpsc;
+
+use crate::domain::task::Task;
+
+/// Changes queued for one link at most.
+const QUEUE: usize = 1024;
+
+/// The worker links of agents on this node, by agent.
+#[derive(Clone, Default)]
+pub struct AgentSignals(Arc<Mutex<HashMap<String, Vec<Listener>>>>);
+
+struct Listener {
+    changes: mpsc::Sender<Arc<Task>>,
+    missed: Arc<AtomicBool>,
+}
+
+/// One link's changes to its agent's tasks, in the order they were committed.
+pub struct AgentChanges {
+    changes: mpsc::Receiver<Arc<Task>>,
+    missed: Arc<AtomicBool>,
+}
+
+impl AgentSignals {
+    /// Changes to `agent_id`'s tasks from now on, until the returned value is dropped.
+    pub fn listen(&self, agent_id: &str) -> AgentChanges {
+        let (sender, changes) = mpsc::channel(QUEUE);
+        let missed = Arc::new(AtomicBool::new(false));
+        let listener = Listener {
+            changes: sender,
+            missed: missed.clone(),
+        };
+        let mut links = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        links.entry(agent_id.to_owned()).or_default().push(listener);
+        AgentChanges { changes, missed }
+    }
+
+    /// Tells the links of `agent_id` that `task` changed; a copy is made only if one listens.
+    pub fn tell(&self, agent_id: &str, task: &Task) {
+        let mut links = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(listeners) = links.get_mut(agent_id) else {
+            return;
+        };
+        listeners.retain(|l| !l.changes.is_closed());
+        if listeners.is_empty() {
+            links.remove(agent_id);
+            return;
+        }
+        let task = Arc::new(task.clone());
+        for listener in listeners {
+            if listener.changes.try_send(task.clone()).is_err() {
+                listener.missed.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl AgentChanges {
+    /// The next change, waiting for one.
+    pub async fn next(&mut self) -> Arc<Task> {
+        match self.changes.recv().await {
+            Some(task) => task,
+            // The node dropped every sender: it is stopping, and no change comes any more.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The next change if one is queued.
+    pub fn try_next(&mut self) -> Option<Arc<Task>> {
+        self.changes.try_recv().ok()
+    }
+
+    /// Whether changes were dropped (the queue was full) since this was last asked.
+    pub fn missed(&self) -> bool {
+        self.missed.swap(false, Ordering::AcqRel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::task::{Command, NewTask, step};
+    use crate::domain::{Capabilities, Priority};
+
+    fn task(id: &str) -> Task {
+        let new = NewTask {
+            task_id: id.into(),
+            title: id.into(),
+            spec: String::new(),
+            priority: Priority::Normal,
+            requirements: Capabilities::default(),
+            dependencies: Vec::new(),
+            contracts: Vec::new(),
+            require_plan_approval: false,
+            preferred_agent: None,
+            max_attempts: None,
+        };
+        match step(None, "u1", &Command::Create(new), 0) {
+            Ok(created) => created.task,
+            Err(refused) => panic!("a new task is refused: {}", refused.0),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_reaches_the_links_of_its_agent_only_and_is_held_by_nobody_after() {
+        let signals = AgentSignals::default();
+        let mut a = signals.listen("a");
+        let mut b = signals.listen("b");
+        signals.tell("a", &task("t1"));
+        let told = a.next().await;
+        assert_eq!(told.task_id, "t1");
+        assert_eq!(Arc::strong_count(&told), 1, "the signal keeps a copy");
+        assert!(b.try_next().is_none());
+        assert!(!a.missed());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_tells_the_link_it_missed_changes() {
+        let signals = AgentSignals::default();
+        let mut a = signals.listen("a");
+        for i in 0..=QUEUE {
+            signals.tell("a", &task(&format!("t{i}")));
+        }
+        assert!(a.missed());
+        assert!(!a.missed(), "asked once, it is forgotten");
+        assert_eq!(a.next().await.task_id, "t0");
+    }
+
+    #[test]
+    fn a_closed_link_is_forgotten_at_the_next_change() {
+        let signals = AgentSignals::default();
+        drop(signals.listen("a"));
+        signals.tell("a", &task("t1"));
+        let links = signals.0.lock().unwrap();
+        assert!(links.is_empty());
+    }
+}
