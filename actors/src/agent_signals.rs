@@ -89,23 +89,19 @@ impl AgentChanges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::task::{Command, NewTask, step};
-    use crate::domain::{Capabilities, Priority};
+    use crate::domain::task::{Command, step};
 
     fn task(id: &str) -> Task {
-        let new = NewTask {
+        let created = schemas::TaskCreated {
             task_id: id.into(),
-            title: id.into(),
-            spec: String::new(),
-            priority: Priority::Normal,
-            requirements: Capabilities::default(),
-            dependencies: Vec::new(),
-            contracts: Vec::new(),
-            require_plan_approval: false,
-            preferred_agent: None,
-            max_attempts: None,
+            ..Default::default()
         };
-        match step(None, "u1", &Command::Create(new), 0) {
+        match step(
+            None,
+            "u1",
+            &Command::Create(crate::edge::new_task(&created)),
+            0,
+        ) {
             Ok(created) => created.task,
             Err(refused) => panic!("a new task is refused: {}", refused.0),
         }
