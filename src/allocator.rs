@@ -47,7 +47,8 @@ pub fn sqlite_on_jemalloc() -> bool {
     // SAFETY: SQLite copies the methods before this returns; each is a valid allocator
     // function of the signature SQLite calls.
     let allocator = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MALLOC, &raw const methods) };
-    // SAFETY: as above; SQLITE_CONFIG_MEMSTATUS takes one int.
+    // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int; like the call above, it is made before
+    // any other thread uses SQLite (this function's precondition), as `sqlite3_config` needs.
     let statistics = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int) };
     allocator == ffi::SQLITE_OK && statistics == ffi::SQLITE_OK
 }

@@ -6,7 +6,7 @@
 //! link that falls behind by a full queue is told it missed some, and looks at everything.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
@@ -18,20 +18,31 @@ const QUEUE: usize = 1024;
 
 /// The worker links of agents on this node, by agent.
 #[derive(Clone, Default)]
-pub struct AgentSignals(Arc<Mutex<HashMap<String, Vec<Listener>>>>);
+pub struct AgentSignals {
+    links: Arc<Mutex<HashMap<String, Vec<Listener>>>>,
+    /// Changes told so far: each change's number, in the order they were told.
+    told: Arc<AtomicU64>,
+}
 
 struct Listener {
-    changes: mpsc::Sender<Arc<Task>>,
+    changes: mpsc::Sender<(u64, Arc<Task>)>,
     missed: Arc<AtomicBool>,
 }
 
 /// One link's changes to its agent's tasks, in the order they were committed.
 pub struct AgentChanges {
-    changes: mpsc::Receiver<Arc<Task>>,
+    changes: mpsc::Receiver<(u64, Arc<Task>)>,
     missed: Arc<AtomicBool>,
+    told: Arc<AtomicU64>,
+    /// Changes numbered below this were told before the link's last read of everything.
+    stale_below: u64,
 }
 
 impl AgentSignals {
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Listener>>> {
+        self.links.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Changes to `agent_id`'s tasks from now on, until the returned value is dropped.
     pub fn listen(&self, agent_id: &str) -> AgentChanges {
         let (sender, changes) = mpsc::channel(QUEUE);
@@ -40,26 +51,44 @@ impl AgentSignals {
             changes: sender,
             missed: missed.clone(),
         };
-        let mut links = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut links = self.links();
+        // Links that ended are forgotten here too, for agents that change no more.
+        links.retain(|_, listeners| {
+            listeners.retain(|l| !l.changes.is_closed());
+            !listeners.is_empty()
+        });
         links.entry(agent_id.to_owned()).or_default().push(listener);
-        AgentChanges { changes, missed }
+        AgentChanges {
+            changes,
+            missed,
+            told: self.told.clone(),
+            stale_below: 0,
+        }
     }
 
-    /// Tells the links of `agent_id` that `task` changed; a copy is made only if one listens.
+    /// Tells the links of `agent_id` listening on this node that `task` changed.
     pub fn tell(&self, agent_id: &str, task: &Task) {
-        let mut links = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(listeners) = links.get_mut(agent_id) else {
-            return;
+        let listeners: Vec<(mpsc::Sender<_>, Arc<AtomicBool>)> = {
+            let mut links = self.links();
+            let Some(listeners) = links.get_mut(agent_id) else {
+                return;
+            };
+            listeners.retain(|l| !l.changes.is_closed());
+            if listeners.is_empty() {
+                links.remove(agent_id);
+                return;
+            }
+            listeners
+                .iter()
+                .map(|l| (l.changes.clone(), l.missed.clone()))
+                .collect()
         };
-        listeners.retain(|l| !l.changes.is_closed());
-        if listeners.is_empty() {
-            links.remove(agent_id);
-            return;
-        }
+        // Numbered after its commit, and before the task's next change is applied.
+        let number = self.told.fetch_add(1, Ordering::AcqRel);
         let task = Arc::new(task.clone());
-        for listener in listeners {
-            if listener.changes.try_send(task.clone()).is_err() {
-                listener.missed.store(true, Ordering::Release);
+        for (changes, missed) in listeners {
+            if changes.try_send((number, task.clone())).is_err() {
+                missed.store(true, Ordering::Release);
             }
         }
     }
@@ -68,16 +97,32 @@ impl AgentSignals {
 impl AgentChanges {
     /// The next change, waiting for one.
     pub async fn next(&mut self) -> Arc<Task> {
-        match self.changes.recv().await {
-            Some(task) => task,
-            // The node dropped every sender: it is stopping, and no change comes any more.
-            None => std::future::pending().await,
+        loop {
+            match self.changes.recv().await {
+                Some((number, task)) if number >= self.stale_below => return task,
+                Some(_) => {}
+                // The node dropped every sender: it is stopping, and no change comes any more.
+                None => std::future::pending().await,
+            }
         }
     }
 
     /// The next change if one is queued.
     pub fn try_next(&mut self) -> Option<Arc<Task>> {
-        self.changes.try_recv().ok()
+        while let Ok((number, task)) = self.changes.try_recv() {
+            if number >= self.stale_below {
+                return Some(task);
+            }
+        }
+        None
+    }
+
+    /// Notes that the link is about to read everything from the store: the changes told
+    /// before now are in what it reads, or older than it, and are passed over. (A task's
+    /// change is told before its next change is applied, so one told later than this is
+    /// never older than what the read finds.)
+    pub fn reading_everything(&mut self) {
+        self.stale_below = self.told.load(Ordering::Acquire);
     }
 
     /// Whether changes were dropped (the queue was full) since this was last asked.
@@ -132,12 +177,22 @@ mod tests {
         assert_eq!(a.next().await.task_id, "t0");
     }
 
+    #[tokio::test]
+    async fn changes_told_before_a_read_of_everything_are_passed_over() {
+        let signals = AgentSignals::default();
+        let mut a = signals.listen("a");
+        signals.tell("a", &task("old"));
+        a.reading_everything();
+        signals.tell("a", &task("new"));
+        assert_eq!(a.next().await.task_id, "new");
+        assert!(a.try_next().is_none());
+    }
+
     #[test]
     fn a_closed_link_is_forgotten_at_the_next_change() {
         let signals = AgentSignals::default();
         drop(signals.listen("a"));
         signals.tell("a", &task("t1"));
-        let links = signals.0.lock().unwrap();
-        assert!(links.is_empty());
+        assert!(signals.links().is_empty());
     }
 }

@@ -163,6 +163,7 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound, sent: Shared
         let store = ctx.node.store();
         if matches!(look, Look::Everything) {
             last_full = tokio::time::Instant::now();
+            changes.reading_everything();
         }
         let tasks = match look {
             Look::Everything => match store.held_tasks(&agent_id).await {
@@ -204,7 +205,7 @@ async fn push(ctx: GatewayContext, agent_id: String, out: Outbound, sent: Shared
             first = changes.next() => first,
         };
         // The next look covers every change so far, however many arrived; a task's changes
-        // come in the order they were committed, so its last one stands.
+        // come in the order they were committed, none older than the last full look's.
         let mut changed = HashMap::new();
         let mut next = Some(first);
         while let Some(task) = next.take() {
