@@ -71,7 +71,13 @@ impl LoadNode {
             ..defaults
         };
         let node = Node::start(&config).await?;
-        let admin = std::fs::read_to_string(config.data_dir.join("admin.token"))?
+        // A node writes the admin key only into the data directory of the run that created
+        // it: a database that already holds one (an earlier run's) leaves this run without.
+        let admin = std::fs::read_to_string(config.data_dir.join("admin.token"))
+            .context(
+                "no admin key for this run: the node writes admin.token only when its database \
+                 has no admin key yet; give --database-url a fresh database",
+            )?
             .trim()
             .to_owned();
         Ok(LoadNode {
