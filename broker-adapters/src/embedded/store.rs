@@ -1,7 +1,8 @@
 //! The SQLite log: one writer task that group-commits, and reads through a small pool.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::sqlite::{
@@ -41,16 +42,52 @@ enum Op {
 /// Most operations committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
+/// Records of a partition kept in memory after their commit: a consumer's prefetch.
+const RECENT: usize = 1024;
+
 /// Handle to the log; clones share the writer and the pool.
 #[derive(Clone)]
 pub(crate) struct Store {
     pool: SqlitePool,
     writer: mpsc::Sender<Op>,
-    ends: Ends,
+    committed: Committed,
 }
 
-/// The next offset of every partition, as committed: readers skip partitions with nothing new.
-type Ends = std::sync::Arc<std::sync::RwLock<HashMap<(String, u32), u64>>>;
+/// Every partition's end as committed, by topic: readers skip partitions with nothing new,
+/// and a consumer that keeps up reads the latest records from memory, not from the file.
+type Committed = Arc<RwLock<HashMap<String, HashMap<u32, Tail>>>>;
+
+/// The end of one partition: its next offset and up to `RECENT` of its last records.
+#[derive(Default)]
+struct Tail {
+    end: u64,
+    recent: VecDeque<Record>,
+}
+
+impl Tail {
+    /// Adds the record committed at the end.
+    fn push(&mut self, record: Record) {
+        self.end = record.offset.map_or(self.end, |o| o + 1);
+        self.recent.push_back(record);
+        if self.recent.len() > RECENT {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Up to `limit` records from `from` on, unless some of them are no longer held.
+    fn read(&self, from: u64, limit: u32) -> Option<Vec<Record>> {
+        let first = self.end - self.recent.len() as u64;
+        let skip = usize::try_from(from.checked_sub(first)?).ok()?;
+        Some(
+            self.recent
+                .iter()
+                .skip(skip)
+                .take(limit as usize)
+                .cloned()
+                .collect(),
+        )
+    }
+}
 
 /// A topic found on disk at open: name, partitions, append notifications.
 pub(crate) type OpenTopic = (String, u32, watch::Receiver<u64>);
@@ -116,12 +153,12 @@ impl Store {
             .await
             .map_err(storage)?;
 
-        let ends = Ends::default();
+        let committed = Committed::default();
         let mut writer = Writer {
             conn,
             next: HashMap::new(),
             watches: HashMap::new(),
-            ends: ends.clone(),
+            committed: committed.clone(),
         };
         let mut topics = Vec::new();
         for row in sqlx::query("SELECT name, partitions FROM topics")
@@ -145,7 +182,7 @@ impl Store {
             let next: i64 = row.get(2);
             writer.next.insert((topic, partition as u32), next as u64);
         }
-        writer.publish_ends();
+        writer.publish(Vec::new());
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         // On a thread of its own: on the node's runtime each step of a batch (begin, insert,
         // commit) waited behind the mailboxes the last batch woke.
@@ -168,7 +205,7 @@ impl Store {
             Store {
                 pool,
                 writer: tx,
-                ends,
+                committed,
             },
             topics,
         ))
@@ -281,16 +318,35 @@ impl Store {
 
     /// The next offset of a partition (0 if it has no records), as of the last commit.
     pub(crate) fn end(&self, topic: &str, partition: u32) -> u64 {
-        self.ends
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(topic.to_owned(), partition))
-            .copied()
-            .unwrap_or(0)
+        self.tail(topic, partition, |tail| tail.end).unwrap_or(0)
     }
 
-    /// Up to `limit` records of one partition from `from` on.
+    /// What `read` finds in the tail of a partition, if the writer committed to it.
+    fn tail<T>(&self, topic: &str, partition: u32, read: impl FnOnce(&Tail) -> T) -> Option<T> {
+        let committed = self
+            .committed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        committed.get(topic)?.get(&partition).map(read)
+    }
+
+    /// Up to `limit` records of one partition from `from` on: from memory if the partition's
+    /// tail holds them, else from the file.
     pub(crate) async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<Record>, BusError> {
+        match self.tail(topic, partition, |tail| tail.read(from, limit)) {
+            Some(Some(records)) => Ok(records),
+            _ => self.fetch_stored(topic, partition, from, limit).await,
+        }
+    }
+
+    /// Up to `limit` records of one partition from `from` on, read from the file.
+    async fn fetch_stored(
         &self,
         topic: &str,
         partition: u32,
@@ -432,16 +488,34 @@ struct Writer {
     conn: SqliteConnection,
     next: HashMap<(String, u32), u64>,
     watches: HashMap<String, watch::Sender<u64>>,
-    ends: Ends,
+    committed: Committed,
 }
 
 impl Writer {
-    fn publish_ends(&self) {
-        let mut ends = self
-            .ends
+    /// Shows readers the records `fresh`, just committed, and every partition's end.
+    fn publish(&self, fresh: Vec<Record>) {
+        let mut committed = self
+            .committed
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ends.extend(self.next.iter().map(|(k, v)| (k.clone(), *v)));
+            .unwrap_or_else(PoisonError::into_inner);
+        for record in fresh {
+            let topic = match committed.get_mut(&record.topic) {
+                Some(topic) => topic,
+                None => committed.entry(record.topic.clone()).or_default(),
+            };
+            topic.entry(record.partition).or_default().push(record);
+        }
+        for ((topic, partition), next) in &self.next {
+            let tail = match committed.get_mut(topic) {
+                Some(topic) => topic.entry(*partition).or_default(),
+                None => committed
+                    .entry(topic.clone())
+                    .or_default()
+                    .entry(*partition)
+                    .or_default(),
+            };
+            tail.end = *next;
+        }
     }
 
     fn watch(&mut self, topic: &str) -> watch::Receiver<u64> {
@@ -460,39 +534,58 @@ impl Writer {
 
     /// Writes one batch in one transaction, then answers every request in it.
     async fn write(&mut self, batch: Vec<Op>) {
+        let now = now_ms();
         let mut next = HashMap::new();
-        let result = self.transact(&batch, &mut next).await;
-        if result.is_ok() {
-            self.next.extend(next);
-            self.publish_ends();
+        match self.transact(&batch, &mut next, now).await {
+            Ok(answers) => {
+                self.next.extend(next);
+                self.committed_batch(batch, answers, now);
+            }
+            Err(error) => failed(batch, &error),
         }
-        let mut touched = Vec::new();
-        for (op, answer) in batch.into_iter().zip(match &result {
-            Ok(answers) => answers.iter().map(|a| Ok(*a)).collect::<Vec<_>>(),
-            Err(error) => vec![Err(error.clone()); MAX_BATCH],
-        }) {
+    }
+
+    /// Shows readers what `batch` appended, then answers its requests and wakes the
+    /// consumers of the topics it appended to.
+    fn committed_batch(&mut self, batch: Vec<Op>, answers: Vec<u64>, now: u64) {
+        let mut fresh = Vec::new();
+        let mut appended = Vec::new();
+        let mut flushed = Vec::new();
+        for (op, answer) in batch.into_iter().zip(answers) {
             match op {
                 Op::Append {
                     topic,
+                    partition,
                     message,
                     reply,
-                    ..
                 } => {
-                    if answer.is_ok() {
-                        touched.push(topic);
-                    }
-                    let _ = reply.send(answer.map_err(|error| PublishError { message, error }));
+                    fresh.push(Record {
+                        topic,
+                        partition,
+                        offset: Some(answer),
+                        key: message.key,
+                        payload: message.payload,
+                        headers: message.headers,
+                        timestamp: now,
+                    });
+                    appended.push((reply, answer));
                 }
                 Op::CreateTopic { topic, reply, .. } => {
-                    let _ = reply
-                        .send(answer.map(|partitions| (partitions as u32, self.watch(&topic))));
+                    let _ = reply.send(Ok((answer as u32, self.watch(&topic))));
                 }
-                Op::Flush { reply } => {
-                    let _ = reply.send(answer.map(drop));
-                }
+                Op::Flush { reply } => flushed.push(reply),
                 Op::Commit { .. } => {}
             }
         }
+        let mut touched: Vec<String> = fresh.iter().map(|r| r.topic.clone()).collect();
+        self.publish(fresh);
+        for (reply, offset) in appended {
+            let _ = reply.send(Ok(offset));
+        }
+        for reply in flushed {
+            let _ = reply.send(Ok(()));
+        }
+        touched.sort_unstable();
         touched.dedup();
         for topic in touched {
             if let Some(watch) = self.watches.get(&topic) {
@@ -507,8 +600,9 @@ impl Writer {
         &mut self,
         batch: &[Op],
         next: &mut HashMap<(String, u32), u64>,
+        now: u64,
     ) -> Result<Vec<u64>, BusError> {
-        let now = now_ms() as i64;
+        let now = now as i64;
         let mut tx = self.conn.begin().await.map_err(storage)?;
         let mut answers = Vec::with_capacity(batch.len());
         let mut appends = Vec::with_capacity(ROWS_PER_INSERT);
@@ -581,6 +675,25 @@ impl Writer {
     }
 }
 
+/// Tells every request of `batch` that it failed with `error`.
+fn failed(batch: Vec<Op>, error: &BusError) {
+    for op in batch {
+        match op {
+            Op::Append { message, reply, .. } => {
+                let error = error.clone();
+                let _ = reply.send(Err(PublishError { message, error }));
+            }
+            Op::CreateTopic { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Op::Flush { reply } => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Op::Commit { .. } => {}
+        }
+    }
+}
+
 /// Rows one INSERT statement writes at most: fewer statements per batch, far below SQLite's
 /// limit on bound values.
 const ROWS_PER_INSERT: usize = 64;
@@ -618,4 +731,63 @@ async fn insert_records(
         .await
         .map(drop)
         .map_err(storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RECENT, Store};
+    use crate::bus::OutMessage;
+
+    fn message(i: usize) -> OutMessage {
+        OutMessage {
+            key: format!("k{i}"),
+            payload: vec![i as u8; 1 + i % 7],
+            headers: vec![("n".to_owned(), i.to_string())],
+        }
+    }
+
+    /// Offsets of partition 0 served from memory, given the records appended to it.
+    async fn from_memory(store: &Store, appended: u64) -> Vec<u64> {
+        let mut served = Vec::new();
+        let first = appended - RECENT as u64;
+        for from in [0, first - 1, first, appended - 1, appended] {
+            let read = store.tail("t", 0, |tail| tail.read(from, 64)).flatten();
+            if read.is_some() {
+                served.push(from);
+            }
+            let stored = store.fetch_stored("t", 0, from, 64).await.unwrap();
+            assert_eq!(store.fetch("t", 0, from, 64).await.unwrap(), stored);
+            if let Some(read) = read {
+                assert_eq!(read, stored, "from {from}");
+            }
+        }
+        served
+    }
+
+    #[tokio::test]
+    async fn a_partition_s_latest_records_are_read_from_memory_as_the_file_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.sqlite");
+        let (store, _) = Store::open(&path).await.unwrap();
+        store.create_topic("t", 2).await.unwrap();
+        let appended = 2 * (RECENT + 300);
+        let appends = (0..appended).map(|i| store.append("t", (i % 2) as u32, message(i)));
+        for offset in futures::future::join_all(appends).await {
+            offset.unwrap();
+        }
+        let appended = (appended / 2) as u64;
+        assert_eq!(store.end("t", 0), appended);
+        // The older half is read from the file; the latest, and the end, from memory.
+        assert_eq!(
+            from_memory(&store, appended).await,
+            [appended - RECENT as u64, appended - 1, appended]
+        );
+        store.flush().await.unwrap();
+        drop(store);
+
+        // Reopened, nothing is in memory but each partition's end.
+        let (store, _) = Store::open(&path).await.unwrap();
+        assert_eq!(store.end("t", 0), appended);
+        assert_eq!(from_memory(&store, appended).await, [appended]);
+    }
 }
