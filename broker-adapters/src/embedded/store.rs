@@ -1,15 +1,12 @@
-//! The SQLite log: one writer task that group-commits, and reads through a small pool.
+//! The SQLite log: one writer thread that group-commits, and reads through a small pool.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{Connection, Row};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::headers;
@@ -130,76 +127,31 @@ fn now_ms() -> u64 {
 impl Store {
     /// Opens the log, creating the file and tables if needed, and starts the writer.
     pub(crate) async fn open(path: &Path) -> Result<(Store, Vec<OpenTopic>), BusError> {
+        let committed = Committed::default();
+        let (writer, topics) = {
+            let (path, committed) = (path.to_owned(), committed.clone());
+            tokio::task::spawn_blocking(move || Writer::open(&path, committed))
+                .await
+                .map_err(storage)??
+        };
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a publish that returned survives power loss, not just a process crash.
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        let mut conn = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(storage)?;
-        sqlx::raw_sql(SCHEMA)
-            .execute(&mut conn)
-            .await
-            .map_err(storage)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .busy_timeout(Duration::from_secs(10))
+            .read_only(true)
             // A read's rows leave sqlx's worker thread in one go: at its default of 50, a
             // page of a replay waited ten times for the reading task to be polled, which on a
             // node busy applying what it read tripled the read.
-            .connect_with(options.read_only(true).row_buffer_size(4096))
+            .row_buffer_size(4096);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
             .await
             .map_err(storage)?;
-
-        let committed = Committed::default();
-        let mut writer = Writer {
-            conn,
-            next: HashMap::new(),
-            watches: HashMap::new(),
-            committed: committed.clone(),
-        };
-        let mut topics = Vec::new();
-        for row in sqlx::query("SELECT name, partitions FROM topics")
-            .fetch_all(&mut writer.conn)
-            .await
-            .map_err(storage)?
-        {
-            let name: String = row.get(0);
-            let partitions: i64 = row.get(1);
-            topics.push((name.clone(), partitions as u32, writer.watch(&name)));
-        }
-        for row in sqlx::query(
-            "SELECT topic, partition, MAX(offset) + 1 FROM records GROUP BY topic, partition",
-        )
-        .fetch_all(&mut writer.conn)
-        .await
-        .map_err(storage)?
-        {
-            let topic: String = row.get(0);
-            let partition: i64 = row.get(1);
-            let next: i64 = row.get(2);
-            writer.next.insert((topic, partition as u32), next as u64);
-        }
-        writer.publish(Vec::new());
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        // On a thread of its own: on the node's runtime each step of a batch (begin, insert,
-        // commit) waited behind the mailboxes the last batch woke.
         std::thread::Builder::new()
             .name("bus-writer".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime.block_on(writer.run(rx)),
-                    // Its queue closes with it: every request is told the log is closed.
-                    Err(error) => {
-                        tracing::error!(%error, "no runtime for the embedded log's writer")
-                    }
-                }
-            })
+            .spawn(move || writer.run(rx))
             .map_err(|e| storage(format!("no thread for the writer: {e}")))?;
         Ok((
             Store {
@@ -483,15 +435,74 @@ fn to_record(topic: &str, row: &sqlx::sqlite::SqliteRow) -> (i64, Record) {
     )
 }
 
-/// The single writer: owns the write connection and the next offset of every partition.
+/// The single writer, on a thread of its own: owns the write connection and the next offset
+/// of every partition. Its statements run on that thread, not through sqlx, where each was a
+/// hop to the connection's worker thread and back.
 struct Writer {
-    conn: SqliteConnection,
+    conn: rusqlite::Connection,
     next: HashMap<(String, u32), u64>,
     watches: HashMap<String, watch::Sender<u64>>,
     committed: Committed,
 }
 
 impl Writer {
+    /// Opens the log's file for writing (creating it and its tables if needed) and reads what
+    /// it holds: the topics, and every partition's next offset.
+    fn open(path: &Path, committed: Committed) -> Result<(Writer, Vec<OpenTopic>), BusError> {
+        let conn = rusqlite::Connection::open(path).map_err(storage)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(storage)?;
+        let journal: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(storage)?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            return Err(storage(format!(
+                "{} stays in journal mode {journal}, not WAL",
+                path.display()
+            )));
+        }
+        // FULL: a publish that returned survives power loss, not just a process crash.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(storage)?;
+        conn.execute_batch(SCHEMA).map_err(storage)?;
+        let mut writer = Writer {
+            conn,
+            next: HashMap::new(),
+            watches: HashMap::new(),
+            committed,
+        };
+        let topics: Vec<(String, i64)> = writer
+            .conn
+            .prepare("SELECT name, partitions FROM topics")
+            .and_then(|mut read| {
+                read.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(storage)?;
+        let topics = topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let appended = writer.watch(&name);
+                (name, partitions as u32, appended)
+            })
+            .collect();
+        let ends: Vec<(String, u32, i64)> = writer
+            .conn
+            .prepare(
+                "SELECT topic, partition, MAX(offset) + 1 FROM records GROUP BY topic, partition",
+            )
+            .and_then(|mut read| {
+                read.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(storage)?;
+        for (topic, partition, next) in ends {
+            writer.next.insert((topic, partition), next as u64);
+        }
+        writer.publish(Vec::new());
+        Ok((writer, topics))
+    }
+
     /// Shows readers the records `fresh`, just committed, and every partition's end.
     fn publish(&self, fresh: Vec<Record>) {
         let mut committed = self
@@ -525,18 +536,18 @@ impl Writer {
             .subscribe()
     }
 
-    async fn run(mut self, mut ops: mpsc::Receiver<Op>) {
+    fn run(mut self, mut ops: mpsc::Receiver<Op>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            self.write(std::mem::take(&mut batch)).await;
+        while ops.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+            self.write(std::mem::take(&mut batch));
         }
     }
 
     /// Writes one batch in one transaction, then answers every request in it.
-    async fn write(&mut self, batch: Vec<Op>) {
+    fn write(&mut self, batch: Vec<Op>) {
         let now = now_ms();
         let mut next = HashMap::new();
-        match self.transact(&batch, &mut next, now).await {
+        match self.transact(&batch, &mut next, now) {
             Ok(answers) => {
                 self.next.extend(next);
                 self.committed_batch(batch, answers, now);
@@ -596,81 +607,96 @@ impl Writer {
 
     /// The transaction of one batch: an answer per op (an append's offset, a topic's
     /// partition count, 0 otherwise); the partitions' new next offsets go into `next`.
-    async fn transact(
+    fn transact(
         &mut self,
         batch: &[Op],
         next: &mut HashMap<(String, u32), u64>,
         now: u64,
     ) -> Result<Vec<u64>, BusError> {
         let now = now as i64;
-        let mut tx = self.conn.begin().await.map_err(storage)?;
+        // A rollback that failed left a transaction open: end it, or no batch could begin.
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK").map_err(storage)?;
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(storage)?;
         let mut answers = Vec::with_capacity(batch.len());
-        let mut appends = Vec::with_capacity(ROWS_PER_INSERT);
         for op in batch {
-            // Appends wait to be written many to a statement; anything else writes them first.
-            if let Op::Append {
-                topic,
-                partition,
-                message,
-                ..
-            } = op
-            {
-                let position = (topic.clone(), *partition);
-                let stored = self.next.get(&position).copied().unwrap_or(0);
-                let offset = next.entry(position).or_insert(stored);
-                appends.push((topic, *partition, *offset, message));
-                answers.push(*offset);
-                *offset += 1;
-                if appends.len() == ROWS_PER_INSERT {
-                    insert_records(&mut tx, &mut appends, now).await?;
-                }
-                continue;
-            }
-            insert_records(&mut tx, &mut appends, now).await?;
             let answer = match op {
+                Op::Append {
+                    topic,
+                    partition,
+                    message,
+                    ..
+                } => {
+                    let position = (topic.clone(), *partition);
+                    let stored = self.next.get(&position).copied().unwrap_or(0);
+                    let offset = next.entry(position).or_insert(stored);
+                    let at = *offset;
+                    *offset += 1;
+                    tx.prepare_cached(
+                        "INSERT INTO records (topic, partition, offset, key, payload, headers, ts)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .and_then(|mut insert| {
+                        insert.execute(rusqlite::params![
+                            topic,
+                            partition,
+                            at as i64,
+                            message.key,
+                            message.payload,
+                            headers::encode(&message.headers),
+                            now
+                        ])
+                    })
+                    .map_err(storage)?;
+                    at
+                }
                 Op::Commit {
                     group,
                     topic,
                     partition,
                     next_offset,
                 } => {
-                    sqlx::query(
+                    tx.prepare_cached(
                         "INSERT INTO group_offsets (grp, topic, partition, next_offset)
                          VALUES (?, ?, ?, ?)
                          ON CONFLICT (grp, topic, partition)
                          DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
                     )
-                    .bind(group)
-                    .bind(topic)
-                    .bind(i64::from(*partition))
-                    .bind(*next_offset as i64)
-                    .execute(&mut *tx)
-                    .await
+                    .and_then(|mut upsert| {
+                        upsert.execute(rusqlite::params![
+                            group,
+                            topic,
+                            partition,
+                            *next_offset as i64
+                        ])
+                    })
                     .map_err(storage)?;
                     0
                 }
                 Op::CreateTopic {
                     topic, partitions, ..
                 } => {
-                    sqlx::query("INSERT OR IGNORE INTO topics (name, partitions) VALUES (?, ?)")
-                        .bind(topic)
-                        .bind(i64::from(*partitions))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(storage)?;
-                    sqlx::query("SELECT partitions FROM topics WHERE name = ?")
-                        .bind(topic)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(storage)?
-                        .get::<i64, _>(0) as u64
+                    tx.execute(
+                        "INSERT OR IGNORE INTO topics (name, partitions) VALUES (?, ?)",
+                        rusqlite::params![topic, partitions],
+                    )
+                    .map_err(storage)?;
+                    tx.query_row(
+                        "SELECT partitions FROM topics WHERE name = ?",
+                        [topic],
+                        |row| row.get::<_, i64>(0),
+                    )
+                    .map_err(storage)? as u64
                 }
-                Op::Flush { .. } | Op::Append { .. } => 0,
+                Op::Flush { .. } => 0,
             };
             answers.push(answer);
         }
-        insert_records(&mut tx, &mut appends, now).await?;
-        tx.commit().await.map_err(storage)?;
+        tx.commit().map_err(storage)?;
         Ok(answers)
     }
 }
@@ -692,45 +718,6 @@ fn failed(batch: Vec<Op>, error: &BusError) {
             Op::Commit { .. } => {}
         }
     }
-}
-
-/// Rows one INSERT statement writes at most: fewer statements per batch, far below SQLite's
-/// limit on bound values.
-const ROWS_PER_INSERT: usize = 64;
-
-/// An append waiting for its INSERT: topic, partition, offset, message.
-type Append<'a> = (&'a String, u32, u64, &'a OutMessage);
-
-/// Writes the waiting appends in one multi-row INSERT and empties the list.
-async fn insert_records(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    appends: &mut Vec<Append<'_>>,
-    now: i64,
-) -> Result<(), BusError> {
-    if appends.is_empty() {
-        return Ok(());
-    }
-    let mut insert = sqlx::QueryBuilder::new(
-        "INSERT INTO records (topic, partition, offset, key, payload, headers, ts) ",
-    );
-    insert.push_values(
-        appends.drain(..),
-        |mut row, (topic, partition, offset, message)| {
-            row.push_bind(topic.as_str())
-                .push_bind(i64::from(partition))
-                .push_bind(offset as i64)
-                .push_bind(message.key.as_str())
-                .push_bind(message.payload.as_slice())
-                .push_bind(headers::encode(&message.headers))
-                .push_bind(now);
-        },
-    );
-    insert
-        .build()
-        .execute(&mut **tx)
-        .await
-        .map(drop)
-        .map_err(storage)
 }
 
 #[cfg(test)]
