@@ -42,6 +42,9 @@ const MAX_BATCH: usize = 1024;
 /// Records of a partition kept in memory after their commit: a consumer's prefetch.
 const RECENT: usize = 1024;
 
+/// Bytes of payload and key a partition keeps in memory at most: envelopes may be large.
+const RECENT_BYTES: usize = 4 << 20;
+
 /// Handle to the log; clones share the writer and the pool.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -54,26 +57,37 @@ pub(crate) struct Store {
 /// and a consumer that keeps up reads the latest records from memory, not from the file.
 type Committed = Arc<RwLock<HashMap<String, HashMap<u32, Tail>>>>;
 
-/// The end of one partition: its next offset and up to `RECENT` of its last records.
+/// The end of one partition: its next offset and its last records, up to `RECENT` of them
+/// and `RECENT_BYTES`.
 #[derive(Default)]
 struct Tail {
     end: u64,
     recent: VecDeque<Record>,
+    bytes: usize,
+}
+
+/// What a record holds in memory, roughly.
+fn size(record: &Record) -> usize {
+    record.payload.len() + record.key.len()
 }
 
 impl Tail {
     /// Adds the record committed at the end.
     fn push(&mut self, record: Record) {
         self.end = record.offset.map_or(self.end, |o| o + 1);
+        self.bytes += size(&record);
         self.recent.push_back(record);
-        if self.recent.len() > RECENT {
-            self.recent.pop_front();
+        while self.recent.len() > RECENT || self.bytes > RECENT_BYTES {
+            match self.recent.pop_front() {
+                Some(oldest) => self.bytes -= size(&oldest),
+                None => break,
+            }
         }
     }
 
     /// Up to `limit` records from `from` on, unless some of them are no longer held.
     fn read(&self, from: u64, limit: u32) -> Option<Vec<Record>> {
-        let first = self.end - self.recent.len() as u64;
+        let first = self.end.checked_sub(self.recent.len() as u64)?;
         let skip = usize::try_from(from.checked_sub(first)?).ok()?;
         Some(
             self.recent
@@ -499,12 +513,12 @@ impl Writer {
         for (topic, partition, next) in ends {
             writer.next.insert((topic, partition), next as u64);
         }
-        writer.publish(Vec::new());
+        writer.publish(Vec::new(), &writer.next);
         Ok((writer, topics))
     }
 
-    /// Shows readers the records `fresh`, just committed, and every partition's end.
-    fn publish(&self, fresh: Vec<Record>) {
+    /// Shows readers the records `fresh`, just committed, and the partition ends `ends`.
+    fn publish(&self, fresh: Vec<Record>, ends: &HashMap<(String, u32), u64>) {
         let mut committed = self
             .committed
             .write()
@@ -516,7 +530,7 @@ impl Writer {
             };
             topic.entry(record.partition).or_default().push(record);
         }
-        for ((topic, partition), next) in &self.next {
+        for ((topic, partition), next) in ends {
             let tail = match committed.get_mut(topic) {
                 Some(topic) => topic.entry(*partition).or_default(),
                 None => committed
@@ -549,8 +563,8 @@ impl Writer {
         let mut next = HashMap::new();
         match self.transact(&batch, &mut next, now) {
             Ok(answers) => {
+                self.committed_batch(batch, answers, now, &next);
                 self.next.extend(next);
-                self.committed_batch(batch, answers, now);
             }
             Err(error) => failed(batch, &error),
         }
@@ -558,7 +572,13 @@ impl Writer {
 
     /// Shows readers what `batch` appended, then answers its requests and wakes the
     /// consumers of the topics it appended to.
-    fn committed_batch(&mut self, batch: Vec<Op>, answers: Vec<u64>, now: u64) {
+    fn committed_batch(
+        &mut self,
+        batch: Vec<Op>,
+        answers: Vec<u64>,
+        now: u64,
+        ends: &HashMap<(String, u32), u64>,
+    ) {
         let mut fresh = Vec::new();
         let mut appended = Vec::new();
         let mut flushed = Vec::new();
@@ -589,7 +609,7 @@ impl Writer {
             }
         }
         let mut touched: Vec<String> = fresh.iter().map(|r| r.topic.clone()).collect();
-        self.publish(fresh);
+        self.publish(fresh, ends);
         for (reply, offset) in appended {
             let _ = reply.send(Ok(offset));
         }
@@ -722,7 +742,7 @@ fn failed(batch: Vec<Op>, error: &BusError) {
 
 #[cfg(test)]
 mod tests {
-    use super::{RECENT, Store};
+    use super::{RECENT, RECENT_BYTES, Store};
     use crate::bus::OutMessage;
 
     fn message(i: usize) -> OutMessage {
@@ -776,5 +796,32 @@ mod tests {
         let (store, _) = Store::open(&path).await.unwrap();
         assert_eq!(store.end("t", 0), appended);
         assert_eq!(from_memory(&store, appended).await, [appended]);
+    }
+
+    #[tokio::test]
+    async fn a_partition_keeps_no_more_than_its_bytes_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("bus.sqlite")).await.unwrap();
+        store.create_topic("t", 1).await.unwrap();
+        let big = |i: usize| OutMessage {
+            key: format!("k{i}"),
+            payload: vec![i as u8; RECENT_BYTES / 4],
+            headers: Vec::new(),
+        };
+        for i in 0..10 {
+            store.append("t", 0, big(i)).await.unwrap();
+        }
+        let held = store.tail("t", 0, |tail| (tail.recent.len(), tail.bytes));
+        assert_eq!(held, Some((3, 3 * (RECENT_BYTES / 4 + 2))));
+        // The older ones are read from the file, as written.
+        assert!(store.tail("t", 0, |t| t.read(6, 1)).flatten().is_none());
+        assert_eq!(
+            store.fetch("t", 0, 6, 1).await.unwrap()[0].payload,
+            big(6).payload
+        );
+        assert_eq!(
+            store.fetch("t", 0, 7, 1).await.unwrap()[0].payload,
+            big(7).payload
+        );
     }
 }
