@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::headers;
 use crate::bus::{BusError, OutMessage, PublishError, Record, ReplayFrom};
 
-/// Operations the writer task carries out, in arrival order, a batch per transaction.
+/// Operations the writer thread carries out, in arrival order, a batch per transaction.
 enum Op {
     Append {
         topic: String,
@@ -55,7 +55,10 @@ pub(crate) struct Store {
 
 /// Every partition's end as committed, by topic: readers skip partitions with nothing new,
 /// and a consumer that keeps up reads the latest records from memory, not from the file.
-type Committed = Arc<RwLock<HashMap<String, HashMap<u32, Tail>>>>;
+type Committed = Arc<RwLock<Tails>>;
+
+/// Each partition's tail, by topic.
+type Tails = HashMap<String, HashMap<u32, Tail>>;
 
 /// The end of one partition: its next offset and its last records, up to `RECENT` of them
 /// and `RECENT_BYTES`.
@@ -513,33 +516,32 @@ impl Writer {
         for (topic, partition, next) in ends {
             writer.next.insert((topic, partition), next as u64);
         }
-        writer.publish(Vec::new(), &writer.next);
+        {
+            let mut tails = writer.tails();
+            for ((topic, partition), next) in &writer.next {
+                let partitions = tails.entry(topic.clone()).or_default();
+                partitions.entry(*partition).or_default().end = *next;
+            }
+        }
         Ok((writer, topics))
     }
 
-    /// Shows readers the records `fresh`, just committed, and the partition ends `ends`.
-    fn publish(&self, fresh: Vec<Record>, ends: &HashMap<(String, u32), u64>) {
-        let mut committed = self
-            .committed
+    fn tails(&self) -> std::sync::RwLockWriteGuard<'_, Tails> {
+        self.committed
             .write()
-            .unwrap_or_else(PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Shows readers the records `fresh`, just committed: each moves its partition's end.
+    fn publish(&self, fresh: Vec<Record>) {
+        let mut tails = self.tails();
         for record in fresh {
-            let topic = match committed.get_mut(&record.topic) {
-                Some(topic) => topic,
-                None => committed.entry(record.topic.clone()).or_default(),
+            // Looked up before it is made: a topic's name is not copied for every record.
+            let partitions = match tails.get_mut(&record.topic) {
+                Some(partitions) => partitions,
+                None => tails.entry(record.topic.clone()).or_default(),
             };
-            topic.entry(record.partition).or_default().push(record);
-        }
-        for ((topic, partition), next) in ends {
-            let tail = match committed.get_mut(topic) {
-                Some(topic) => topic.entry(*partition).or_default(),
-                None => committed
-                    .entry(topic.clone())
-                    .or_default()
-                    .entry(*partition)
-                    .or_default(),
-            };
-            tail.end = *next;
+            partitions.entry(record.partition).or_default().push(record);
         }
     }
 
@@ -563,8 +565,8 @@ impl Writer {
         let mut next = HashMap::new();
         match self.transact(&batch, &mut next, now) {
             Ok(answers) => {
-                self.committed_batch(batch, answers, now, &next);
                 self.next.extend(next);
+                self.committed_batch(batch, answers, now);
             }
             Err(error) => failed(batch, &error),
         }
@@ -572,13 +574,7 @@ impl Writer {
 
     /// Shows readers what `batch` appended, then answers its requests and wakes the
     /// consumers of the topics it appended to.
-    fn committed_batch(
-        &mut self,
-        batch: Vec<Op>,
-        answers: Vec<u64>,
-        now: u64,
-        ends: &HashMap<(String, u32), u64>,
-    ) {
+    fn committed_batch(&mut self, batch: Vec<Op>, answers: Vec<u64>, now: u64) {
         let mut fresh = Vec::new();
         let mut appended = Vec::new();
         let mut flushed = Vec::new();
@@ -609,7 +605,7 @@ impl Writer {
             }
         }
         let mut touched: Vec<String> = fresh.iter().map(|r| r.topic.clone()).collect();
-        self.publish(fresh, ends);
+        self.publish(fresh);
         for (reply, offset) in appended {
             let _ = reply.send(Ok(offset));
         }
