@@ -2,6 +2,7 @@
 //! and what its errors mean for the bus (transient or not, and what to do).
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions};
 use lapin::types::FieldTable;
@@ -86,11 +87,32 @@ pub(super) fn classify(url: &str, topic: &str, error: &lapin::Error) -> BusError
     }
 }
 
+/// How long the broker may take to answer a connection's handshake or a consumer's setup: a
+/// node that is starting can take a connection and never answer on it.
+pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `step` (`what` the broker at `url` is asked), given up as unavailable after `ANSWER_TIMEOUT`.
+pub(super) async fn answered<T>(
+    url: &str,
+    what: &str,
+    step: impl Future<Output = Result<T, BusError>>,
+) -> Result<T, BusError> {
+    tokio::time::timeout(ANSWER_TIMEOUT, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(BusError::Unavailable(format!(
+                "rabbitmq at {}: no answer to {what} within {} s",
+                redacted(url),
+                ANSWER_TIMEOUT.as_secs()
+            )))
+        })
+}
+
 /// Opens a connection, telling a refused login apart from an unreachable broker.
 pub(super) async fn open(url: &str) -> Result<Connection, BusError> {
-    Connection::connect(url, ConnectionProperties::default())
-        .await
-        .map_err(|e| {
+    let connect = Connection::connect(url, ConnectionProperties::default());
+    answered(url, "a connection", async {
+        connect.await.map_err(|e| {
             let text = e.to_string();
             if text.contains("ACCESS_REFUSED") || text.contains("authentication") {
                 BusError::Broker(format!(
@@ -101,6 +123,8 @@ pub(super) async fn open(url: &str) -> Result<Connection, BusError> {
                 classify(url, "", &e)
             }
         })
+    })
+    .await
 }
 
 impl Link {

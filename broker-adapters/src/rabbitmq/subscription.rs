@@ -126,7 +126,12 @@ impl Session {
     ) -> Result<Session, BusError> {
         let connection = bus.inner.link.dedicated().await?;
         let members_exchange = format!("{}.members", group_exchange(&topic, &group));
-        match Session::join(&connection, &members_exchange).await {
+        let join = async {
+            Session::join(&connection, &members_exchange)
+                .await
+                .map_err(|error| link::classify(bus.url(), &topic, &error))
+        };
+        match link::answered(bus.url(), "joining the group", join).await {
             Ok((control, incoming_tx, incoming)) => {
                 let announcer = {
                     let (control, exchange) = (control.clone(), members_exchange.clone());
@@ -156,8 +161,11 @@ impl Session {
                 })
             }
             Err(error) => {
-                let _ = connection.close(200, "failed to join".into()).await;
-                Err(link::classify(bus.url(), &topic, &error))
+                // Not awaited: a broker that did not answer the join may not answer this.
+                tokio::spawn(async move {
+                    let _ = connection.close(200, "failed to join".into()).await;
+                });
+                Err(error)
             }
         }
     }
@@ -410,8 +418,17 @@ impl RabbitSubscription {
                     .await?;
                 Ok::<_, lapin::Error>((channel, consumer))
             };
-            match consumer.await {
-                Ok((channel, consumer)) => {
+            // A registration left unanswered would keep its partition from this member for
+            // good: the connection is lost instead, and the member connects again.
+            let unanswered = || {
+                let within = link::ANSWER_TIMEOUT.as_secs();
+                format!("no answer to a consumer's registration within {within} s")
+            };
+            match tokio::time::timeout(link::ANSWER_TIMEOUT, consumer).await {
+                Err(_) => {
+                    let _ = tx.send(Incoming::Lost(unanswered()));
+                }
+                Ok(Ok((channel, consumer))) => {
                     if tx
                         .send(Incoming::Registered(partition, registration, channel))
                         .is_ok()
@@ -422,7 +439,7 @@ impl RabbitSubscription {
                         .await;
                     }
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     let _ = tx.send(Incoming::Lost(error.to_string()));
                 }
             }

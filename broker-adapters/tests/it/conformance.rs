@@ -1041,7 +1041,14 @@ pub async fn restart_mid_stream(f: &impl Fixture) {
             if expected.is_subset(&seen.lock().unwrap()) {
                 break;
             }
-            assert!(Instant::now() < deadline, "the subscriber never caught up");
+            if Instant::now() >= deadline {
+                let seen = seen.lock().unwrap();
+                let missing: Vec<&String> = expected.difference(&seen).collect();
+                panic!(
+                    "the subscriber never caught up: {} missing {missing:?}",
+                    missing.len()
+                );
+            }
             let bus = f.bus().await;
             if !Arc::ptr_eq(&bus, &current) {
                 // The embedded log was reopened: follow it.

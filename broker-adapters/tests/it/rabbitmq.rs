@@ -175,3 +175,33 @@ mod own_node {
 
     crate::conformance_suite!(own_node(); restart_mid_stream);
 }
+
+/// A broker that takes connections and never answers on them, as a node that is starting can.
+mod silent_broker {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_broker_that_never_answers_is_unavailable_not_waited_for_for_good() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("amqp://guest:guest@{}/%2f", listener.local_addr().unwrap());
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let bus = RabbitBus::connect(&url);
+        let subscribing = bus.subscribe("silent", "g", SubscribeOptions::default());
+        let answer = tokio::time::timeout(Duration::from_secs(60), subscribing)
+            .await
+            .expect("a subscription waited over a minute on a broker that never answers");
+        let error = answer
+            .err()
+            .expect("a broker that never answers took a member");
+        assert!(error.is_transient(), "worth retrying: {error}");
+        assert!(error.to_string().contains("no answer"), "{error}");
+        silent.abort();
+    }
+}
