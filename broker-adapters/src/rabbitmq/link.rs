@@ -89,7 +89,14 @@ pub(super) fn classify(url: &str, topic: &str, error: &lapin::Error) -> BusError
 
 /// How long the broker may take to answer a connection's handshake or a consumer's setup: a
 /// node that is starting can take a connection and never answer on it.
-pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `step`'s outcome if it comes within `ANSWER_TIMEOUT`; otherwise why not, naming `what`.
+pub(super) async fn in_time<T>(what: &str, step: impl Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(ANSWER_TIMEOUT, step)
+        .await
+        .map_err(|_| format!("no answer to {what} within {} s", ANSWER_TIMEOUT.as_secs()))
+}
 
 /// `step` (`what` the broker at `url` is asked), given up as unavailable after `ANSWER_TIMEOUT`.
 pub(super) async fn answered<T>(
@@ -97,15 +104,12 @@ pub(super) async fn answered<T>(
     what: &str,
     step: impl Future<Output = Result<T, BusError>>,
 ) -> Result<T, BusError> {
-    tokio::time::timeout(ANSWER_TIMEOUT, step)
-        .await
-        .unwrap_or_else(|_| {
-            Err(BusError::Unavailable(format!(
-                "rabbitmq at {}: no answer to {what} within {} s",
-                redacted(url),
-                ANSWER_TIMEOUT.as_secs()
-            )))
-        })
+    in_time(what, step).await.unwrap_or_else(|unanswered| {
+        Err(BusError::Unavailable(format!(
+            "rabbitmq at {}: {unanswered}",
+            redacted(url)
+        )))
+    })
 }
 
 /// Opens a connection, telling a refused login apart from an unreachable broker.

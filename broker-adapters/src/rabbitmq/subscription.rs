@@ -420,13 +420,9 @@ impl RabbitSubscription {
             };
             // A registration left unanswered would keep its partition from this member for
             // good: the connection is lost instead, and the member connects again.
-            let unanswered = || {
-                let within = link::ANSWER_TIMEOUT.as_secs();
-                format!("no answer to a consumer's registration within {within} s")
-            };
-            match tokio::time::timeout(link::ANSWER_TIMEOUT, consumer).await {
-                Err(_) => {
-                    let _ = tx.send(Incoming::Lost(unanswered()));
+            match link::in_time("a consumer's registration", consumer).await {
+                Err(unanswered) => {
+                    let _ = tx.send(Incoming::Lost(unanswered));
                 }
                 Ok(Ok((channel, consumer))) => {
                     if tx
