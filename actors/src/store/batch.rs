@@ -245,7 +245,19 @@ pub(super) trait Statements {
         rows: Vec<E::ActiveModel>,
         on_conflict: Option<OnConflict>,
     ) -> Result<(), StoreError>;
+
+    /// Makes the activity positions taken from here on commit after every smaller one, for
+    /// readers that follow the log by position (Watch).
+    async fn hold_position_order(&mut self) -> Result<(), StoreError>;
 }
+
+/// Takes the PostgreSQL advisory lock on the order of this store's activity positions, held
+/// to the commit. A sequence hands out positions as rows are inserted, but transactions commit
+/// in their own order: without it, a reader of the log by position could see another node's
+/// position 101 while 100 is still uncommitted, and never read 100. Keyed by the table, so
+/// stores in other schemas of the same database do not wait on each other.
+pub const HOLD_POSITION_ORDER: &str =
+    "SELECT pg_advisory_xact_lock(1937, 'activity'::regclass::oid::int)";
 
 /// Statements through sea-orm: multi-row, `ROWS_PER_STATEMENT` rows each.
 struct SeaOrm<'a, C>(&'a C);
@@ -282,6 +294,13 @@ impl<C: ConnectionTrait> Statements for SeaOrm<'_, C> {
                 insert = insert.on_conflict(on_conflict.clone());
             }
             insert.exec_without_returning(self.0).await?;
+        }
+        Ok(())
+    }
+
+    async fn hold_position_order(&mut self) -> Result<(), StoreError> {
+        if self.0.get_database_backend() == DbBackend::Postgres {
+            self.0.execute_unprepared(HOLD_POSITION_ORDER).await?;
         }
         Ok(())
     }
@@ -460,8 +479,6 @@ async fn write(
         txn.insert::<automations::Entity>(rows, Some(update))
             .await?;
     }
-    let rows = fresh.iter().map(|c| c.activity.clone()).collect();
-    txn.insert::<activity::Entity>(rows, None).await?;
     let keep_first =
         OnConflict::columns([assignments::Column::TaskId, assignments::Column::Generation])
             .do_nothing()
@@ -487,6 +504,11 @@ async fn write(
         txn.insert::<replay_checkpoints::Entity>(rows, Some(latest))
             .await?;
     }
+    // Last, so that nothing after it can wait on another transaction while it holds the
+    // order of positions.
+    txn.hold_position_order().await?;
+    let rows = fresh.iter().map(|c| c.activity.clone()).collect();
+    txn.insert::<activity::Entity>(rows, None).await?;
     // Results in the order of `work`: a message's own, and `Applied` for decisions.
     let mut results = results.into_iter();
     Ok(work

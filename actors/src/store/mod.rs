@@ -35,6 +35,7 @@ use sea_orm::{
 use entities::{activity, processed_messages, refusals};
 
 pub use automations::Automation;
+pub use batch::HOLD_POSITION_ORDER;
 pub use conversations::{InboundMessage, InboundRow};
 pub use costs::{Invocation, ModelTotal, totals};
 pub use digest::Digest;

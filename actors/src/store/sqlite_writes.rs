@@ -183,6 +183,11 @@ impl Statements for Direct<'_> {
         Ok(found)
     }
 
+    /// Nothing to hold: a SQLite file has one writing transaction at a time.
+    async fn hold_position_order(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn insert<E: EntityTrait>(
         &mut self,
         rows: Vec<E::ActiveModel>,

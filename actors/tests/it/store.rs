@@ -771,3 +771,83 @@ async fn unheard_cascades_are_read_from_the_waiting_dependencies() {
         .collect();
     assert!(plan[0].contains("dependencies_waiting"), "{plan:?}");
 }
+
+#[tokio::test]
+async fn another_node_s_activity_is_read_in_position_order_on_a_shared_postgres() {
+    use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+    use std::time::Duration;
+    let Some(url) = actors::testkit::postgres_schema("order").await else {
+        return;
+    };
+    let node_b = actors::testkit::migrated(&url).await;
+    let node_a = Store::connect(&url).await.unwrap();
+    let watcher = Store::connect(&url).await.unwrap();
+    // Node A in the middle of its commit, as its writer does it: the order held, a position
+    // taken.
+    let a = node_a.connection().begin().await.unwrap();
+    a.execute_unprepared(actors::store::HOLD_POSITION_ORDER)
+        .await
+        .unwrap();
+    a.execute_unprepared(
+        "INSERT INTO activity (entity, message_id, kind, at, \"user\") \
+         VALUES ('task/a', 'from-a', 'task.test', 1, 'u1')",
+    )
+    .await
+    .unwrap();
+    // Node B applies a message meanwhile, through its writer.
+    let b = tokio::spawn(async move {
+        let message = AppliedMessage {
+            id: "from-b",
+            key: "task/b",
+            kind: "task.test",
+            time: 2,
+            user: "u1",
+        };
+        let t = task("b", Priority::Normal, 2);
+        node_b.save_task(&message, None, &t, &[], &[]).await
+    });
+    let waits_on_the_order = Statement::from_string(
+        sea_orm::DbBackend::Postgres,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1937 \
+         AND objid = 'activity'::regclass::oid AND NOT granted",
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = watcher
+            .connection()
+            .query_one_raw(waits_on_the_order.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        if b.is_finished() || row.try_get_by_index::<i64>(0).unwrap() > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node B's write neither finished nor waited on the order of positions"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A watcher follows the log by position while A is uncommitted and after.
+    let mut after = 0;
+    let mut seen = Vec::new();
+    let mut follow = async || {
+        for row in watcher
+            .activity_after(after, None, None, 100)
+            .await
+            .unwrap()
+        {
+            after = row.id;
+            seen.push(row.message_id);
+        }
+    };
+    follow().await;
+    a.commit().await.unwrap();
+    let applied = tokio::time::timeout(Duration::from_secs(10), b)
+        .await
+        .expect("node B's write finishes once A commits")
+        .unwrap();
+    assert_eq!(applied.unwrap(), Applied::Applied);
+    follow().await;
+    assert_eq!(seen, ["from-a", "from-b"], "every position, in order");
+}
