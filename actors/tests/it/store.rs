@@ -851,3 +851,70 @@ async fn another_node_s_activity_is_read_in_position_order_on_a_shared_postgres(
     follow().await;
     assert_eq!(seen, ["from-a", "from-b"], "every position, in order");
 }
+
+#[tokio::test]
+async fn a_write_refused_after_its_first_rows_leaves_none_of_them_beside_its_batch() {
+    use actors::domain::calendar::{Decision, Request};
+    on_every_database("undo", |store| async move {
+        let request = Request {
+            request_id: "r1".into(),
+            title: "standup".into(),
+            start: 1000,
+            end: 2000,
+        };
+        let decide = |id: &'static str| AppliedMessage {
+            id,
+            key: "calendar/c1",
+            kind: "calendar.requested",
+            time: 1,
+            user: "u1",
+        };
+        let first = store
+            .save_calendar_decision(&decide("first"), "c1", Some((&request, &Decision::Booked)))
+            .await;
+        assert_eq!(first.unwrap(), Applied::Applied);
+        // A second decision of the same request is refused at its calendar row, after its
+        // processed id and before its activity row were written; its neighbours are not.
+        let writes = (0..20).map(|i| {
+            let (store, request) = (store.clone(), request.clone());
+            tokio::spawn(async move {
+                if i == 10 {
+                    let decided = Some((&request, &Decision::Booked));
+                    return store
+                        .save_calendar_decision(&decide("again"), "c1", decided)
+                        .await;
+                }
+                let t = task(&format!("n{i}"), Priority::Normal, i);
+                store
+                    .save_task(&msg(&format!("neighbour{i}")), None, &t, &[], &[])
+                    .await
+            })
+        });
+        let results = futures_join(writes.collect()).await;
+        for (i, result) in results.iter().enumerate() {
+            if i == 10 {
+                assert!(
+                    result.is_err(),
+                    "the second decision is refused: {result:?}"
+                );
+            } else {
+                assert_eq!(*result.as_ref().unwrap(), Applied::Applied, "write {i}");
+            }
+        }
+        assert!(
+            !store.is_processed("again").await.unwrap(),
+            "its processed id is undone"
+        );
+        let logged: Vec<String> = store
+            .activity_after(0, None, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.message_id)
+            .collect();
+        assert_eq!(logged.len(), 20, "{logged:?}");
+        assert!(!logged.contains(&"again".to_owned()));
+        assert_eq!(store.calendar_decisions("c1").await.unwrap().len(), 1);
+    })
+    .await;
+}
