@@ -87,8 +87,9 @@ pub(super) fn classify(url: &str, topic: &str, error: &lapin::Error) -> BusError
     }
 }
 
-/// How long the broker may take to answer a connection's handshake or a consumer's setup: a
-/// node that is starting can take a connection and never answer on it.
+/// How long the broker may take to answer a request (a connection's handshake, a consumer's
+/// setup, a declaration): a node that is starting can take a connection and never answer on
+/// it, and a stalled one can stop answering on a connection that is up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `step`'s outcome if it comes within `ANSWER_TIMEOUT`; otherwise why not, naming `what`.
@@ -98,18 +99,25 @@ pub(super) async fn in_time<T>(what: &str, step: impl Future<Output = T>) -> Res
         .map_err(|_| format!("no answer to {what} within {} s", ANSWER_TIMEOUT.as_secs()))
 }
 
+/// The broker's reply to `step` (`what` the broker at `url` is asked), or unavailable if none
+/// comes within `ANSWER_TIMEOUT`.
+pub(super) async fn reply<T>(
+    url: &str,
+    what: &str,
+    step: impl Future<Output = T>,
+) -> Result<T, BusError> {
+    in_time(what, step).await.map_err(|unanswered| {
+        BusError::Unavailable(format!("rabbitmq at {}: {unanswered}", redacted(url)))
+    })
+}
+
 /// `step` (`what` the broker at `url` is asked), given up as unavailable after `ANSWER_TIMEOUT`.
 pub(super) async fn answered<T>(
     url: &str,
     what: &str,
     step: impl Future<Output = Result<T, BusError>>,
 ) -> Result<T, BusError> {
-    in_time(what, step).await.unwrap_or_else(|unanswered| {
-        Err(BusError::Unavailable(format!(
-            "rabbitmq at {}: {unanswered}",
-            redacted(url)
-        )))
-    })
+    reply(url, what, step).await?
 }
 
 /// Opens a connection, telling a refused login apart from an unreachable broker.
@@ -179,12 +187,14 @@ impl Link {
     /// closed when dropped.
     pub(super) async fn scratch_channel(&self) -> Result<Scratch, BusError> {
         let connected = self.connected().await?;
-        connected
-            .connection
-            .create_channel()
-            .await
-            .map(Scratch)
-            .map_err(|e| classify(&self.url, "", &e))
+        reply(
+            &self.url,
+            "opening a channel",
+            connected.connection.create_channel(),
+        )
+        .await?
+        .map(Scratch)
+        .map_err(|e| classify(&self.url, "", &e))
     }
 
     /// A new connection of its own (for a consumer, whose death must not take others along).

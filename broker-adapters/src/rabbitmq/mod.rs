@@ -129,13 +129,13 @@ impl RabbitBus {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        channel
-            .queue_declare(
-                short(&partitions_queue(topic))?,
-                passive,
-                FieldTable::default(),
-            )
-            .await
+        let declaring = channel.queue_declare(
+            short(&partitions_queue(topic))?,
+            passive,
+            FieldTable::default(),
+        );
+        link::reply(self.url(), "looking up a topic", declaring)
+            .await?
             .map_err(|e| link::classify(self.url(), topic, &e))?;
         // No topic has 0 partitions, so this declare is refused with the real count.
         let partitions = match declare_partitions(&self.inner.link, topic, 0).await {
@@ -163,9 +163,8 @@ async fn declare_partitions(link: &Link, topic: &str, partitions: u32) -> Result
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    let declared = channel
-        .queue_declare(short(&partitions_queue(topic))?, durable, args)
-        .await;
+    let declaring = channel.queue_declare(short(&partitions_queue(topic))?, durable, args);
+    let declared = link::reply(link.url(), "declaring a topic", declaring).await?;
     match declared {
         Ok(_) => Ok(()),
         Err(error) => match link::reply_code(&error) {
@@ -188,14 +187,14 @@ async fn declare_topic_exchange(link: &Link, topic: &str) -> Result<(), BusError
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
-    channel
-        .exchange_declare(
-            short(topic)?,
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await
+    let declaring = channel.exchange_declare(
+        short(topic)?,
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    );
+    link::reply(link.url(), "declaring a topic's exchange", declaring)
+        .await?
         .map_err(|e| link::classify(link.url(), topic, &e))
 }
 
@@ -222,19 +221,19 @@ async fn declare_log(link: &Link, topic: &str) -> Result<(), BusError> {
         ..QueueDeclareOptions::default()
     };
     let log = short(&log_queue(topic))?;
-    channel
-        .queue_declare(log.clone(), durable, args)
-        .await
+    let declaring = channel.queue_declare(log.clone(), durable, args);
+    link::reply(link.url(), "declaring a topic's stream", declaring)
+        .await?
         .map_err(fail)?;
-    channel
-        .queue_bind(
-            log,
-            short(topic)?,
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
+    let binding = channel.queue_bind(
+        log,
+        short(topic)?,
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    );
+    link::reply(link.url(), "binding a topic's stream", binding)
+        .await?
         .map_err(fail)
 }
 
@@ -250,13 +249,12 @@ async fn group_ready(link: &Link, topic: &str, group: &str) -> Result<bool, BusE
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    let found = channel
-        .queue_declare(
-            short(&ready_queue(topic, group))?,
-            passive,
-            FieldTable::default(),
-        )
-        .await;
+    let looking = channel.queue_declare(
+        short(&ready_queue(topic, group))?,
+        passive,
+        FieldTable::default(),
+    );
+    let found = link::reply(link.url(), "looking up a group", looking).await?;
     match found {
         Ok(_) => Ok(true),
         Err(error) if link::reply_code(&error).is_some_and(|(code, _)| code == 404) => Ok(false),
@@ -271,13 +269,13 @@ async fn mark_group_ready(link: &Link, topic: &str, group: &str) -> Result<(), B
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    channel
-        .queue_declare(
-            short(&ready_queue(topic, group))?,
-            durable,
-            FieldTable::default(),
-        )
-        .await
+    let declaring = channel.queue_declare(
+        short(&ready_queue(topic, group))?,
+        durable,
+        FieldTable::default(),
+    );
+    link::reply(link.url(), "marking a group ready", declaring)
+        .await?
         .map(drop)
         .map_err(|e| link::classify(link.url(), topic, &e))
 }
@@ -297,14 +295,14 @@ async fn declare_group_queues(
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
-    channel
-        .exchange_declare(
-            short(&exchange)?,
-            ExchangeKind::Custom(CONSISTENT_HASH.into()),
-            durable,
-            FieldTable::default(),
-        )
-        .await
+    let declaring = channel.exchange_declare(
+        short(&exchange)?,
+        ExchangeKind::Custom(CONSISTENT_HASH.into()),
+        durable,
+        FieldTable::default(),
+    );
+    link::reply(link.url(), "declaring a group's exchange", declaring)
+        .await?
         .map_err(fail)?;
     for partition in 0..partitions {
         let queue = short(&partition_queue(topic, group, partition))?;
@@ -318,20 +316,20 @@ async fn declare_group_queues(
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        channel
-            .queue_declare(queue.clone(), durable, args)
-            .await
+        let declaring = channel.queue_declare(queue.clone(), durable, args);
+        link::reply(link.url(), "declaring a group's partition", declaring)
+            .await?
             .map_err(fail)?;
         // Binding key "1": each queue takes an equal share of the hash space.
-        channel
-            .queue_bind(
-                queue,
-                short(&exchange)?,
-                "1".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
+        let binding = channel.queue_bind(
+            queue,
+            short(&exchange)?,
+            "1".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        );
+        link::reply(link.url(), "binding a group's partition", binding)
+            .await?
             .map_err(fail)?;
     }
     Ok(())
@@ -340,15 +338,15 @@ async fn declare_group_queues(
 /// Binds `group`'s exchange to the topic: from now on it receives every message.
 async fn bind_group(link: &Link, topic: &str, group: &str) -> Result<(), BusError> {
     let channel = link.scratch_channel().await?;
-    channel
-        .exchange_bind(
-            short(&group_exchange(topic, group))?,
-            short(topic)?,
-            "".into(),
-            ExchangeBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
+    let binding = channel.exchange_bind(
+        short(&group_exchange(topic, group))?,
+        short(topic)?,
+        "".into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    );
+    link::reply(link.url(), "binding a group to its topic", binding)
+        .await?
         .map_err(|e| link::classify(link.url(), topic, &e))
 }
 
@@ -633,13 +631,13 @@ impl Bus for RabbitBus {
         };
         let mut lag = std::collections::BTreeMap::new();
         for p in 0..partitions {
-            let queue = channel
-                .queue_declare(
-                    short(&partition_queue(topic, group, p))?,
-                    passive,
-                    FieldTable::default(),
-                )
-                .await
+            let looking = channel.queue_declare(
+                short(&partition_queue(topic, group, p))?,
+                passive,
+                FieldTable::default(),
+            );
+            let queue = link::reply(self.url(), "looking up a group's partition", looking)
+                .await?
                 .map_err(|e| link::classify(self.url(), topic, &e))?;
             lag.insert(p, u64::from(queue.message_count()));
         }

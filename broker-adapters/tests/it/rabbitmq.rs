@@ -205,3 +205,129 @@ mod silent_broker {
         silent.abort();
     }
 }
+
+/// The shared broker behind a loopback proxy that, once armed, stops passing bytes on at the
+/// client's next `queue.declare` while keeping its connections open: a broker that answered
+/// the handshake and opened the channel, then stalls on a declaration.
+mod stalled_broker {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
+
+    use super::*;
+
+    /// AMQP's `queue.declare`: class 50, method 10.
+    const QUEUE_DECLARE: [u8; 4] = [0, 50, 0, 10];
+
+    /// Passes the broker's bytes to the client until the proxy stalls, then holds them.
+    async fn answers(
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        stalled: watch::Receiver<bool>,
+    ) {
+        let mut buffer = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buffer).await {
+            if *stalled.borrow() {
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buffer[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Passes the client's frames to the broker, and stalls the proxy at the first
+    /// `queue.declare` once `armed`.
+    async fn requests(
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        armed: watch::Receiver<bool>,
+        stall: Arc<watch::Sender<bool>>,
+    ) {
+        let mut pending = Vec::new();
+        let mut buffer = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buffer).await {
+            pending.extend_from_slice(&buffer[..n]);
+            loop {
+                // The protocol header comes first, then frames: type, channel, size, payload, end.
+                let length = if pending.starts_with(b"AMQP") {
+                    8
+                } else if pending.len() >= 7 {
+                    7 + u32::from_be_bytes([pending[3], pending[4], pending[5], pending[6]])
+                        as usize
+                        + 1
+                } else {
+                    break;
+                };
+                if pending.len() < length {
+                    break;
+                }
+                let frame: Vec<u8> = pending.drain(..length).collect();
+                if *armed.borrow() && frame[0] == 1 && frame.get(7..11) == Some(&QUEUE_DECLARE[..])
+                {
+                    stall.send_replace(true);
+                    std::future::pending::<()>().await;
+                }
+                if to.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_stops_answering_a_declaration_is_unavailable_not_waited_for() {
+        let Some(rabbit) = shared().await else {
+            return;
+        };
+        let (credentials, rest) = rabbit.url.split_once('@').expect("user@host in the URL");
+        let (upstream, vhost) = rest.split_once('/').expect("a vhost in the URL");
+        let upstream = upstream.to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("{credentials}@{}/{vhost}", listener.local_addr().unwrap());
+        let (arm, armed) = watch::channel(false);
+        let (stall, stalled) = watch::channel(false);
+        let stall = Arc::new(stall);
+        let proxy = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let ((client_in, client_out), (server_in, server_out)) =
+                    (client.into_split(), server.into_split());
+                tokio::spawn(requests(
+                    client_in,
+                    server_out,
+                    armed.clone(),
+                    stall.clone(),
+                ));
+                tokio::spawn(answers(server_in, client_out, stalled.clone()));
+            }
+        });
+        let topics = [0, 1].map(|i| format!("stalled-{i}-{}", std::process::id()));
+        let bus = RabbitBus::connect(&url);
+        bus.create_topic(&topics[0], 2)
+            .await
+            .expect("a topic declared through the proxy before it is armed");
+        arm.send(true).unwrap();
+        let declaring = bus.create_topic(&topics[1], 2);
+        let answer = tokio::time::timeout(Duration::from_secs(45), declaring)
+            .await
+            .expect("a declaration waited over 45 s on a broker that stopped answering");
+        let error = answer.expect_err("a broker that stopped answering declared a topic");
+        assert!(error.is_transient(), "worth retrying: {error}");
+        assert!(
+            error.to_string().contains("no answer to declaring a topic"),
+            "{error}"
+        );
+        proxy.abort();
+        let direct = RabbitBus::connect(&rabbit.url);
+        for topic in &topics {
+            direct.delete_topic(topic, &[]).await.unwrap();
+        }
+    }
+}
