@@ -152,6 +152,24 @@ impl Link {
         &self.url
     }
 
+    /// The broker's reply to `step` (`what` it is asked on the shared connection). If none
+    /// comes within `ANSWER_TIMEOUT` the connection is dropped, so the next call opens another
+    /// rather than waiting on a stalled one again.
+    pub(super) async fn ask<T>(
+        &self,
+        what: &str,
+        step: impl Future<Output = T>,
+    ) -> Result<T, BusError> {
+        let answer = reply(&self.url, what, step).await;
+        if answer.is_err() {
+            self.state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+        }
+        answer
+    }
+
     fn current(&self) -> Option<Connected> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state
@@ -187,14 +205,10 @@ impl Link {
     /// closed when dropped.
     pub(super) async fn scratch_channel(&self) -> Result<Scratch, BusError> {
         let connected = self.connected().await?;
-        reply(
-            &self.url,
-            "opening a channel",
-            connected.connection.create_channel(),
-        )
-        .await?
-        .map(Scratch)
-        .map_err(|e| classify(&self.url, "", &e))
+        self.ask("opening a channel", connected.connection.create_channel())
+            .await?
+            .map(Scratch)
+            .map_err(|e| classify(&self.url, "", &e))
     }
 
     /// A new connection of its own (for a consumer, whose death must not take others along).
@@ -215,14 +229,13 @@ impl Link {
         if let Some(channel) = connected.publisher.filter(|c| c.status().connected()) {
             return Ok(channel);
         }
-        let channel = connected
-            .connection
-            .create_channel()
-            .await
+        let channel = self
+            .ask("opening a channel", connected.connection.create_channel())
+            .await?
             .map_err(|e| classify(&self.url, "", &e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
+        let confirming = channel.confirm_select(ConfirmSelectOptions::default());
+        self.ask("turning on publisher confirms", confirming)
+            .await?
             .map_err(|e| classify(&self.url, "", &e))?;
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(current) = state.as_mut() {
@@ -251,18 +264,18 @@ impl Link {
             auto_delete: true,
             ..ExchangeDeclareOptions::default()
         };
-        channel
-            .exchange_declare(
-                probe.into(),
-                ExchangeKind::Custom(CONSISTENT_HASH.into()),
-                options,
-                FieldTable::default(),
-            )
-            .await
+        let declaring = channel.exchange_declare(
+            probe.into(),
+            ExchangeKind::Custom(CONSISTENT_HASH.into()),
+            options,
+            FieldTable::default(),
+        );
+        self.ask("declaring a probe", declaring)
+            .await?
             .map_err(|e| classify(&self.url, probe, &e))?;
-        channel
-            .exchange_delete(probe.into(), ExchangeDeleteOptions::default())
-            .await
+        let deleting = channel.exchange_delete(probe.into(), ExchangeDeleteOptions::default());
+        self.ask("deleting a probe", deleting)
+            .await?
             .map_err(|e| classify(&self.url, probe, &e))?;
         Ok(())
     }

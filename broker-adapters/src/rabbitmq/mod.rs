@@ -134,7 +134,9 @@ impl RabbitBus {
             passive,
             FieldTable::default(),
         );
-        link::reply(self.url(), "looking up a topic", declaring)
+        self.inner
+            .link
+            .ask("looking up a topic", declaring)
             .await?
             .map_err(|e| link::classify(self.url(), topic, &e))?;
         // No topic has 0 partitions, so this declare is refused with the real count.
@@ -164,7 +166,7 @@ async fn declare_partitions(link: &Link, topic: &str, partitions: u32) -> Result
         ..QueueDeclareOptions::default()
     };
     let declaring = channel.queue_declare(short(&partitions_queue(topic))?, durable, args);
-    let declared = link::reply(link.url(), "declaring a topic", declaring).await?;
+    let declared = link.ask("declaring a topic", declaring).await?;
     match declared {
         Ok(_) => Ok(()),
         Err(error) => match link::reply_code(&error) {
@@ -193,7 +195,7 @@ async fn declare_topic_exchange(link: &Link, topic: &str) -> Result<(), BusError
         durable,
         FieldTable::default(),
     );
-    link::reply(link.url(), "declaring a topic's exchange", declaring)
+    link.ask("declaring a topic's exchange", declaring)
         .await?
         .map_err(|e| link::classify(link.url(), topic, &e))
 }
@@ -222,7 +224,7 @@ async fn declare_log(link: &Link, topic: &str) -> Result<(), BusError> {
     };
     let log = short(&log_queue(topic))?;
     let declaring = channel.queue_declare(log.clone(), durable, args);
-    link::reply(link.url(), "declaring a topic's stream", declaring)
+    link.ask("declaring a topic's stream", declaring)
         .await?
         .map_err(fail)?;
     let binding = channel.queue_bind(
@@ -232,7 +234,7 @@ async fn declare_log(link: &Link, topic: &str) -> Result<(), BusError> {
         QueueBindOptions::default(),
         FieldTable::default(),
     );
-    link::reply(link.url(), "binding a topic's stream", binding)
+    link.ask("binding a topic's stream", binding)
         .await?
         .map_err(fail)
 }
@@ -254,7 +256,7 @@ async fn group_ready(link: &Link, topic: &str, group: &str) -> Result<bool, BusE
         passive,
         FieldTable::default(),
     );
-    let found = link::reply(link.url(), "looking up a group", looking).await?;
+    let found = link.ask("looking up a group", looking).await?;
     match found {
         Ok(_) => Ok(true),
         Err(error) if link::reply_code(&error).is_some_and(|(code, _)| code == 404) => Ok(false),
@@ -274,7 +276,7 @@ async fn mark_group_ready(link: &Link, topic: &str, group: &str) -> Result<(), B
         durable,
         FieldTable::default(),
     );
-    link::reply(link.url(), "marking a group ready", declaring)
+    link.ask("marking a group ready", declaring)
         .await?
         .map(drop)
         .map_err(|e| link::classify(link.url(), topic, &e))
@@ -301,7 +303,7 @@ async fn declare_group_queues(
         durable,
         FieldTable::default(),
     );
-    link::reply(link.url(), "declaring a group's exchange", declaring)
+    link.ask("declaring a group's exchange", declaring)
         .await?
         .map_err(fail)?;
     for partition in 0..partitions {
@@ -317,7 +319,7 @@ async fn declare_group_queues(
             ..QueueDeclareOptions::default()
         };
         let declaring = channel.queue_declare(queue.clone(), durable, args);
-        link::reply(link.url(), "declaring a group's partition", declaring)
+        link.ask("declaring a group's partition", declaring)
             .await?
             .map_err(fail)?;
         // Binding key "1": each queue takes an equal share of the hash space.
@@ -328,7 +330,7 @@ async fn declare_group_queues(
             QueueBindOptions::default(),
             FieldTable::default(),
         );
-        link::reply(link.url(), "binding a group's partition", binding)
+        link.ask("binding a group's partition", binding)
             .await?
             .map_err(fail)?;
     }
@@ -345,7 +347,7 @@ async fn bind_group(link: &Link, topic: &str, group: &str) -> Result<(), BusErro
         ExchangeBindOptions::default(),
         FieldTable::default(),
     );
-    link::reply(link.url(), "binding a group to its topic", binding)
+    link.ask("binding a group to its topic", binding)
         .await?
         .map_err(|e| link::classify(link.url(), topic, &e))
 }
@@ -636,7 +638,10 @@ impl Bus for RabbitBus {
                 passive,
                 FieldTable::default(),
             );
-            let queue = link::reply(self.url(), "looking up a group's partition", looking)
+            let queue = self
+                .inner
+                .link
+                .ask("looking up a group's partition", looking)
                 .await?
                 .map_err(|e| link::classify(self.url(), topic, &e))?;
             lag.insert(p, u64::from(queue.message_count()));

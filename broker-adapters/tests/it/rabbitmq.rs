@@ -206,9 +206,9 @@ mod silent_broker {
     }
 }
 
-/// The shared broker behind a loopback proxy that, once armed, stops passing bytes on at the
-/// client's next `queue.declare` while keeping its connections open: a broker that answered
-/// the handshake and opened the channel, then stalls on a declaration.
+/// The shared broker behind a loopback proxy that, once armed, stalls one connection at the
+/// client's next `queue.declare`, keeping it open: a broker that answered the handshake and
+/// opened the channel, then stopped answering on that connection.
 mod stalled_broker {
     use std::sync::Arc;
     use std::time::Duration;
@@ -240,13 +240,13 @@ mod stalled_broker {
         }
     }
 
-    /// Passes the client's frames to the broker, and stalls the proxy at the first
-    /// `queue.declare` once `armed`.
+    /// Passes the client's frames to the broker; once armed, stalls this connection at its
+    /// first `queue.declare` and disarms.
     async fn requests(
         mut from: OwnedReadHalf,
         mut to: OwnedWriteHalf,
-        armed: watch::Receiver<bool>,
-        stall: Arc<watch::Sender<bool>>,
+        armed: Arc<watch::Sender<bool>>,
+        stall: watch::Sender<bool>,
     ) {
         let mut pending = Vec::new();
         let mut buffer = vec![0; 64 * 1024];
@@ -269,6 +269,7 @@ mod stalled_broker {
                 let frame: Vec<u8> = pending.drain(..length).collect();
                 if *armed.borrow() && frame[0] == 1 && frame.get(7..11) == Some(&QUEUE_DECLARE[..])
                 {
+                    armed.send_replace(false);
                     stall.send_replace(true);
                     std::future::pending::<()>().await;
                 }
@@ -289,9 +290,8 @@ mod stalled_broker {
         let upstream = upstream.to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("{credentials}@{}/{vhost}", listener.local_addr().unwrap());
-        let (arm, armed) = watch::channel(false);
-        let (stall, stalled) = watch::channel(false);
-        let stall = Arc::new(stall);
+        let armed = Arc::new(watch::channel(false).0);
+        let arm = armed.clone();
         let proxy = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
@@ -299,13 +299,9 @@ mod stalled_broker {
                 };
                 let ((client_in, client_out), (server_in, server_out)) =
                     (client.into_split(), server.into_split());
-                tokio::spawn(requests(
-                    client_in,
-                    server_out,
-                    armed.clone(),
-                    stall.clone(),
-                ));
-                tokio::spawn(answers(server_in, client_out, stalled.clone()));
+                let (stall, stalled) = watch::channel(false);
+                tokio::spawn(requests(client_in, server_out, armed.clone(), stall));
+                tokio::spawn(answers(server_in, client_out, stalled));
             }
         });
         let topics = [0, 1].map(|i| format!("stalled-{i}-{}", std::process::id()));
@@ -313,7 +309,7 @@ mod stalled_broker {
         bus.create_topic(&topics[0], 2)
             .await
             .expect("a topic declared through the proxy before it is armed");
-        arm.send(true).unwrap();
+        arm.send_replace(true);
         let declaring = bus.create_topic(&topics[1], 2);
         let answer = tokio::time::timeout(Duration::from_secs(45), declaring)
             .await
@@ -324,6 +320,11 @@ mod stalled_broker {
             error.to_string().contains("no answer to declaring a topic"),
             "{error}"
         );
+        // Tried again, the call goes through: it is not sent down the stalled connection.
+        tokio::time::timeout(Duration::from_secs(45), bus.create_topic(&topics[1], 2))
+            .await
+            .expect("a retry waited over 45 s")
+            .expect("a retry on a fresh connection declares the topic");
         proxy.abort();
         let direct = RabbitBus::connect(&rabbit.url);
         for topic in &topics {
