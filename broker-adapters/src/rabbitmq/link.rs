@@ -170,6 +170,18 @@ impl Link {
         answer
     }
 
+    /// `ask`, with the broker's refusal told as a bus error about `topic`.
+    pub(super) async fn request<T>(
+        &self,
+        what: &str,
+        topic: &str,
+        step: impl Future<Output = Result<T, lapin::Error>>,
+    ) -> Result<T, BusError> {
+        self.ask(what, step)
+            .await?
+            .map_err(|e| classify(&self.url, topic, &e))
+    }
+
     fn current(&self) -> Option<Connected> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state
@@ -205,10 +217,13 @@ impl Link {
     /// closed when dropped.
     pub(super) async fn scratch_channel(&self) -> Result<Scratch, BusError> {
         let connected = self.connected().await?;
-        self.ask("opening a channel", connected.connection.create_channel())
-            .await?
-            .map(Scratch)
-            .map_err(|e| classify(&self.url, "", &e))
+        self.request(
+            "opening a channel",
+            "",
+            connected.connection.create_channel(),
+        )
+        .await
+        .map(Scratch)
     }
 
     /// A new connection of its own (for a consumer, whose death must not take others along).
@@ -230,13 +245,15 @@ impl Link {
             return Ok(channel);
         }
         let channel = self
-            .ask("opening a channel", connected.connection.create_channel())
-            .await?
-            .map_err(|e| classify(&self.url, "", &e))?;
+            .request(
+                "opening a channel",
+                "",
+                connected.connection.create_channel(),
+            )
+            .await?;
         let confirming = channel.confirm_select(ConfirmSelectOptions::default());
-        self.ask("turning on publisher confirms", confirming)
-            .await?
-            .map_err(|e| classify(&self.url, "", &e))?;
+        self.request("turning on publisher confirms", "", confirming)
+            .await?;
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(current) = state.as_mut() {
             current.publisher = Some(channel.clone());
@@ -270,13 +287,9 @@ impl Link {
             options,
             FieldTable::default(),
         );
-        self.ask("declaring a probe", declaring)
-            .await?
-            .map_err(|e| classify(&self.url, probe, &e))?;
+        self.request("declaring a probe", probe, declaring).await?;
         let deleting = channel.exchange_delete(probe.into(), ExchangeDeleteOptions::default());
-        self.ask("deleting a probe", deleting)
-            .await?
-            .map_err(|e| classify(&self.url, probe, &e))?;
+        self.request("deleting a probe", probe, deleting).await?;
         Ok(())
     }
 

@@ -136,9 +136,8 @@ impl RabbitBus {
         );
         self.inner
             .link
-            .ask("looking up a topic", declaring)
-            .await?
-            .map_err(|e| link::classify(self.url(), topic, &e))?;
+            .request("looking up a topic", topic, declaring)
+            .await?;
         // No topic has 0 partitions, so this declare is refused with the real count.
         let partitions = match declare_partitions(&self.inner.link, topic, 0).await {
             Err(BusError::PartitionMismatch { existing, .. }) => existing,
@@ -195,9 +194,8 @@ async fn declare_topic_exchange(link: &Link, topic: &str) -> Result<(), BusError
         durable,
         FieldTable::default(),
     );
-    link.ask("declaring a topic's exchange", declaring)
-        .await?
-        .map_err(|e| link::classify(link.url(), topic, &e))
+    link.request("declaring a topic's exchange", topic, declaring)
+        .await
 }
 
 /// The current value in RabbitMQ's "inequivalent arg" refusal, e.g. "… but current is the
@@ -212,7 +210,6 @@ fn current_value(text: &str) -> Option<u32> {
 /// Declares `topic`'s stream and binds it, so every message is kept for replay.
 async fn declare_log(link: &Link, topic: &str) -> Result<(), BusError> {
     let channel = link.scratch_channel().await?;
-    let fail = |e: lapin::Error| link::classify(link.url(), topic, &e);
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
@@ -224,9 +221,8 @@ async fn declare_log(link: &Link, topic: &str) -> Result<(), BusError> {
     };
     let log = short(&log_queue(topic))?;
     let declaring = channel.queue_declare(log.clone(), durable, args);
-    link.ask("declaring a topic's stream", declaring)
-        .await?
-        .map_err(fail)?;
+    link.request("declaring a topic's stream", topic, declaring)
+        .await?;
     let binding = channel.queue_bind(
         log,
         short(topic)?,
@@ -234,9 +230,8 @@ async fn declare_log(link: &Link, topic: &str) -> Result<(), BusError> {
         QueueBindOptions::default(),
         FieldTable::default(),
     );
-    link.ask("binding a topic's stream", binding)
-        .await?
-        .map_err(fail)
+    link.request("binding a topic's stream", topic, binding)
+        .await
 }
 
 /// The queue whose existence says `group` was set up completely (bound, backfilled).
@@ -276,10 +271,9 @@ async fn mark_group_ready(link: &Link, topic: &str, group: &str) -> Result<(), B
         durable,
         FieldTable::default(),
     );
-    link.ask("marking a group ready", declaring)
-        .await?
+    link.request("marking a group ready", topic, declaring)
+        .await
         .map(drop)
-        .map_err(|e| link::classify(link.url(), topic, &e))
 }
 
 /// Declares `group`'s consistent-hash exchange and partition queues (not yet bound to the
@@ -292,7 +286,6 @@ async fn declare_group_queues(
 ) -> Result<(), BusError> {
     let exchange = group_exchange(topic, group);
     let channel = link.scratch_channel().await?;
-    let fail = |e: lapin::Error| link::classify(link.url(), topic, &e);
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -303,9 +296,8 @@ async fn declare_group_queues(
         durable,
         FieldTable::default(),
     );
-    link.ask("declaring a group's exchange", declaring)
-        .await?
-        .map_err(fail)?;
+    link.request("declaring a group's exchange", topic, declaring)
+        .await?;
     for partition in 0..partitions {
         let queue = short(&partition_queue(topic, group, partition))?;
         let mut args = FieldTable::default();
@@ -319,9 +311,8 @@ async fn declare_group_queues(
             ..QueueDeclareOptions::default()
         };
         let declaring = channel.queue_declare(queue.clone(), durable, args);
-        link.ask("declaring a group's partition", declaring)
-            .await?
-            .map_err(fail)?;
+        link.request("declaring a group's partition", topic, declaring)
+            .await?;
         // Binding key "1": each queue takes an equal share of the hash space.
         let binding = channel.queue_bind(
             queue,
@@ -330,9 +321,8 @@ async fn declare_group_queues(
             QueueBindOptions::default(),
             FieldTable::default(),
         );
-        link.ask("binding a group's partition", binding)
-            .await?
-            .map_err(fail)?;
+        link.request("binding a group's partition", topic, binding)
+            .await?;
     }
     Ok(())
 }
@@ -347,9 +337,8 @@ async fn bind_group(link: &Link, topic: &str, group: &str) -> Result<(), BusErro
         ExchangeBindOptions::default(),
         FieldTable::default(),
     );
-    link.ask("binding a group to its topic", binding)
-        .await?
-        .map_err(|e| link::classify(link.url(), topic, &e))
+    link.request("binding a group to its topic", topic, binding)
+        .await
 }
 
 /// Caller headers as an AMQP table, plus the publish time.
@@ -641,9 +630,8 @@ impl Bus for RabbitBus {
             let queue = self
                 .inner
                 .link
-                .ask("looking up a group's partition", looking)
-                .await?
-                .map_err(|e| link::classify(self.url(), topic, &e))?;
+                .request("looking up a group's partition", topic, looking)
+                .await?;
             lag.insert(p, u64::from(queue.message_count()));
         }
         Ok(lag)
